@@ -1,0 +1,81 @@
+//! OpenStack Cinder v2/v3 API (and the one v1 show route): routes, request parsing, views and the
+//! OpenStack fault body `{"itemNotFound": {"code": 404, "message": …}}`.
+
+mod catalog;
+mod list_query;
+mod views;
+mod volumes;
+
+/// View helpers the EVS API reuses (links, host string).
+pub(crate) mod views_shared {
+    pub use super::views::{host_of, links_for};
+}
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::error::{Error, ErrorKind};
+use crate::service::Services;
+
+/// The prefixes Cinder routes are served under.
+const PREFIXES: [&str; 2] = ["/v2", "/v3"];
+
+pub(super) fn routes() -> Router<Services> {
+    let mut r = Router::new().route("/v1/{p}/volumes/{id}", get(volumes::show_v1));
+    for pre in PREFIXES {
+        r = r
+            .route(&format!("{pre}/{{p}}/volumes"), get(volumes::list_summary).post(volumes::create))
+            .route(&format!("{pre}/{{p}}/volumes/detail"), get(volumes::list_detail))
+            .route(
+                &format!("{pre}/{{p}}/volumes/{{id}}"),
+                get(volumes::show).put(volumes::update).delete(volumes::delete),
+            )
+            .route(&format!("{pre}/{{p}}/types"), get(catalog::list_types))
+            .route(&format!("{pre}/{{p}}/types/{{id}}"), get(catalog::show_type))
+            .route(&format!("{pre}/{{p}}/os-availability-zone"), get(catalog::availability_zones))
+            .route(&format!("{pre}/{{p}}/extensions"), get(catalog::extensions))
+            .route(&format!("{pre}/{{p}}/os-quota-sets/{{target}}"), get(catalog::quota_set));
+    }
+    r
+}
+
+/// A domain error rendered as an OpenStack fault.
+#[derive(Debug)]
+pub struct CinderError(pub Error);
+
+impl From<Error> for CinderError {
+    fn from(e: Error) -> Self {
+        CinderError(e)
+    }
+}
+
+/// Status and fault name for an error, as Cinder's `Fault` maps them.
+fn status_and_name(e: &Error) -> (StatusCode, &'static str) {
+    match e.kind {
+        ErrorKind::Invalid | ErrorKind::NoSpace => (StatusCode::BAD_REQUEST, "badRequest"),
+        ErrorKind::Conflict if e.http_conflict => (StatusCode::CONFLICT, "conflictingRequest"),
+        ErrorKind::Conflict => (StatusCode::BAD_REQUEST, "badRequest"),
+        ErrorKind::NotFound => (StatusCode::NOT_FOUND, "itemNotFound"),
+        ErrorKind::Quota => (StatusCode::PAYLOAD_TOO_LARGE, "overLimit"),
+        ErrorKind::Unsupported => (StatusCode::NOT_IMPLEMENTED, "notImplemented"),
+        ErrorKind::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+        ErrorKind::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "badMethod"),
+        ErrorKind::NotAcceptable => (StatusCode::NOT_ACCEPTABLE, "computeFault"),
+        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "computeFault"),
+    }
+}
+
+impl IntoResponse for CinderError {
+    fn into_response(self) -> Response {
+        let (status, name) = status_and_name(&self.0);
+        if self.0.kind == ErrorKind::Internal {
+            tracing::error!(error = %self.0, "internal error");
+        }
+        let body = json!({ name: {"code": status.as_u16(), "message": self.0.public_message()} });
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,197 @@
+//! Cinder volume routes: create, list, detail, show, update, delete, and the v1 show.
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::list_query::list_request;
+use super::views::{self, ViewCtx};
+use super::CinderError;
+use crate::api::common::{
+    base_url, caller, opt_bool, opt_int, opt_nullable_string, opt_string, opt_string_map, parse_json, parse_query,
+    query_get, take_object,
+};
+use crate::api::ApiVersion;
+use crate::error::Error;
+use crate::service::{CreateVolume, Services, UpdateVolume, VolumeSource};
+
+type Res = Result<Response, CinderError>;
+
+/// `v2` or `v3`, from the request path.
+fn api_of(headers_path: &str) -> &'static str {
+    if headers_path.starts_with("/v2/") {
+        "v2"
+    } else {
+        "v3"
+    }
+}
+
+fn ctx<'a>(svc: &'a Services, base: &'a str, api: &'a str, version: ApiVersion) -> ViewCtx<'a> {
+    ViewCtx { base, api, version, node: &svc.config.node }
+}
+
+/// First of `name`/`display_name` that is present.
+fn name_alias(o: &Map<String, Value>, a: &str, b: &str) -> Result<Option<String>, Error> {
+    Ok(opt_string(o, a, "EVS.1003")?.or(opt_string(o, b, "EVS.1003")?))
+}
+
+pub(super) async fn create(
+    State(svc): State<Services>,
+    Path(p): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    version: ApiVersion,
+    body: Bytes,
+) -> Res {
+    let caller = caller(&svc, &headers, &p)?;
+    let o = take_object(parse_json(&body)?, "volume", "EVS.1008")?;
+    let req = CreateVolume {
+        name: name_alias(&o, "name", "display_name")?,
+        description: name_alias(&o, "description", "display_description")?,
+        size_gb: opt_int(&o, "size", "EVS.1010")?,
+        availability_zone: opt_string(&o, "availability_zone", "EVS.1036")?,
+        volume_type: opt_string(&o, "volume_type", "EVS.1020")?,
+        metadata: opt_string_map(&o, "metadata", "EVS.1005")?.unwrap_or_default(),
+        multiattach: opt_bool(&o, "multiattach", "EVS.1054")?.unwrap_or(false),
+        count: 1,
+        source: VolumeSource {
+            snapshot_id: opt_string(&o, "snapshot_id", "EVS.2045")?,
+            source_volid: opt_string(&o, "source_volid", "EVS.1002")?,
+            image_ref: opt_string(&o, "imageRef", "EVS.2046")?,
+            backup_id: opt_string(&o, "backup_id", "EVS.1006")?,
+        },
+    };
+    if req.size_gb.is_none() && req.source == VolumeSource::default() {
+        return Err(Error::invalid("EVS.1010", "Invalid input received: size is required for an empty volume").into());
+    }
+    let created = svc.create_volumes(&caller, req).await?;
+    let base = base_url(&svc, &headers);
+    let c = ctx(&svc, &base, api_of(uri.path()), version);
+    let v = created.volumes.first().ok_or_else(|| Error::internal("create returned no volume"))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"volume": views::volume_detail(&c, v)}))).into_response())
+}
+
+async fn list(
+    svc: &Services,
+    p: &str,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    version: ApiVersion,
+    detail: bool,
+) -> Res {
+    let caller = caller(svc, headers, p)?;
+    let q = parse_query(uri.query())?;
+    let (mut req, limit) = list_request(&caller, &q)?;
+    req.with_count = req.with_count && version.at_least(45);
+    let mut page = svc.list_volumes(&req).await?;
+    let more = page.volumes.len() as i64 > limit;
+    page.volumes.truncate(limit as usize);
+    let base = base_url(svc, headers);
+    let api = api_of(uri.path());
+    let c = ctx(svc, &base, api, version);
+    let items: Vec<Value> = page
+        .volumes
+        .iter()
+        .map(|v| if detail { views::volume_detail(&c, v) } else { views::volume_summary(&c, v) })
+        .collect();
+    let mut body = Map::new();
+    body.insert("volumes".into(), Value::Array(items));
+    if let (true, Some(last)) = (more, page.volumes.last()) {
+        let mut params: Vec<(String, String)> =
+            q.iter().filter(|(k, _)| k != "marker" && k != "offset").cloned().collect();
+        if query_get(&q, "limit").is_none() {
+            params.push(("limit".into(), limit.to_string()));
+        }
+        params.push(("marker".into(), last.id.clone()));
+        let qs = serde_urlencoded::to_string(&params).unwrap_or_default();
+        let path = if detail { "volumes/detail" } else { "volumes" };
+        body.insert("volumes_links".into(), json!([{"href": format!("{base}/{api}/{p}/{path}?{qs}"), "rel": "next"}]));
+    }
+    if let Some(n) = page.count {
+        body.insert("count".into(), json!(n));
+    }
+    Ok(Json(Value::Object(body)).into_response())
+}
+
+pub(super) async fn list_summary(
+    State(svc): State<Services>,
+    Path(p): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    version: ApiVersion,
+    _q: RawQuery,
+) -> Res {
+    list(&svc, &p, &uri, &headers, version, false).await
+}
+
+pub(super) async fn list_detail(
+    State(svc): State<Services>,
+    Path(p): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    version: ApiVersion,
+) -> Res {
+    list(&svc, &p, &uri, &headers, version, true).await
+}
+
+pub(super) async fn show(
+    State(svc): State<Services>,
+    Path((p, id)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    version: ApiVersion,
+) -> Res {
+    let caller = caller(&svc, &headers, &p)?;
+    let v = svc.get_volume(&caller, &id).await?;
+    let base = base_url(&svc, &headers);
+    let c = ctx(&svc, &base, api_of(uri.path()), version);
+    Ok(Json(json!({"volume": views::volume_detail(&c, &v)})).into_response())
+}
+
+pub(super) async fn show_v1(
+    State(svc): State<Services>,
+    Path((p, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Res {
+    let caller = caller(&svc, &headers, &p)?;
+    let v = svc.get_volume(&caller, &id).await?;
+    Ok(Json(json!({"volume": views::volume_v1(&svc.config.node, &v)})).into_response())
+}
+
+pub(super) async fn update(
+    State(svc): State<Services>,
+    Path((p, id)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    version: ApiVersion,
+    body: Bytes,
+) -> Res {
+    let caller = caller(&svc, &headers, &p)?;
+    let o = take_object(parse_json(&body)?, "volume", "EVS.1001")?;
+    let upd = UpdateVolume {
+        name: opt_nullable_string(&o, "name", "EVS.1003")?.or(opt_nullable_string(&o, "display_name", "EVS.1003")?),
+        description: opt_nullable_string(&o, "description", "EVS.1004")?
+            .or(opt_nullable_string(&o, "display_description", "EVS.1004")?),
+        metadata: opt_string_map(&o, "metadata", "EVS.1005")?,
+    };
+    let v = svc.update_volume(&caller, &id, upd).await?;
+    let base = base_url(&svc, &headers);
+    let c = ctx(&svc, &base, api_of(uri.path()), version);
+    Ok(Json(json!({"volume": views::volume_detail(&c, &v)})).into_response())
+}
+
+pub(super) async fn delete(
+    State(svc): State<Services>,
+    Path((p, id)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Res {
+    let caller = caller(&svc, &headers, &p)?;
+    let q = parse_query(uri.query())?;
+    let cascade = query_get(&q, "cascade").and_then(crate::api::common::parse_bool).unwrap_or(false);
+    svc.delete_volume(&caller, &id, cascade).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}

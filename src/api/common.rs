@@ -1,0 +1,207 @@
+//! Helpers shared by both APIs: reading JSON bodies and query strings into typed values with
+//! domain errors, the caller of a request, and link building.
+
+use std::collections::BTreeMap;
+
+use axum::http::HeaderMap;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::service::{Caller, Services};
+
+/// The id of the current request (`req-<uuid>`).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Parse a JSON body into an object; malformed JSON is `EVS.5400`.
+pub fn parse_json(body: &[u8]) -> Result<Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::invalid("EVS.5400", "Malformed request body: the body is empty."));
+    }
+    serde_json::from_slice(body).map_err(|e| Error::invalid("EVS.5400", format!("Malformed request body: {e}")))
+}
+
+/// The object under `key` of a JSON body (`{"volume": {...}}`).
+pub fn take_object(body: Value, key: &str, code: &'static str) -> Result<Map<String, Value>> {
+    match body {
+        Value::Object(mut m) => match m.remove(key) {
+            Some(Value::Object(o)) => Ok(o),
+            Some(_) => Err(Error::invalid(code, format!("'{key}' must be an object"))),
+            None => Err(Error::invalid(code, format!("Missing required element '{key}' in request body."))),
+        },
+        _ => Err(Error::invalid("EVS.5400", "Malformed request body: expected a JSON object")),
+    }
+}
+
+/// An optional string field; explicit `null` is the same as absent.
+pub fn opt_string(o: &Map<String, Value>, key: &str, code: &'static str) -> Result<Option<String>> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(Error::invalid(code, format!("Invalid input for field '{key}': {other} is not a string"))),
+    }
+}
+
+/// Distinguish "absent" (None) from "set to null" (Some(None)) for updates.
+pub fn opt_nullable_string(o: &Map<String, Value>, key: &str, code: &'static str) -> Result<Option<Option<String>>> {
+    match o.get(key) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) => Ok(Some(Some(s.clone()))),
+        Some(other) => Err(Error::invalid(code, format!("Invalid input for field '{key}': {other} is not a string"))),
+    }
+}
+
+/// An optional boolean; accepts JSON booleans and the strings `true`/`false` (any case).
+pub fn opt_bool(o: &Map<String, Value>, key: &str, code: &'static str) -> Result<Option<bool>> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) => parse_bool(s)
+            .map(Some)
+            .ok_or_else(|| Error::invalid(code, format!("Invalid input for field '{key}': {s:?} is not a boolean"))),
+        Some(other) => Err(Error::invalid(code, format!("Invalid input for field '{key}': {other} is not a boolean"))),
+    }
+}
+
+/// `true`/`false`/`1`/`0`/`yes`/`no`, case-insensitive.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// An optional integer: a JSON integer, a float (the integer part is used, as EVS documents)
+/// or a string of digits.
+pub fn opt_int(o: &Map<String, Value>, key: &str, code: &'static str) -> Result<Option<i64>> {
+    let bad = |v: &Value| Error::invalid(code, format!("Invalid input for field '{key}': {v} is not an integer"));
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                Ok(Some(i))
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.is_finite() && f.abs() < 1e15 => Ok(Some(f.trunc() as i64)),
+                    _ => Err(bad(v)),
+                }
+            }
+        }
+        Some(v @ Value::String(s)) => s.trim().parse::<i64>().map(Some).map_err(|_| bad(v)),
+        Some(v) => Err(bad(v)),
+    }
+}
+
+/// An optional map of string to string (metadata); null is empty.
+pub fn opt_string_map(o: &Map<String, Value>, key: &str, code: &'static str) -> Result<Option<BTreeMap<String, String>>> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => {
+            let mut out = BTreeMap::new();
+            for (k, v) in m {
+                match v {
+                    Value::String(s) => {
+                        out.insert(k.clone(), s.clone());
+                    }
+                    other => {
+                        return Err(Error::invalid(
+                            code,
+                            format!("Invalid input for field '{key}': value of {k:?} must be a string, got {other}"),
+                        ))
+                    }
+                }
+            }
+            Ok(Some(out))
+        }
+        Some(other) => Err(Error::invalid(code, format!("Invalid input for field '{key}': {other} is not an object"))),
+    }
+}
+
+/// Query string as ordered pairs (repeated keys kept).
+pub fn parse_query(raw: Option<&str>) -> Result<Vec<(String, String)>> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
+        .map_err(|e| Error::invalid("EVS.5400", format!("Malformed request url: {e}")))
+}
+
+/// The last value of `key` in a query.
+pub fn query_get<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Parse a metadata filter: a JSON object (`{"k":"v"}`) or the Python dict repr the OpenStack
+/// clients send (`{'k': 'v'}`).
+pub fn parse_metadata_filter(s: &str) -> Option<Vec<(String, String)>> {
+    let parsed: Value = serde_json::from_str(s).or_else(|_| serde_json::from_str(&s.replace('\'', "\""))).ok()?;
+    let obj = parsed.as_object()?;
+    obj.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Some((k.clone(), s.clone())),
+            Value::Number(n) => Some((k.clone(), n.to_string())),
+            Value::Bool(b) => Some((k.clone(), b.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Check the project id in the URL looks like one (`EVS.0001` otherwise).
+pub fn check_project_id(p: &str) -> Result<()> {
+    if p.is_empty() || p.len() > 64 || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(Error::invalid("EVS.0001", "invalid tenant id!"));
+    }
+    Ok(())
+}
+
+/// Establish the caller. In `noauth` mode the project comes from the URL and the caller is that
+/// project's admin, as with Cinder's noauth middleware; the user id comes from `X-User-Id` or
+/// the `user:project` token the cinder client sends.
+pub fn caller(_svc: &Services, headers: &HeaderMap, project_id: &str) -> Result<Caller> {
+    check_project_id(project_id)?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let user_id = header("x-user-id").or_else(|| {
+        header("x-auth-token").and_then(|t| t.split_once(':').map(|(u, _)| u.to_string())).filter(|u| !u.is_empty())
+    });
+    Ok(Caller { project_id: project_id.to_string(), user_id, is_admin: true })
+}
+
+/// Scheme and authority for links: the configured public URL, else the request's Host.
+pub fn base_url(svc: &Services, headers: &HeaderMap) -> String {
+    if let Some(u) = &svc.config.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
+        .map(str::to_string)
+        .unwrap_or_else(|| svc.config.listen.to_string());
+    format!("http://{host}")
+}
+
+/// An error for a query parameter that is not what it should be.
+pub fn bad_query(code: &'static str, msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Invalid, msg).with_code(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_filter_forms() {
+        assert_eq!(parse_metadata_filter(r#"{"a":"b"}"#), Some(vec![("a".into(), "b".into())]));
+        assert_eq!(parse_metadata_filter("{'a': 'b'}"), Some(vec![("a".into(), "b".into())]));
+        assert_eq!(parse_metadata_filter("nope"), None);
+    }
+
+    #[test]
+    fn ints_accept_numbers_floats_and_digit_strings() {
+        let o: Map<String, Value> = serde_json::from_str(r#"{"a":3,"b":2.7,"c":"5","d":"x","e":null}"#).expect("json");
+        assert_eq!(opt_int(&o, "a", "X").expect("a"), Some(3));
+        assert_eq!(opt_int(&o, "b", "X").expect("b"), Some(2));
+        assert_eq!(opt_int(&o, "c", "X").expect("c"), Some(5));
+        assert!(opt_int(&o, "d", "X").is_err());
+        assert_eq!(opt_int(&o, "e", "X").expect("e"), None);
+    }
+}

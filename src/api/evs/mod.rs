@@ -1,0 +1,89 @@
+//! Huawei Cloud EVS API: `cloudvolumes`, `os-vendor-volumes` and jobs, served at the root of
+//! host:port (the SDK drops path prefixes). Errors are `{"error": {"code": "EVS.XXXX", "message"}}`.
+
+mod jobs;
+mod list_query;
+mod views;
+mod volumes;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::error::{Error, ErrorKind};
+use crate::service::Services;
+
+pub(super) fn routes() -> Router<Services> {
+    let mut r = Router::new()
+        .route("/v1/{p}/jobs/{job_id}", get(jobs::show))
+        .route("/v2.1/{p}/cloudvolumes", post(volumes::create))
+        .route("/v2.1/{p}/cloudvolumes/{id}", get(volumes::show));
+    // Cinder v3 clients reach the same EVS routes under /v3 (ENDPOINTS.md).
+    for pre in ["/v2", "/v3"] {
+        r = r
+            .route(&format!("{pre}/{{p}}/cloudvolumes"), post(volumes::create).get(volumes::list_summary))
+            .route(&format!("{pre}/{{p}}/cloudvolumes/detail"), get(volumes::list_detail))
+            .route(&format!("{pre}/{{p}}/os-vendor-volumes/detail"), get(volumes::list_detail))
+            .route(
+                &format!("{pre}/{{p}}/cloudvolumes/{{id}}"),
+                get(volumes::show).put(volumes::update).delete(volumes::delete),
+            )
+            .route(&format!("{pre}/{{p}}/os-vendor-volumes/{{id}}"), get(volumes::show));
+    }
+    r
+}
+
+/// A domain error rendered in the EVS format.
+#[derive(Debug)]
+pub struct EvsError(pub Error);
+
+impl From<Error> for EvsError {
+    fn from(e: Error) -> Self {
+        EvsError(e)
+    }
+}
+
+/// The HTTP status for an error on an EVS route: the reference's table (A.1) gives most codes a
+/// 400; the `EVS.5xxx` family carries its status in its number.
+fn status_of(e: &Error) -> StatusCode {
+    match e.kind {
+        ErrorKind::Internal => return StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unauthorized => return StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => return StatusCode::FORBIDDEN,
+        ErrorKind::MethodNotAllowed => return StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::NotAcceptable => return StatusCode::NOT_ACCEPTABLE,
+        ErrorKind::Unsupported => return StatusCode::NOT_IMPLEMENTED,
+        _ => {}
+    }
+    match e.code {
+        Some("EVS.5404") => StatusCode::NOT_FOUND,
+        Some("EVS.5413") => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// The EVS code for an error that has none of its own.
+fn default_code(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::NotFound => "EVS.5404",
+        ErrorKind::Unauthorized => "EVS.5401",
+        ErrorKind::Forbidden => "EVS.5403",
+        ErrorKind::Quota => "EVS.5413",
+        ErrorKind::Internal => "EVS.5500",
+        _ => "EVS.5400",
+    }
+}
+
+impl IntoResponse for EvsError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        if e.kind == ErrorKind::Internal {
+            tracing::error!(error = %e, "internal error");
+        }
+        let code = e.code.unwrap_or_else(|| default_code(e.kind));
+        let status = status_of(&Error { code: Some(code), ..e.clone() });
+        (status, Json(json!({"error": {"code": code, "message": e.public_message()}}))).into_response()
+    }
+}

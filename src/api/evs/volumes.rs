@@ -1,0 +1,137 @@
+//! EVS disk routes: batch create, list (detail and deprecated summary), show, update, delete.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::list_query::list_request;
+use super::views;
+use super::EvsError;
+use crate::api::common::{
+    base_url, caller, opt_bool, opt_int, opt_nullable_string, opt_string, opt_string_map, parse_json, parse_query,
+    query_get, take_object,
+};
+use crate::error::Error;
+use crate::service::{CreateVolume, Services, UpdateVolume, VolumeSource};
+
+type Res = Result<Response, EvsError>;
+
+/// `shareable` is the deprecated string form of `multiattach`.
+fn shareable(o: &Map<String, Value>) -> Result<Option<bool>, Error> {
+    opt_bool(o, "shareable", "EVS.1054")
+}
+
+pub(super) async fn create(State(svc): State<Services>, Path(p): Path<String>, headers: HeaderMap, body: Bytes) -> Res {
+    let caller = caller(&svc, &headers, &p)?;
+    let o = take_object(parse_json(&body)?, "volume", "EVS.1008")?;
+    let az = opt_string(&o, "availability_zone", "EVS.1036")?;
+    let vtype = opt_string(&o, "volume_type", "EVS.1020")?;
+    if az.as_deref().is_none_or(str::is_empty) || vtype.as_deref().is_none_or(str::is_empty) {
+        return Err(Error::invalid("EVS.2083", "AZ and volume type must not be empty or null!").into());
+    }
+    let multiattach = opt_bool(&o, "multiattach", "EVS.1054")?.or(shareable(&o)?).unwrap_or(false);
+    let req = CreateVolume {
+        name: opt_string(&o, "name", "EVS.1003")?,
+        description: opt_string(&o, "description", "EVS.1004")?,
+        size_gb: opt_int(&o, "size", "EVS.1010")?,
+        availability_zone: az,
+        volume_type: vtype,
+        metadata: opt_string_map(&o, "metadata", "EVS.1005")?.unwrap_or_default(),
+        multiattach,
+        count: opt_int(&o, "count", "EVS.1021")?.unwrap_or(1),
+        source: VolumeSource {
+            snapshot_id: opt_string(&o, "snapshot_id", "EVS.2045")?,
+            source_volid: None,
+            image_ref: opt_string(&o, "imageRef", "EVS.2046")?,
+            backup_id: opt_string(&o, "backup_id", "EVS.1006")?,
+        },
+    };
+    let created = svc.create_volumes(&caller, req).await?;
+    let ids: Vec<&str> = created.volumes.iter().map(|v| v.id.as_str()).collect();
+    Ok(Json(json!({"job_id": created.job_id, "order_id": null, "volume_ids": ids})).into_response())
+}
+
+async fn list(svc: &Services, p: &str, uri: &Uri, headers: &HeaderMap, detail: bool) -> Res {
+    let caller = caller(svc, headers, p)?;
+    let q = parse_query(uri.query())?;
+    let (req, limit) = list_request(&caller, &q)?;
+    let mut page = svc.list_volumes(&req).await?;
+    let more = page.volumes.len() as i64 > limit;
+    page.volumes.truncate(limit as usize);
+    let base = base_url(svc, headers);
+    let items: Vec<Value> = page
+        .volumes
+        .iter()
+        .map(|v| if detail { views::volume_detail(&base, &svc.config.node, v) } else { views::volume_summary(&base, v) })
+        .collect();
+    let mut body = Map::new();
+    if detail {
+        body.insert("count".into(), json!(page.count.unwrap_or(items.len() as i64)));
+    }
+    body.insert("volumes".into(), Value::Array(items));
+    if let (true, Some(last)) = (more, page.volumes.last()) {
+        let mut params: Vec<(String, String)> =
+            q.iter().filter(|(k, _)| k != "marker" && k != "offset").cloned().collect();
+        if query_get(&q, "limit").is_none() {
+            params.push(("limit".into(), limit.to_string()));
+        }
+        params.push(("marker".into(), last.id.clone()));
+        let qs = serde_urlencoded::to_string(&params).unwrap_or_default();
+        body.insert("volumes_links".into(), json!([{"href": format!("{base}{}?{qs}", uri.path()), "rel": "next"}]));
+    }
+    Ok(Json(Value::Object(body)).into_response())
+}
+
+pub(super) async fn list_detail(State(svc): State<Services>, Path(p): Path<String>, uri: Uri, headers: HeaderMap) -> Res {
+    list(&svc, &p, &uri, &headers, true).await
+}
+
+pub(super) async fn list_summary(State(svc): State<Services>, Path(p): Path<String>, uri: Uri, headers: HeaderMap) -> Res {
+    list(&svc, &p, &uri, &headers, false).await
+}
+
+pub(super) async fn show(
+    State(svc): State<Services>,
+    Path((p, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Res {
+    let caller = caller(&svc, &headers, &p)?;
+    let v = svc.get_volume(&caller, &id).await?;
+    let base = base_url(&svc, &headers);
+    Ok(Json(json!({"volume": views::volume_detail(&base, &svc.config.node, &v)})).into_response())
+}
+
+pub(super) async fn update(
+    State(svc): State<Services>,
+    Path((p, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
+    let caller = caller(&svc, &headers, &p)?;
+    let o = take_object(parse_json(&body)?, "volume", "EVS.1001")?;
+    let upd = UpdateVolume {
+        name: opt_nullable_string(&o, "name", "EVS.1003")?.or(opt_nullable_string(&o, "display_name", "EVS.1003")?),
+        description: opt_nullable_string(&o, "description", "EVS.1004")?
+            .or(opt_nullable_string(&o, "display_description", "EVS.1004")?),
+        metadata: opt_string_map(&o, "metadata", "EVS.1005")?,
+    };
+    if matches!(upd.name, None | Some(None)) && matches!(upd.description, None | Some(None)) && upd.metadata.is_none() {
+        return Err(Error::invalid("EVS.1007", "volume name and description can not both be empty!").into());
+    }
+    let v = svc.update_volume(&caller, &id, upd).await?;
+    let base = base_url(&svc, &headers);
+    Ok(Json(json!({"volume": views::volume_detail(&base, &svc.config.node, &v)})).into_response())
+}
+
+pub(super) async fn delete(
+    State(svc): State<Services>,
+    Path((p, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Res {
+    let caller = caller(&svc, &headers, &p)?;
+    let job_id = svc.delete_volume(&caller, &id, false).await?;
+    Ok(Json(json!({"job_id": job_id})).into_response())
+}

@@ -1,0 +1,96 @@
+//! HTTP: wire formats only. Each API (EVS, Cinder, version discovery) extracts its input, calls
+//! the services with a [`Caller`](crate::service::Caller) and renders the domain result or error
+//! in its own format. Nothing here touches files, devices or SQL.
+//!
+//! Cross-cutting layers: every response carries `X-Request-Id` and `X-Openstack-Request-Id`;
+//! `/v3` requests negotiate a microversion; unknown routes and wrong methods get the same error
+//! bodies as the API the path belongs to.
+
+pub mod cinder;
+mod common;
+pub mod evs;
+mod microversion;
+mod versions;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+
+use crate::error::{Error, ErrorKind};
+use crate::service::Services;
+
+pub use common::RequestId;
+pub use microversion::{ApiVersion, MAX_MINOR};
+
+/// The whole HTTP application.
+pub fn router(svc: Services) -> Router {
+    Router::new()
+        .merge(versions::routes())
+        .merge(cinder::routes())
+        .merge(evs::routes())
+        .fallback(fallback)
+        .layer(middleware::from_fn(error_bodies))
+        .layer(middleware::from_fn(microversion::negotiate))
+        .layer(middleware::from_fn(request_id))
+        .with_state(svc)
+}
+
+/// True when `path` belongs to the EVS API (its errors use the EVS body).
+fn is_evs_path(path: &str) -> bool {
+    path.starts_with("/v1/") && path.contains("/jobs")
+        || path.starts_with("/v2.1/")
+        || path.contains("/cloudvolumes")
+        || path.contains("/cloudsnapshots")
+        || path.contains("/os-vendor-")
+}
+
+/// Render `err` in the format of the API `path` belongs to.
+fn render_for_path(path: &str, err: Error) -> Response {
+    if is_evs_path(path) {
+        evs::EvsError(err).into_response()
+    } else {
+        cinder::CinderError(err).into_response()
+    }
+}
+
+async fn fallback(req: Request) -> Response {
+    render_for_path(
+        req.uri().path(),
+        Error::new(ErrorKind::NotFound, format!("The resource could not be found: {}", req.uri().path())),
+    )
+}
+
+/// axum answers a wrong method with an empty 405; give it the API's error body.
+async fn error_bodies(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED && resp.headers().get("content-type").is_none() {
+        return render_for_path(
+            &path,
+            Error::new(ErrorKind::MethodNotAllowed, format!("The method {method} is not allowed for {path}.")),
+        );
+    }
+    resp
+}
+
+/// Give every request an id (`req-<uuid>`), log it, and echo it in both headers.
+async fn request_id(mut req: Request<Body>, next: Next) -> Response {
+    let id = RequestId(format!("req-{}", uuid::Uuid::new_v4()));
+    req.extensions_mut().insert(id.clone());
+    let span = tracing::info_span!("request", id = %id.0, method = %req.method(), path = %req.uri().path());
+    let _enter = span.enter();
+    drop(_enter);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut resp = next.run(req).await;
+    tracing::debug!(request = %id.0, %method, %path, status = resp.status().as_u16(), "handled");
+    if let Ok(v) = HeaderValue::from_str(&id.0) {
+        resp.headers_mut().insert("x-request-id", v.clone());
+        resp.headers_mut().insert("x-openstack-request-id", v);
+    }
+    resp
+}

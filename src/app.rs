@@ -1,0 +1,100 @@
+//! Wiring: open the database, run migrations, open pools, recover jobs, start workers, serve
+//! HTTP until SIGTERM/SIGINT, then stop workers and close the database.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::config::{Config, DriverKind};
+use crate::driver::{Driver, FileDriver};
+use crate::error::{Error, Result};
+use crate::jobs::{self, runner_token::CancelToken};
+use crate::service::{Catalog, PoolRuntime, Services};
+use crate::store::Db;
+
+/// Open the database and run migrations.
+pub async fn open_db(config: &Config) -> Result<Db> {
+    let db = Db::connect(&config.database.url, config.database.max_connections).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+fn open_pools(config: &Config) -> Result<HashMap<String, PoolRuntime>> {
+    let mut pools = HashMap::new();
+    for p in &config.pools {
+        let driver: Arc<dyn Driver> = match p.driver {
+            DriverKind::File => Arc::new(
+                FileDriver::open(&p.path).map_err(|e| Error::internal(format!("pool {}: {e}", p.name)))?,
+            ),
+        };
+        let caps = driver.capabilities();
+        tracing::info!(
+            pool = %p.name,
+            path = %p.path.display(),
+            reflink = caps.reflink,
+            "pool ready{}",
+            if caps.reflink { "" } else { " (no reflink: snapshots and clones will use sparse copies)" }
+        );
+        pools.insert(p.name.clone(), PoolRuntime { config: p.clone(), driver });
+    }
+    Ok(pools)
+}
+
+/// Run the daemon until a shutdown signal.
+pub async fn serve(config: Config) -> Result<()> {
+    let db = open_db(&config).await?;
+    let pools = open_pools(&config)?;
+    let catalog = Catalog::load(&db, &config).await?;
+    let svc = Services {
+        db: db.clone(),
+        config: Arc::new(config.clone()),
+        pools: Arc::new(pools),
+        catalog: Arc::new(catalog),
+        job_notify: Arc::new(Notify::new()),
+    };
+    jobs::recover(&svc).await?;
+    let stop = CancelToken::new();
+    let workers = jobs::spawn_workers(svc.clone(), stop.clone());
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::internal(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, auth = ?config.auth.mode, "listening");
+    {
+        // Tests and scripts read this line to learn the port; it is the one stdout line we print.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "cinderblock listening on http://{addr}");
+        let _ = out.flush();
+    }
+    let app = crate::api::router(svc);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| Error::internal(format!("http server: {e}")))?;
+    tracing::info!("shutting down");
+    stop.cancel();
+    for w in workers {
+        let _ = w.await;
+    }
+    db.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,280 @@
+//! The daemon's configuration: one struct, read from built-in defaults, then a TOML file, then
+//! `CINDERBLOCK_*` environment variables (`CINDERBLOCK_DATABASE__URL` sets `database.url`).
+//!
+//! Unknown keys are an error that names the key, so a typo never silently falls back to a
+//! default. With no file at all the defaults give a working quick start under `./data`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with our prefix that are not configuration keys (test switches).
+const NON_CONFIG_ENV: &[&str] = &["require_privileged", "test_", "bin"];
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listen address for both APIs; port 0 picks a free port (printed at start).
+    pub listen: SocketAddr,
+    /// Name of this node; jobs it leaves running are recovered by it at the next start.
+    pub node: String,
+    /// Public base URL used in `links`; defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Metadata database.
+    pub database: DatabaseConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Availability zones served by this node's pools are taken from the pools; this names the
+    /// zone used when a request does not give one.
+    pub default_availability_zone: String,
+    /// Volume type used when a request does not give one (Cinder's `__DEFAULT__`).
+    pub default_volume_type: String,
+    /// Storage pools.
+    pub pools: Vec<PoolConfig>,
+    /// Job runner.
+    pub jobs: JobsConfig,
+    /// Logging filter in `tracing` syntax (`info`, `cinderblock=debug`…).
+    pub log: String,
+}
+
+/// Metadata database settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (created when missing) or `postgres://user@host/db`.
+    pub url: String,
+    /// Connection pool size.
+    pub max_connections: u32,
+}
+
+/// Authentication mode.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No authentication: the project comes from the URL. Unsafe beyond localhost.
+    Noauth,
+    /// Built-in identity: tokens and AK/SK signatures.
+    Keystone,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `noauth` or `keystone`.
+    pub mode: AuthMode,
+}
+
+/// Storage driver of a pool.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// Sparse files in a directory (reflink where the filesystem has it).
+    File,
+}
+
+/// One storage pool.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Pool name, shown as `os-vol-host-attr:host` `node@name`.
+    pub name: String,
+    /// Driver.
+    #[serde(default = "default_driver")]
+    pub driver: DriverKind,
+    /// Directory holding `volumes/` and `snapshots/` (file driver).
+    pub path: PathBuf,
+    /// Availability zone this pool serves.
+    #[serde(default = "default_az")]
+    pub availability_zone: String,
+    /// Volume types this pool serves.
+    #[serde(default = "default_types")]
+    pub volume_types: Vec<String>,
+    /// Provisioned GiB may reach this multiple of the pool's capacity (thin provisioning).
+    #[serde(default = "default_ratio")]
+    pub max_over_subscription_ratio: f64,
+}
+
+/// Job runner settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Worker tasks.
+    pub workers: usize,
+    /// Seconds a claimed job stays leased before another worker may take it over.
+    pub lease_seconds: u64,
+    /// Test hook: milliseconds a worker waits after claiming a job and before its storage step,
+    /// so a test can kill the daemon mid-job. Zero in production.
+    pub step_delay_ms: u64,
+}
+
+fn default_driver() -> DriverKind {
+    DriverKind::File
+}
+fn default_az() -> String {
+    "nova".into()
+}
+fn default_types() -> Vec<String> {
+    ["__DEFAULT__", "SSD", "SAS", "SATA"].iter().map(|s| s.to_string()).collect()
+}
+fn default_ratio() -> f64 {
+    20.0
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8776)),
+            node: default_node_name(),
+            public_url: None,
+            database: DatabaseConfig {
+                url: "sqlite://./data/cinderblock.db".into(),
+                max_connections: 8,
+            },
+            auth: AuthConfig { mode: AuthMode::Noauth },
+            default_availability_zone: default_az(),
+            default_volume_type: "__DEFAULT__".into(),
+            pools: vec![PoolConfig {
+                name: "default".into(),
+                driver: DriverKind::File,
+                path: PathBuf::from("./data/pools/default"),
+                availability_zone: default_az(),
+                volume_types: default_types(),
+                max_over_subscription_ratio: default_ratio(),
+            }],
+            jobs: JobsConfig { workers: 4, lease_seconds: 60, step_delay_ms: 0 },
+            log: "info".into(),
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Parsing or merging failed (unknown key, wrong type…); the message names the key.
+    #[error("invalid configuration: {0}")]
+    Figment(#[from] Box<figment::Error>),
+    /// The values parsed but do not make sense together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Load defaults, then `file` (or `./cinderblock.toml` when it exists), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => fig = fig.merge(Toml::file_exact(path)),
+            None if Path::new("cinderblock.toml").exists() => {
+                fig = fig.merge(Toml::file_exact("cinderblock.toml"))
+            }
+            None => {}
+        }
+        let env = Env::prefixed("CINDERBLOCK_")
+            .filter(|k| {
+                let k = k.as_str().to_ascii_lowercase();
+                !NON_CONFIG_ENV.iter().any(|p| k.starts_with(p))
+            })
+            .split("__");
+        let cfg: Config = fig.merge(env).extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.pools.is_empty() {
+            return Err(ConfigError::Invalid("at least one pool is required".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.pools {
+            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(ConfigError::Invalid(format!("pools: bad pool name {:?}", p.name)));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(ConfigError::Invalid(format!("pools: duplicate pool {:?}", p.name)));
+            }
+            if p.volume_types.is_empty() {
+                return Err(ConfigError::Invalid(format!("pools.{}: volume_types is empty", p.name)));
+            }
+            if !(p.max_over_subscription_ratio >= 1.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "pools.{}: max_over_subscription_ratio must be >= 1.0",
+                    p.name
+                )));
+            }
+        }
+        if !self.pools.iter().any(|p| p.volume_types.contains(&self.default_volume_type)) {
+            return Err(ConfigError::Invalid(format!(
+                "default_volume_type {:?} is not served by any pool",
+                self.default_volume_type
+            )));
+        }
+        if !self.pools.iter().any(|p| p.availability_zone == self.default_availability_zone) {
+            return Err(ConfigError::Invalid(format!(
+                "default_availability_zone {:?} is not served by any pool",
+                self.default_availability_zone
+            )));
+        }
+        if self.jobs.workers == 0 {
+            return Err(ConfigError::Invalid("jobs.workers must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Every volume type name any pool serves, in first-seen order.
+    pub fn volume_type_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for p in &self.pools {
+            for t in &p.volume_types {
+                if !out.contains(t) {
+                    out.push(t.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Every availability zone any pool serves, in first-seen order.
+    pub fn availability_zones(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for p in &self.pools {
+            if !out.contains(&p.availability_zone) {
+                out.push(p.availability_zone.clone());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::default();
+        c.validate().expect("defaults validate");
+        assert!(c.volume_type_names().contains(&"SSD".to_string()));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        writeln!(f, "listen = \"127.0.0.1:1\"\n[database]\nurll = \"x\"").expect("write");
+        let err = Config::load(Some(f.path())).expect_err("must fail").to_string();
+        assert!(err.contains("urll"), "{err}");
+    }
+}

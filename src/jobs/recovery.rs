@@ -1,0 +1,42 @@
+//! Start-up recovery: requeue this node's interrupted jobs, repair stranded statuses and remove
+//! pool files that no volume row owns (left by a delete interrupted between its two steps).
+
+use std::collections::HashSet;
+
+use crate::error::{Error, Result};
+use crate::model::{now_timestamp, VolumeStatus};
+use crate::service::Services;
+
+/// Run recovery before workers start.
+pub async fn recover(svc: &Services) -> Result<()> {
+    let requeued = svc.db.requeue_jobs_of(&svc.config.node).await?;
+    if requeued > 0 {
+        tracing::warn!(count = requeued, "requeued jobs interrupted by the previous run");
+    }
+    let now = now_timestamp();
+    for (from, to) in [(VolumeStatus::Creating, VolumeStatus::Error), (VolumeStatus::Deleting, VolumeStatus::ErrorDeleting)] {
+        let n = svc.db.fail_stranded_volumes(from, to, &now).await?;
+        if n > 0 {
+            tracing::warn!(count = n, from = from.as_str(), to = to.as_str(), "repaired volumes with no job");
+        }
+    }
+    for (name, pool) in svc.pools.iter() {
+        let known: HashSet<String> = svc.db.volume_ids_on_pool(name).await?.into_iter().collect();
+        let driver = pool.driver.clone();
+        let files = tokio::task::spawn_blocking(move || driver.list_volumes())
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+            .map_err(|e| Error::internal(e.to_string()))?;
+        for id in files {
+            if !known.contains(&id.to_string()) {
+                tracing::warn!(pool = %name, volume = %id, "removing a volume file no volume row owns");
+                let driver = pool.driver.clone();
+                tokio::task::spawn_blocking(move || driver.delete_volume(id))
+                    .await
+                    .map_err(|e| Error::internal(e.to_string()))?
+                    .map_err(|e| Error::internal(e.to_string()))?;
+            }
+        }
+    }
+    Ok(())
+}

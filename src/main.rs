@@ -1,0 +1,62 @@
+//! The `cinderblock` command: `serve` runs the daemon, `migrate` only runs migrations.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cinderblock::config::Config;
+
+#[derive(Parser)]
+#[command(name = "cinderblock", version, about = "Self-hosted block storage with EVS and Cinder APIs")]
+struct Cli {
+    /// TOML configuration file (default: ./cinderblock.toml when present, else built-in defaults).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve,
+    /// Run database migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cinderblock: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cinderblock: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => cinderblock::app::serve(config).await,
+            Command::Migrate => cinderblock::app::open_db(&config).await.map(|db| {
+                tracing::info!("migrations applied");
+                drop(db);
+            }),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cinderblock: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

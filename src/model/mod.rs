@@ -1,0 +1,29 @@
+//! Plain data shared by every layer: ids, sizes, statuses and the records the store returns.
+//!
+//! Nothing here does I/O. Statuses are closed enums whose string forms are the wire names of the
+//! reference (appendix A.3/A.4), so the database, the job runner and both APIs agree on them.
+
+mod job;
+mod status;
+mod volume;
+
+pub use job::{Job, JobKind, JobStatus};
+pub use status::VolumeStatus;
+pub use volume::{NewVolume, Pool, Volume, VolumeType};
+
+/// Bytes in one GiB: volume sizes are whole GiB on both APIs.
+pub const GIB: u64 = 1 << 30;
+
+/// Current UTC time in the form both APIs print (`2016-05-25T02:42:10.856332`).
+///
+/// The fixed-width form sorts lexicographically, so the store keeps timestamps as text.
+pub fn now_timestamp() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+/// Parse a UUID given by a client; `None` when it is not one.
+///
+/// Every path inside a pool is built from a value that passed through here.
+pub fn parse_uuid(s: &str) -> Option<uuid::Uuid> {
+    uuid::Uuid::try_parse(s).ok()
+}

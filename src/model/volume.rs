@@ -1,0 +1,95 @@
+//! Volume, volume type and pool records as the store returns them.
+
+use std::collections::BTreeMap;
+
+use super::VolumeStatus;
+
+/// A volume row plus its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume {
+    /// UUID, also the file name inside the pool.
+    pub id: String,
+    /// Owning project.
+    pub project_id: String,
+    /// User that created it (the API's caller id, `null` when unknown).
+    pub user_id: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Display description.
+    pub description: Option<String>,
+    /// Size in GiB.
+    pub size_gb: i64,
+    /// Current status.
+    pub status: VolumeStatus,
+    /// Availability zone.
+    pub availability_zone: String,
+    /// Volume type id.
+    pub volume_type_id: String,
+    /// Volume type name (joined in).
+    pub volume_type_name: String,
+    /// Pool that holds its data.
+    pub pool: String,
+    /// Bootable flag.
+    pub bootable: bool,
+    /// Shareable between several attachments.
+    pub multiattach: bool,
+    /// Read-only flag.
+    pub readonly: bool,
+    /// Source snapshot, when created from one.
+    pub snapshot_id: Option<String>,
+    /// Source volume, when cloned.
+    pub source_volid: Option<String>,
+    /// Creation time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: Option<String>,
+    /// User metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What a create request asks for, after validation.
+#[derive(Debug, Clone)]
+pub struct NewVolume {
+    /// Owning project.
+    pub project_id: String,
+    /// Caller.
+    pub user_id: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Display description.
+    pub description: Option<String>,
+    /// Size in GiB.
+    pub size_gb: i64,
+    /// Availability zone (validated).
+    pub availability_zone: String,
+    /// Volume type (validated).
+    pub volume_type: VolumeType,
+    /// Shareable flag.
+    pub multiattach: bool,
+    /// User metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A volume type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeType {
+    /// UUID.
+    pub id: String,
+    /// Name (`SSD`, `__DEFAULT__`…).
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Whether every project may use it.
+    pub is_public: bool,
+    /// Extra specs (`volume_backend_name`…).
+    pub extra_specs: BTreeMap<String, String>,
+}
+
+/// A storage pool as registered in the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    /// Pool name from the config.
+    pub name: String,
+    /// GiB promised to volumes on this pool (sum of their sizes).
+    pub provisioned_gb: i64,
+}

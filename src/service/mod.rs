@@ -1,0 +1,57 @@
+//! Business rules: validation, quota and capacity checks, compare-and-set status changes and job
+//! enqueueing, each mutation in one database transaction. Services never touch files or devices
+//! themselves; the job runner does, through the drivers.
+
+mod catalog;
+mod jobs;
+mod quotas;
+mod volumes;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::config::{Config, PoolConfig};
+use crate::driver::Driver;
+use crate::store::Db;
+
+pub use catalog::Catalog;
+pub use jobs::JobView;
+pub use quotas::{QuotaUsage, UsageLine};
+pub use volumes::{CreateVolume, CreatedVolumes, UpdateVolume, VolumeSource, MAX_BATCH, MAX_SIZE_GB};
+
+/// Who is calling, as established by the API layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The project the request acts in.
+    pub project_id: String,
+    /// The user, when known.
+    pub user_id: Option<String>,
+    /// Admins may see every project.
+    pub is_admin: bool,
+}
+
+/// A pool at run time: its configuration and driver.
+#[derive(Debug, Clone)]
+pub struct PoolRuntime {
+    /// Configuration.
+    pub config: PoolConfig,
+    /// Storage driver.
+    pub driver: Arc<dyn Driver>,
+}
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    /// Metadata store.
+    pub db: Db,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Pools by name.
+    pub pools: Arc<HashMap<String, PoolRuntime>>,
+    /// Types and zones.
+    pub catalog: Arc<Catalog>,
+    /// Wakes job workers after an enqueue.
+    pub job_notify: Arc<Notify>,
+}

@@ -1,0 +1,346 @@
+//! Volume lifecycle: create (single or batch), list, show, update, delete.
+//!
+//! Every mutation validates first, then in one transaction reserves pool capacity, writes the
+//! rows with their transitional status and enqueues the job; the worker finishes it. Bad input
+//! therefore never leaves a row or a file behind.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::{Caller, PoolRuntime, Services};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{now_timestamp, JobKind, Volume, VolumeStatus, GIB};
+use crate::store::{ListVolumes, NewJob, VolumePage};
+
+/// Largest volume in GiB (EVS data disks go to 32 TiB).
+pub const MAX_SIZE_GB: i64 = 32768;
+/// Most disks one EVS create may make.
+pub const MAX_BATCH: i64 = 100;
+/// Longest name or description, in characters (reference 6.1.1).
+const MAX_TEXT: usize = 255;
+/// Longest base name of a batch, in bytes (the `-0000` suffix makes room).
+const MAX_BATCH_NAME_BYTES: usize = 250;
+/// Longest metadata key or value, in bytes.
+const MAX_META: usize = 255;
+
+/// Where a new volume's data comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeSource {
+    /// `snapshot_id`
+    pub snapshot_id: Option<String>,
+    /// `source_volid`
+    pub source_volid: Option<String>,
+    /// `imageRef`
+    pub image_ref: Option<String>,
+    /// `backup_id`
+    pub backup_id: Option<String>,
+}
+
+/// A validated-shape create request (values not yet checked against the catalog).
+#[derive(Debug, Clone, Default)]
+pub struct CreateVolume {
+    /// Display name (a batch appends `-0000`…).
+    pub name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Size in GiB (required for empty volumes).
+    pub size_gb: Option<i64>,
+    /// Zone; the default zone when `None`.
+    pub availability_zone: Option<String>,
+    /// Type id or name; the default type when `None`.
+    pub volume_type: Option<String>,
+    /// User metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Shareable.
+    pub multiattach: bool,
+    /// How many (EVS batch); 1 on Cinder.
+    pub count: i64,
+    /// Data source.
+    pub source: VolumeSource,
+}
+
+/// What a create produced.
+#[derive(Debug, Clone)]
+pub struct CreatedVolumes {
+    /// The job to poll (a batch parent when `count > 1`).
+    pub job_id: String,
+    /// The new rows, status `creating`.
+    pub volumes: Vec<Volume>,
+}
+
+/// Changes to a volume; `None` fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateVolume {
+    /// New name (`Some(None)` clears it).
+    pub name: Option<Option<String>>,
+    /// New description.
+    pub description: Option<Option<String>>,
+    /// Replace all metadata.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A new 32-hex-digit job id, the form EVS prints.
+pub(crate) fn new_job_id() -> String {
+    Uuid::new_v4().simple().to_string()
+}
+
+fn validate_text(value: &Option<String>, code: &'static str, what: &str) -> Result<()> {
+    if let Some(v) = value {
+        if v.chars().count() > MAX_TEXT {
+            return Err(Error::invalid(code, format!("{what} must be at most {MAX_TEXT} characters")));
+        }
+    }
+    Ok(())
+}
+
+/// Check metadata sizes and the reserved keys the reference gives a meaning to.
+pub fn validate_metadata(m: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in m {
+        if k.is_empty() || k.len() > MAX_META {
+            return Err(Error::invalid("EVS.1005", format!("metadata key {k:?} must be 1 to {MAX_META} bytes")));
+        }
+        if v.len() > MAX_META {
+            return Err(Error::invalid("EVS.1005", format!("metadata value of {k:?} must be at most {MAX_META} bytes")));
+        }
+    }
+    if let Some(v) = m.get("full_clone") {
+        if v != "0" && v != "1" {
+            return Err(Error::invalid("EVS.1063", "invalid full_clone in metadata: must be \"0\" or \"1\""));
+        }
+    }
+    if let Some(v) = m.get("hw:passthrough") {
+        if v != "true" && v != "false" {
+            return Err(Error::invalid("EVS.1057", "invalid hw:passthrough in metadata: must be \"true\" or \"false\""));
+        }
+    }
+    Ok(())
+}
+
+impl Services {
+    /// The pool that serves `az` and type `type_name` (first configured wins).
+    fn place(&self, az: &str, type_name: &str) -> Result<&PoolRuntime> {
+        self.config
+            .pools
+            .iter()
+            .filter(|p| p.availability_zone == az && p.volume_types.iter().any(|t| t == type_name))
+            .find_map(|p| self.pools.get(&p.name))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "EVS.2071",
+                    format!("Invalid input received: Availability zone [{az}] do not have volume type [{type_name}]"),
+                )
+            })
+    }
+
+    /// Create `req.count` volumes and one job (with sub-jobs for a batch).
+    pub async fn create_volumes(&self, caller: &Caller, req: CreateVolume) -> Result<CreatedVolumes> {
+        let sources = [&req.source.snapshot_id, &req.source.source_volid, &req.source.image_ref, &req.source.backup_id];
+        if sources.iter().filter(|s| s.is_some()).count() > 1 {
+            return Err(Error::invalid(
+                "EVS.1016",
+                "Invalid input received: May specify only one of imageRef, snapshot_id, backup_id, source_volid!",
+            ));
+        }
+        if let Some(id) = &req.source.snapshot_id {
+            return Err(Error::new(ErrorKind::NotFound, format!("Snapshot {id} could not be found.")).with_code("EVS.2045"));
+        }
+        if let Some(id) = &req.source.backup_id {
+            return Err(Error::new(ErrorKind::NotFound, format!("Backup {id} could not be found.")).with_code("EVS.1006"));
+        }
+        if let Some(id) = &req.source.image_ref {
+            return Err(Error::new(ErrorKind::NotFound, format!("Image {id} could not be found.")).with_code("EVS.2046"));
+        }
+        if let Some(id) = &req.source.source_volid {
+            self.get_volume(caller, id).await?;
+            return Err(Error::new(ErrorKind::Unsupported, "Cloning a volume is not supported yet."));
+        }
+        let size = req.size_gb.ok_or_else(|| Error::invalid("EVS.1010", "size is required"))?;
+        if !(1..=MAX_SIZE_GB).contains(&size) {
+            return Err(Error::invalid("EVS.1010", format!("Invalid volume size {size}: must be 1 to {MAX_SIZE_GB} GB")));
+        }
+        if !(1..=MAX_BATCH).contains(&req.count) {
+            return Err(Error::invalid("EVS.1021", format!("the quantity of volume is invalid: count must be 1 to {MAX_BATCH}")));
+        }
+        validate_text(&req.name, "EVS.1003", "name")?;
+        validate_text(&req.description, "EVS.1004", "description")?;
+        if req.count > 1 {
+            if let Some(n) = &req.name {
+                if n.len() > MAX_BATCH_NAME_BYTES {
+                    return Err(Error::invalid("EVS.1003", format!("a batch name must be at most {MAX_BATCH_NAME_BYTES} bytes")));
+                }
+            }
+        }
+        validate_metadata(&req.metadata)?;
+        let az = req.availability_zone.clone().unwrap_or_else(|| self.config.default_availability_zone.clone());
+        if !self.catalog.zones.contains(&az) {
+            return Err(Error::new(ErrorKind::Invalid, format!("Availability zone '{az}' is invalid.")).with_code("EVS.1036"));
+        }
+        let type_ref = req.volume_type.clone().unwrap_or_else(|| self.config.default_volume_type.clone());
+        let vtype = self
+            .catalog
+            .find_type(&type_ref)
+            .ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, format!("Volume type with name {type_ref} could not be found.")).with_code("EVS.1020")
+            })?
+            .clone();
+        let pool = self.place(&az, &vtype.name)?;
+        let total_gb = size * req.count;
+        let limit_gb = self.capacity_limit_gb(pool, total_gb)?;
+
+        let now = now_timestamp();
+        let job_id = new_job_id();
+        let volumes: Vec<Volume> = (0..req.count)
+            .map(|i| Volume {
+                id: Uuid::new_v4().to_string(),
+                project_id: caller.project_id.clone(),
+                user_id: caller.user_id.clone(),
+                name: match (&req.name, req.count) {
+                    (Some(n), c) if c > 1 => Some(format!("{n}-{i:04}")),
+                    (n, _) => n.clone(),
+                },
+                description: req.description.clone(),
+                size_gb: size,
+                status: VolumeStatus::Creating,
+                availability_zone: az.clone(),
+                volume_type_id: vtype.id.clone(),
+                volume_type_name: vtype.name.clone(),
+                pool: pool.config.name.clone(),
+                bootable: false,
+                multiattach: req.multiattach,
+                readonly: false,
+                snapshot_id: None,
+                source_volid: None,
+                created_at: now.clone(),
+                updated_at: None,
+                metadata: req.metadata.clone(),
+            })
+            .collect();
+
+        let mut tx = self.db.begin_write().await?;
+        if !tx.reserve_pool_capacity(&pool.config.name, total_gb, limit_gb).await? {
+            return Err(no_space(&pool.config.name, total_gb));
+        }
+        let batch = req.count > 1;
+        if batch {
+            tx.insert_job(&NewJob {
+                id: job_id.clone(),
+                project_id: caller.project_id.clone(),
+                kind: JobKind::BatchCreateVolume,
+                parent_id: None,
+                volume_id: None,
+                entities: serde_json::json!({"size": size, "volume_type": vtype.name, "name": req.name}).to_string(),
+                begin_time: now.clone(),
+            })
+            .await?;
+        }
+        for v in &volumes {
+            tx.insert_volume(v).await?;
+            tx.insert_job(&NewJob {
+                id: if batch { new_job_id() } else { job_id.clone() },
+                project_id: caller.project_id.clone(),
+                kind: JobKind::CreateVolume,
+                parent_id: batch.then(|| job_id.clone()),
+                volume_id: Some(v.id.clone()),
+                entities: serde_json::json!({"volume_id": v.id, "size": v.size_gb, "name": v.name, "volume_type": vtype.name})
+                    .to_string(),
+                begin_time: now.clone(),
+            })
+            .await?;
+        }
+        tx.commit().await?;
+        self.job_notify.notify_waiters();
+        Ok(CreatedVolumes { job_id, volumes })
+    }
+
+    /// The most GiB the pool may have provisioned after adding `want_gb`, following Cinder's
+    /// thin-provisioning rules: provisioned ≤ total × ratio, and the request must fit in
+    /// free × ratio. Returns the provisioned ceiling for the compare-and-set.
+    fn capacity_limit_gb(&self, pool: &PoolRuntime, want_gb: i64) -> Result<i64> {
+        let cap = pool.driver.capacity().map_err(|e| Error::internal(format!("pool {}: {e}", pool.config.name)))?;
+        let ratio = pool.config.max_over_subscription_ratio;
+        let free_virtual = (cap.free_bytes as f64 / GIB as f64) * ratio;
+        if (want_gb as f64) > free_virtual {
+            return Err(no_space(&pool.config.name, want_gb));
+        }
+        Ok(((cap.total_bytes as f64 / GIB as f64) * ratio).floor() as i64)
+    }
+
+    /// One volume the caller may see.
+    pub async fn get_volume(&self, caller: &Caller, id: &str) -> Result<Volume> {
+        let not_found = || Error::not_found(format!("Volume {id} could not be found."));
+        if crate::model::parse_uuid(id).is_none() {
+            return Err(not_found());
+        }
+        let scope = (!caller.is_admin).then_some(caller.project_id.as_str());
+        self.db.get_volume(scope, id).await?.ok_or_else(not_found)
+    }
+
+    /// A page of volumes.
+    pub async fn list_volumes(&self, q: &ListVolumes) -> Result<VolumePage> {
+        self.db.list_volumes(q).await
+    }
+
+    /// Change name, description or metadata.
+    pub async fn update_volume(&self, caller: &Caller, id: &str, upd: UpdateVolume) -> Result<Volume> {
+        let v = self.get_volume(caller, id).await?;
+        if let Some(n) = &upd.name {
+            validate_text(n, "EVS.1003", "name")?;
+        }
+        if let Some(d) = &upd.description {
+            validate_text(d, "EVS.1004", "description")?;
+        }
+        if let Some(m) = &upd.metadata {
+            validate_metadata(m)?;
+        }
+        let now = now_timestamp();
+        let mut tx = self.db.begin_write().await?;
+        tx.update_volume_text(&v.id, upd.name, upd.description, &now).await?;
+        if let Some(m) = &upd.metadata {
+            tx.replace_volume_metadata(&v.id, m).await?;
+        }
+        tx.commit().await?;
+        self.get_volume(caller, id).await
+    }
+
+    /// Start deleting a volume; returns the job id. `cascade` is accepted (there are no
+    /// snapshots to cascade to yet).
+    pub async fn delete_volume(&self, caller: &Caller, id: &str, _cascade: bool) -> Result<String> {
+        let v = self.get_volume(caller, id).await?;
+        let now = now_timestamp();
+        let job_id = new_job_id();
+        let mut tx = self.db.begin_write().await?;
+        if !tx.cas_volume_status(&v.id, &VolumeStatus::DELETABLE, VolumeStatus::Deleting, &now).await? {
+            let current = tx.volume_status(&v.id).await?.map(|s| s.as_str()).unwrap_or("deleted");
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!(
+                    "Invalid volume: Volume status must be available, error, error_extending, error_restoring, \
+                     error_rollbacking or error_deleting when deleting, but current status is: {current}."
+                ),
+            ));
+        }
+        tx.insert_job(&NewJob {
+            id: job_id.clone(),
+            project_id: v.project_id.clone(),
+            kind: JobKind::DeleteVolume,
+            parent_id: None,
+            volume_id: Some(v.id.clone()),
+            entities: serde_json::json!({"volume_id": v.id, "size": v.size_gb, "name": v.name, "volume_type": v.volume_type_name})
+                .to_string(),
+            begin_time: now,
+        })
+        .await?;
+        tx.commit().await?;
+        self.job_notify.notify_waiters();
+        Ok(job_id)
+    }
+}
+
+fn no_space(pool: &str, gb: i64) -> Error {
+    Error::new(
+        ErrorKind::NoSpace,
+        format!("Insufficient free virtual space in pool {pool} to create {gb} GB of volumes."),
+    )
+    .with_code("EVS.2072")
+}

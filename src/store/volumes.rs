@@ -1,0 +1,491 @@
+//! Volume rows and their metadata.
+
+use std::collections::BTreeMap;
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::sql::{Arg, Sql};
+use super::{Db, WriteTx};
+use crate::error::{Error, Result};
+use crate::model::{Volume, VolumeStatus};
+
+const VOLUME_COLUMNS: &str = "v.id, v.project_id, v.user_id, v.name, v.description, v.size_gb, \
+     v.status, v.availability_zone, v.volume_type_id, t.name AS type_name, v.pool, v.bootable, \
+     v.multiattach, v.readonly, v.snapshot_id, v.source_volid, v.created_at, v.updated_at";
+
+/// Filters shared by both APIs' list calls; every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeFilter {
+    /// Only this project (`None` = all projects, for admins).
+    pub project_id: Option<String>,
+    /// Only these ids.
+    pub ids: Option<Vec<String>>,
+    /// Exact name.
+    pub name: Option<String>,
+    /// Exact status.
+    pub status: Option<String>,
+    /// Exact availability zone.
+    pub availability_zone: Option<String>,
+    /// Every pair must be present in the metadata.
+    pub metadata: Vec<(String, String)>,
+    /// Shareable flag.
+    pub multiattach: Option<bool>,
+    /// Volume type id.
+    pub volume_type_id: Option<String>,
+}
+
+/// Columns a list can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeSortKey {
+    /// `id`
+    Id,
+    /// `name`
+    Name,
+    /// `status`
+    Status,
+    /// `size`
+    Size,
+    /// `created_at` (the default)
+    CreatedAt,
+    /// `updated_at`
+    UpdatedAt,
+    /// `availability_zone`
+    AvailabilityZone,
+}
+
+impl VolumeSortKey {
+    /// Parse an API sort key (`size`, `created_at`…); Cinder's `display_name` alias included.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "id" => Self::Id,
+            "name" | "display_name" => Self::Name,
+            "status" => Self::Status,
+            "size" => Self::Size,
+            "created_at" => Self::CreatedAt,
+            "updated_at" => Self::UpdatedAt,
+            "availability_zone" => Self::AvailabilityZone,
+            _ => return None,
+        })
+    }
+    fn column(self) -> &'static str {
+        match self {
+            Self::Id => "v.id",
+            Self::Name => "COALESCE(v.name, '')",
+            Self::Status => "v.status",
+            Self::Size => "v.size_gb",
+            Self::CreatedAt => "v.created_at",
+            Self::UpdatedAt => "COALESCE(v.updated_at, '')",
+            Self::AvailabilityZone => "v.availability_zone",
+        }
+    }
+    fn marker_value(self, v: &Volume) -> Arg {
+        match self {
+            Self::Id => Arg::Text(v.id.clone()),
+            Self::Name => Arg::Text(v.name.clone().unwrap_or_default()),
+            Self::Status => Arg::Text(v.status.as_str().to_string()),
+            Self::Size => Arg::Int(v.size_gb),
+            Self::CreatedAt => Arg::Text(v.created_at.clone()),
+            Self::UpdatedAt => Arg::Text(v.updated_at.clone().unwrap_or_default()),
+            Self::AvailabilityZone => Arg::Text(v.availability_zone.clone()),
+        }
+    }
+}
+
+/// Sort direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortDir {
+    /// Ascending.
+    Asc,
+    /// Descending (the default on both APIs).
+    Desc,
+}
+
+/// A list request.
+#[derive(Debug, Clone)]
+pub struct ListVolumes {
+    /// Which rows.
+    pub filter: VolumeFilter,
+    /// Order; `id` in the same direction breaks ties.
+    pub sort_key: VolumeSortKey,
+    /// Direction.
+    pub sort_dir: SortDir,
+    /// Page size (`None` = all).
+    pub limit: Option<i64>,
+    /// Rows to skip after the marker.
+    pub offset: i64,
+    /// Start after this volume (which must match the filter's project).
+    pub marker: Option<String>,
+    /// Also count all matching rows, ignoring paging.
+    pub with_count: bool,
+}
+
+/// One page of volumes.
+#[derive(Debug, Clone)]
+pub struct VolumePage {
+    /// The rows, metadata included.
+    pub volumes: Vec<Volume>,
+    /// Rows matching the filter, ignoring paging (when asked for).
+    pub count: Option<i64>,
+}
+
+fn opt_text(row: &AnyRow, col: &str) -> Result<Option<String>> {
+    Ok(row.try_get::<Option<String>, _>(col)?)
+}
+
+fn volume_from_row(row: &AnyRow) -> Result<Volume> {
+    let status: String = row.try_get("status")?;
+    Ok(Volume {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        user_id: opt_text(row, "user_id")?,
+        name: opt_text(row, "name")?,
+        description: opt_text(row, "description")?,
+        size_gb: row.try_get("size_gb")?,
+        status: status
+            .parse()
+            .map_err(|_| Error::internal(format!("unknown volume status {status:?} in database")))?,
+        availability_zone: row.try_get("availability_zone")?,
+        volume_type_id: row.try_get("volume_type_id")?,
+        volume_type_name: row.try_get("type_name")?,
+        pool: row.try_get("pool")?,
+        bootable: row.try_get::<i64, _>("bootable")? != 0,
+        multiattach: row.try_get::<i64, _>("multiattach")? != 0,
+        readonly: row.try_get::<i64, _>("readonly")? != 0,
+        snapshot_id: opt_text(row, "snapshot_id")?,
+        source_volid: opt_text(row, "source_volid")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: opt_text(row, "updated_at")?,
+        metadata: BTreeMap::new(),
+    })
+}
+
+fn push_filter(sql: &mut Sql, f: &VolumeFilter) {
+    sql.push(" WHERE 1=1");
+    if let Some(p) = &f.project_id {
+        sql.push(" AND v.project_id = ").bind(Arg::Text(p.clone()));
+    }
+    if let Some(ids) = &f.ids {
+        if ids.is_empty() {
+            sql.push(" AND 1=0");
+        } else {
+            sql.push(" AND v.id IN (");
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(Arg::Text(id.clone()));
+            }
+            sql.push(")");
+        }
+    }
+    if let Some(n) = &f.name {
+        sql.push(" AND v.name = ").bind(Arg::Text(n.clone()));
+    }
+    if let Some(s) = &f.status {
+        sql.push(" AND v.status = ").bind(Arg::Text(s.clone()));
+    }
+    if let Some(az) = &f.availability_zone {
+        sql.push(" AND v.availability_zone = ").bind(Arg::Text(az.clone()));
+    }
+    if let Some(m) = f.multiattach {
+        sql.push(" AND v.multiattach = ").bind(Arg::Int(m as i64));
+    }
+    if let Some(t) = &f.volume_type_id {
+        sql.push(" AND v.volume_type_id = ").bind(Arg::Text(t.clone()));
+    }
+    for (k, val) in &f.metadata {
+        sql.push(" AND EXISTS (SELECT 1 FROM volume_metadata m WHERE m.volume_id = v.id AND m.key = ")
+            .bind(Arg::Text(k.clone()))
+            .push(" AND m.value = ")
+            .bind(Arg::Text(val.clone()))
+            .push(")");
+    }
+}
+
+impl Db {
+    /// One volume, with metadata; `project_id = None` looks across projects.
+    pub async fn get_volume(&self, project_id: Option<&str>, id: &str) -> Result<Option<Volume>> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {VOLUME_COLUMNS} FROM volumes v JOIN volume_types t ON t.id = v.volume_type_id"
+        ));
+        push_filter(
+            &mut sql,
+            &VolumeFilter {
+                project_id: project_id.map(str::to_string),
+                ids: Some(vec![id.to_string()]),
+                ..Default::default()
+            },
+        );
+        let Some(row) = sql.query().fetch_optional(self.pool()).await? else {
+            return Ok(None);
+        };
+        let mut v = volume_from_row(&row)?;
+        v.metadata = self.volume_metadata(&v.id).await?;
+        Ok(Some(v))
+    }
+
+    /// A volume's metadata.
+    pub async fn volume_metadata(&self, volume_id: &str) -> Result<BTreeMap<String, String>> {
+        let rows = sqlx::query("SELECT key, value FROM volume_metadata WHERE volume_id = $1")
+            .bind(volume_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
+            .collect()
+    }
+
+    /// A page of volumes (metadata included) and optionally the total count.
+    ///
+    /// An unknown marker is `Invalid` (EVS.1024), like Cinder's "marker not found".
+    pub async fn list_volumes(&self, q: &ListVolumes) -> Result<VolumePage> {
+        let marker = match &q.marker {
+            Some(m) => Some(
+                self.get_volume(q.filter.project_id.as_deref(), m)
+                    .await?
+                    .ok_or_else(|| Error::invalid("EVS.1024", format!("marker [{m}] not found")))?,
+            ),
+            None => None,
+        };
+        let mut sql = Sql::new(&format!(
+            "SELECT {VOLUME_COLUMNS} FROM volumes v JOIN volume_types t ON t.id = v.volume_type_id"
+        ));
+        push_filter(&mut sql, &q.filter);
+        let (cmp, dir) = match q.sort_dir {
+            SortDir::Asc => (">", "ASC"),
+            SortDir::Desc => ("<", "DESC"),
+        };
+        let col = q.sort_key.column();
+        if let Some(m) = &marker {
+            let mv = q.sort_key.marker_value(m);
+            sql.push(&format!(" AND ({col} {cmp} "))
+                .bind(mv.clone())
+                .push(&format!(" OR ({col} = "))
+                .bind(mv)
+                .push(&format!(" AND v.id {cmp} "))
+                .bind(Arg::Text(m.id.clone()))
+                .push("))");
+        }
+        sql.push(&format!(" ORDER BY {col} {dir}, v.id {dir}"));
+        // LIMIT -1 means "no limit" on SQLite but is an error on PostgreSQL; use a huge number.
+        sql.push(" LIMIT ").bind(Arg::Int(q.limit.unwrap_or(i64::MAX / 2)));
+        sql.push(" OFFSET ").bind(Arg::Int(q.offset.max(0)));
+        let rows = sql.query().fetch_all(self.pool()).await?;
+        let mut volumes = rows.iter().map(volume_from_row).collect::<Result<Vec<_>>>()?;
+        self.fill_metadata(&mut volumes).await?;
+        let count = if q.with_count {
+            let mut c = Sql::new("SELECT COUNT(*) AS n FROM volumes v");
+            push_filter(&mut c, &q.filter);
+            Some(c.query().fetch_one(self.pool()).await?.try_get::<i64, _>("n")?)
+        } else {
+            None
+        };
+        Ok(VolumePage { volumes, count })
+    }
+
+    async fn fill_metadata(&self, volumes: &mut [Volume]) -> Result<()> {
+        if volumes.is_empty() {
+            return Ok(());
+        }
+        let mut sql = Sql::new("SELECT volume_id, key, value FROM volume_metadata WHERE volume_id IN (");
+        for (i, v) in volumes.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(Arg::Text(v.id.clone()));
+        }
+        sql.push(")");
+        let rows = sql.query().fetch_all(self.pool()).await?;
+        let mut by_id: std::collections::HashMap<String, BTreeMap<String, String>> =
+            std::collections::HashMap::new();
+        for r in rows {
+            by_id
+                .entry(r.try_get("volume_id")?)
+                .or_default()
+                .insert(r.try_get("key")?, r.try_get("value")?);
+        }
+        for v in volumes.iter_mut() {
+            if let Some(m) = by_id.remove(&v.id) {
+                v.metadata = m;
+            }
+        }
+        Ok(())
+    }
+
+    /// Volumes and GiB a project holds, in total and per volume type name.
+    pub async fn volume_usage(&self, project_id: &str) -> Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT t.name AS type_name, COUNT(*) AS n, COALESCE(SUM(v.size_gb), 0) AS gb \
+             FROM volumes v JOIN volume_types t ON t.id = v.volume_type_id \
+             WHERE v.project_id = $1 GROUP BY t.name",
+        )
+        .bind(project_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                // SUM over BIGINT is NUMERIC on PostgreSQL; COUNT is BIGINT on both.
+                let gb = match r.try_get::<i64, _>("gb") {
+                    Ok(v) => v,
+                    Err(_) => r.try_get::<String, _>("gb").ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+                };
+                Ok((r.try_get("type_name")?, r.try_get("n")?, gb))
+            })
+            .collect()
+    }
+
+    /// Every volume id stored on `pool` (for recovery and consistency checks).
+    pub async fn volume_ids_on_pool(&self, pool: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM volumes WHERE pool = $1")
+            .bind(pool)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+}
+
+impl WriteTx<'_> {
+    /// Insert a volume row and its metadata.
+    pub async fn insert_volume(&mut self, v: &Volume) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO volumes (id, project_id, user_id, name, description, size_gb, status, \
+             availability_zone, volume_type_id, pool, bootable, multiattach, readonly, \
+             snapshot_id, source_volid, created_at, updated_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)",
+        )
+        .bind(&v.id)
+        .bind(&v.project_id)
+        .bind(v.user_id.as_deref())
+        .bind(v.name.as_deref())
+        .bind(v.description.as_deref())
+        .bind(v.size_gb)
+        .bind(v.status.as_str())
+        .bind(&v.availability_zone)
+        .bind(&v.volume_type_id)
+        .bind(&v.pool)
+        .bind(v.bootable as i64)
+        .bind(v.multiattach as i64)
+        .bind(v.readonly as i64)
+        .bind(v.snapshot_id.as_deref())
+        .bind(v.source_volid.as_deref())
+        .bind(&v.created_at)
+        .bind(v.updated_at.as_deref())
+        .execute(self.conn())
+        .await?;
+        self.replace_volume_metadata(&v.id, &v.metadata).await
+    }
+
+    /// Replace all metadata of a volume.
+    pub async fn replace_volume_metadata(
+        &mut self,
+        volume_id: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM volume_metadata WHERE volume_id = $1")
+            .bind(volume_id)
+            .execute(self.conn())
+            .await?;
+        for (k, v) in metadata {
+            sqlx::query("INSERT INTO volume_metadata (volume_id, key, value) VALUES ($1, $2, $3)")
+                .bind(volume_id)
+                .bind(k)
+                .bind(v)
+                .execute(self.conn())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Compare-and-set a volume's status: succeeds only when the current status is one of
+    /// `from`. Returns whether a row changed.
+    pub async fn cas_volume_status(
+        &mut self,
+        id: &str,
+        from: &[VolumeStatus],
+        to: VolumeStatus,
+        now: &str,
+    ) -> Result<bool> {
+        let mut sql = Sql::new("UPDATE volumes SET status = ");
+        sql.bind(Arg::Text(to.as_str().into()))
+            .push(", updated_at = ")
+            .bind(Arg::Text(now.into()))
+            .push(" WHERE id = ")
+            .bind(Arg::Text(id.into()))
+            .push(" AND status IN (");
+        for (i, s) in from.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(Arg::Text(s.as_str().into()));
+        }
+        sql.push(")");
+        let r = sql.query().execute(self.conn()).await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Set name and description (each `Some` replaces, `None` keeps).
+    pub async fn update_volume_text(
+        &mut self,
+        id: &str,
+        name: Option<Option<String>>,
+        description: Option<Option<String>>,
+        now: &str,
+    ) -> Result<()> {
+        let mut sql = Sql::new("UPDATE volumes SET updated_at = ");
+        sql.bind(Arg::Text(now.into()));
+        if let Some(n) = name {
+            sql.push(", name = ").bind(Arg::OptText(n));
+        }
+        if let Some(d) = description {
+            sql.push(", description = ").bind(Arg::OptText(d));
+        }
+        sql.push(" WHERE id = ").bind(Arg::Text(id.into()));
+        sql.query().execute(self.conn()).await?;
+        Ok(())
+    }
+
+    /// Remove a volume row (metadata cascades).
+    pub async fn delete_volume_row(&mut self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM volume_metadata WHERE volume_id = $1")
+            .bind(id)
+            .execute(self.conn())
+            .await?;
+        sqlx::query("DELETE FROM volumes WHERE id = $1").bind(id).execute(self.conn()).await?;
+        Ok(())
+    }
+
+    /// The status of a volume inside this transaction.
+    pub async fn volume_status(&mut self, id: &str) -> Result<Option<VolumeStatus>> {
+        let row = sqlx::query("SELECT status FROM volumes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.conn())
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let s: String = r.try_get("status")?;
+                Ok(Some(s.parse().map_err(|_| Error::internal(format!("bad status {s:?}")))?))
+            }
+        }
+    }
+}
+
+impl Db {
+    /// Move volumes stuck in `from` with no open job to `to` (after a crash that lost the job,
+    /// which the single-transaction enqueue should make impossible; this is the safety net).
+    pub async fn fail_stranded_volumes(&self, from: VolumeStatus, to: VolumeStatus, now: &str) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query(
+            "UPDATE volumes SET status = $1, updated_at = $2 WHERE status = $3 AND NOT EXISTS \
+             (SELECT 1 FROM jobs j WHERE j.volume_id = volumes.id AND j.status IN ('INIT', 'RUNNING'))",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(from.as_str())
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+}
