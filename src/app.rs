@@ -25,9 +25,9 @@ fn open_pools(config: &Config) -> Result<HashMap<String, PoolRuntime>> {
     let mut pools = HashMap::new();
     for p in &config.pools {
         let driver: Arc<dyn Driver> = match p.driver {
-            DriverKind::File => Arc::new(
-                FileDriver::open(&p.path).map_err(|e| Error::internal(format!("pool {}: {e}", p.name)))?,
-            ),
+            DriverKind::File => {
+                Arc::new(FileDriver::open(&p.path).map_err(|e| Error::internal(format!("pool {}: {e}", p.name)))?)
+            }
         };
         let caps = driver.capabilities();
         tracing::info!(

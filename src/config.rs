@@ -131,10 +131,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8776)),
             node: default_node_name(),
             public_url: None,
-            database: DatabaseConfig {
-                url: "sqlite://./data/cinderblock.db".into(),
-                max_connections: 8,
-            },
+            database: DatabaseConfig { url: "sqlite://./data/cinderblock.db".into(), max_connections: 8 },
             auth: AuthConfig { mode: AuthMode::Noauth },
             default_availability_zone: default_az(),
             default_volume_type: "__DEFAULT__".into(),
@@ -177,9 +174,7 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => fig = fig.merge(Toml::file_exact(path)),
-            None if Path::new("cinderblock.toml").exists() => {
-                fig = fig.merge(Toml::file_exact("cinderblock.toml"))
-            }
+            None if Path::new("cinderblock.toml").exists() => fig = fig.merge(Toml::file_exact("cinderblock.toml")),
             None => {}
         }
         let env = Env::prefixed("CINDERBLOCK_")
@@ -208,7 +203,7 @@ impl Config {
             if p.volume_types.is_empty() {
                 return Err(ConfigError::Invalid(format!("pools.{}: volume_types is empty", p.name)));
             }
-            if !(p.max_over_subscription_ratio >= 1.0) {
+            if p.max_over_subscription_ratio.is_nan() || p.max_over_subscription_ratio < 1.0 {
                 return Err(ConfigError::Invalid(format!(
                     "pools.{}: max_over_subscription_ratio must be >= 1.0",
                     p.name

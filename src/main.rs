@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
 use cinderblock::config::Config;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "cinderblock", version, about = "Self-hosted block storage with EVS and Cinder APIs")]

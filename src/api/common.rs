@@ -95,7 +95,11 @@ pub fn opt_int(o: &Map<String, Value>, key: &str, code: &'static str) -> Result<
 }
 
 /// An optional map of string to string (metadata); null is empty.
-pub fn opt_string_map(o: &Map<String, Value>, key: &str, code: &'static str) -> Result<Option<BTreeMap<String, String>>> {
+pub fn opt_string_map(
+    o: &Map<String, Value>,
+    key: &str,
+    code: &'static str,
+) -> Result<Option<BTreeMap<String, String>>> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => {

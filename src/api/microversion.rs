@@ -76,7 +76,11 @@ pub async fn negotiate(mut req: Request, next: Next) -> Response {
         Ok(m) => m.unwrap_or(0),
         Err(e) => {
             let evs = super::is_evs_path(req.uri().path());
-            let mut resp = if evs { super::evs::EvsError(e).into_response() } else { super::cinder::CinderError(e).into_response() };
+            let mut resp = if evs {
+                super::evs::EvsError(e).into_response()
+            } else {
+                super::cinder::CinderError(e).into_response()
+            };
             resp.headers_mut().insert("vary", HeaderValue::from_static("OpenStack-API-Version"));
             return resp;
         }

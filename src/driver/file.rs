@@ -47,9 +47,7 @@ fn probe_reflink(tmp: &Path) -> bool {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), DriverError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| DriverError::io(format!("fsync {}", dir.display()), e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| DriverError::io(format!("fsync {}", dir.display()), e))
 }
 
 impl Driver for FileDriver {
@@ -61,10 +59,7 @@ impl Driver for FileDriver {
         let st = nix::sys::statvfs::statvfs(&self.root)
             .map_err(|e| DriverError::io(format!("statvfs {}", self.root.display()), e.into()))?;
         let frag = st.fragment_size() as u64;
-        Ok(Capacity {
-            total_bytes: st.blocks() as u64 * frag,
-            free_bytes: st.blocks_available() as u64 * frag,
-        })
+        Ok(Capacity { total_bytes: st.blocks() as u64 * frag, free_bytes: st.blocks_available() as u64 * frag })
     }
 
     fn create_volume(&self, id: Uuid, size_bytes: u64) -> Result<(), DriverError> {

@@ -14,7 +14,9 @@ pub async fn recover(svc: &Services) -> Result<()> {
         tracing::warn!(count = requeued, "requeued jobs interrupted by the previous run");
     }
     let now = now_timestamp();
-    for (from, to) in [(VolumeStatus::Creating, VolumeStatus::Error), (VolumeStatus::Deleting, VolumeStatus::ErrorDeleting)] {
+    for (from, to) in
+        [(VolumeStatus::Creating, VolumeStatus::Error), (VolumeStatus::Deleting, VolumeStatus::ErrorDeleting)]
+    {
         let n = svc.db.fail_stranded_volumes(from, to, &now).await?;
         if n > 0 {
             tracing::warn!(count = n, from = from.as_str(), to = to.as_str(), "repaired volumes with no job");

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
 pub use self::tokio_util_shim as token;
 use token::CancelToken;
+use tokio::task::JoinHandle;
 
 use super::execute::execute;
 use crate::service::Services;

@@ -25,12 +25,8 @@ impl Catalog {
             db.ensure_pool(&p.name).await?;
         }
         for name in config.volume_type_names() {
-            let backends: Vec<&str> = config
-                .pools
-                .iter()
-                .filter(|p| p.volume_types.contains(&name))
-                .map(|p| p.name.as_str())
-                .collect();
+            let backends: Vec<&str> =
+                config.pools.iter().filter(|p| p.volume_types.contains(&name)).map(|p| p.name.as_str()).collect();
             let mut specs = BTreeMap::new();
             specs.insert("volume_backend_name".to_string(), backends.join(","));
             let desc = (name == "__DEFAULT__").then_some("Default Volume Type");

@@ -101,7 +101,10 @@ pub fn validate_metadata(m: &BTreeMap<String, String>) -> Result<()> {
             return Err(Error::invalid("EVS.1005", format!("metadata key {k:?} must be 1 to {MAX_META} bytes")));
         }
         if v.len() > MAX_META {
-            return Err(Error::invalid("EVS.1005", format!("metadata value of {k:?} must be at most {MAX_META} bytes")));
+            return Err(Error::invalid(
+                "EVS.1005",
+                format!("metadata value of {k:?} must be at most {MAX_META} bytes"),
+            ));
         }
     }
     if let Some(v) = m.get("full_clone") {
@@ -111,7 +114,10 @@ pub fn validate_metadata(m: &BTreeMap<String, String>) -> Result<()> {
     }
     if let Some(v) = m.get("hw:passthrough") {
         if v != "true" && v != "false" {
-            return Err(Error::invalid("EVS.1057", "invalid hw:passthrough in metadata: must be \"true\" or \"false\""));
+            return Err(Error::invalid(
+                "EVS.1057",
+                "invalid hw:passthrough in metadata: must be \"true\" or \"false\"",
+            ));
         }
     }
     Ok(())
@@ -143,13 +149,19 @@ impl Services {
             ));
         }
         if let Some(id) = &req.source.snapshot_id {
-            return Err(Error::new(ErrorKind::NotFound, format!("Snapshot {id} could not be found.")).with_code("EVS.2045"));
+            return Err(
+                Error::new(ErrorKind::NotFound, format!("Snapshot {id} could not be found.")).with_code("EVS.2045")
+            );
         }
         if let Some(id) = &req.source.backup_id {
-            return Err(Error::new(ErrorKind::NotFound, format!("Backup {id} could not be found.")).with_code("EVS.1006"));
+            return Err(
+                Error::new(ErrorKind::NotFound, format!("Backup {id} could not be found.")).with_code("EVS.1006")
+            );
         }
         if let Some(id) = &req.source.image_ref {
-            return Err(Error::new(ErrorKind::NotFound, format!("Image {id} could not be found.")).with_code("EVS.2046"));
+            return Err(
+                Error::new(ErrorKind::NotFound, format!("Image {id} could not be found.")).with_code("EVS.2046")
+            );
         }
         if let Some(id) = &req.source.source_volid {
             self.get_volume(caller, id).await?;
@@ -157,31 +169,43 @@ impl Services {
         }
         let size = req.size_gb.ok_or_else(|| Error::invalid("EVS.1010", "size is required"))?;
         if !(1..=MAX_SIZE_GB).contains(&size) {
-            return Err(Error::invalid("EVS.1010", format!("Invalid volume size {size}: must be 1 to {MAX_SIZE_GB} GB")));
+            return Err(Error::invalid(
+                "EVS.1010",
+                format!("Invalid volume size {size}: must be 1 to {MAX_SIZE_GB} GB"),
+            ));
         }
         if !(1..=MAX_BATCH).contains(&req.count) {
-            return Err(Error::invalid("EVS.1021", format!("the quantity of volume is invalid: count must be 1 to {MAX_BATCH}")));
+            return Err(Error::invalid(
+                "EVS.1021",
+                format!("the quantity of volume is invalid: count must be 1 to {MAX_BATCH}"),
+            ));
         }
         validate_text(&req.name, "EVS.1003", "name")?;
         validate_text(&req.description, "EVS.1004", "description")?;
         if req.count > 1 {
             if let Some(n) = &req.name {
                 if n.len() > MAX_BATCH_NAME_BYTES {
-                    return Err(Error::invalid("EVS.1003", format!("a batch name must be at most {MAX_BATCH_NAME_BYTES} bytes")));
+                    return Err(Error::invalid(
+                        "EVS.1003",
+                        format!("a batch name must be at most {MAX_BATCH_NAME_BYTES} bytes"),
+                    ));
                 }
             }
         }
         validate_metadata(&req.metadata)?;
         let az = req.availability_zone.clone().unwrap_or_else(|| self.config.default_availability_zone.clone());
         if !self.catalog.zones.contains(&az) {
-            return Err(Error::new(ErrorKind::Invalid, format!("Availability zone '{az}' is invalid.")).with_code("EVS.1036"));
+            return Err(
+                Error::new(ErrorKind::Invalid, format!("Availability zone '{az}' is invalid.")).with_code("EVS.1036")
+            );
         }
         let type_ref = req.volume_type.clone().unwrap_or_else(|| self.config.default_volume_type.clone());
         let vtype = self
             .catalog
             .find_type(&type_ref)
             .ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, format!("Volume type with name {type_ref} could not be found.")).with_code("EVS.1020")
+                Error::new(ErrorKind::NotFound, format!("Volume type with name {type_ref} could not be found."))
+                    .with_code("EVS.1020")
             })?
             .clone();
         let pool = self.place(&az, &vtype.name)?;
@@ -242,8 +266,9 @@ impl Services {
                 kind: JobKind::CreateVolume,
                 parent_id: batch.then(|| job_id.clone()),
                 volume_id: Some(v.id.clone()),
-                entities: serde_json::json!({"volume_id": v.id, "size": v.size_gb, "name": v.name, "volume_type": vtype.name})
-                    .to_string(),
+                entities:
+                    serde_json::json!({"volume_id": v.id, "size": v.size_gb, "name": v.name, "volume_type": vtype.name})
+                        .to_string(),
                 begin_time: now.clone(),
             })
             .await?;

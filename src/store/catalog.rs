@@ -12,11 +12,8 @@ impl Db {
     /// Register a pool if it is new (its provisioned counter starts at zero).
     pub async fn ensure_pool(&self, name: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let exists = sqlx::query("SELECT name FROM pools WHERE name = $1")
-            .bind(name)
-            .fetch_optional(tx.conn())
-            .await?
-            .is_some();
+        let exists =
+            sqlx::query("SELECT name FROM pools WHERE name = $1").bind(name).fetch_optional(tx.conn()).await?.is_some();
         if !exists {
             sqlx::query("INSERT INTO pools (name, provisioned_gb) VALUES ($1, 0)")
                 .bind(name)
@@ -47,10 +44,8 @@ impl Db {
         now: &str,
     ) -> Result<String> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query("SELECT id FROM volume_types WHERE name = $1")
-            .bind(name)
-            .fetch_optional(tx.conn())
-            .await?;
+        let row =
+            sqlx::query("SELECT id FROM volume_types WHERE name = $1").bind(name).fetch_optional(tx.conn()).await?;
         let id = match row {
             Some(r) => r.try_get::<String, _>("id")?,
             None => {
@@ -66,14 +61,12 @@ impl Db {
                 .execute(tx.conn())
                 .await?;
                 for (k, v) in extra_specs {
-                    sqlx::query(
-                        "INSERT INTO volume_type_extra_specs (type_id, key, value) VALUES ($1, $2, $3)",
-                    )
-                    .bind(&id)
-                    .bind(k)
-                    .bind(v)
-                    .execute(tx.conn())
-                    .await?;
+                    sqlx::query("INSERT INTO volume_type_extra_specs (type_id, key, value) VALUES ($1, $2, $3)")
+                        .bind(&id)
+                        .bind(k)
+                        .bind(v)
+                        .execute(tx.conn())
+                        .await?;
                 }
                 id
             }
@@ -87,15 +80,11 @@ impl Db {
         let rows = sqlx::query("SELECT id, name, description, is_public FROM volume_types ORDER BY name")
             .fetch_all(self.pool())
             .await?;
-        let specs = sqlx::query("SELECT type_id, key, value FROM volume_type_extra_specs")
-            .fetch_all(self.pool())
-            .await?;
+        let specs =
+            sqlx::query("SELECT type_id, key, value FROM volume_type_extra_specs").fetch_all(self.pool()).await?;
         let mut by_type: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for s in specs {
-            by_type
-                .entry(s.try_get("type_id")?)
-                .or_default()
-                .insert(s.try_get("key")?, s.try_get("value")?);
+            by_type.entry(s.try_get("type_id")?).or_default().insert(s.try_get("key")?, s.try_get("value")?);
         }
         rows.iter()
             .map(|r| {

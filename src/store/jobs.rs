@@ -193,13 +193,11 @@ impl WriteTx<'_> {
             .await?
             .try_get::<Option<String>, _>("parent_id")?;
         let Some(parent) = parent else { return Ok(()) };
-        let open = sqlx::query(
-            "SELECT COUNT(*) AS n FROM jobs WHERE parent_id = $1 AND status IN ('INIT', 'RUNNING')",
-        )
-        .bind(&parent)
-        .fetch_one(self.conn())
-        .await?
-        .try_get::<i64, _>("n")?;
+        let open = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE parent_id = $1 AND status IN ('INIT', 'RUNNING')")
+            .bind(&parent)
+            .fetch_one(self.conn())
+            .await?
+            .try_get::<i64, _>("n")?;
         if open > 0 {
             return Ok(());
         }

@@ -73,16 +73,13 @@ impl Db {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
         } else {
-            return Err(Error::internal(format!(
-                "database.url must start with sqlite:// or postgres://, got {url:?}"
-            )));
+            return Err(Error::internal(format!("database.url must start with sqlite:// or postgres://, got {url:?}")));
         };
         let url = match backend {
             Backend::Sqlite => sqlite_url_with_create(url)?,
             Backend::Postgres => url.to_string(),
         };
-        let opts = AnyConnectOptions::from_str(&url)
-            .map_err(|e| Error::internal(format!("database.url: {e}")))?;
+        let opts = AnyConnectOptions::from_str(&url).map_err(|e| Error::internal(format!("database.url: {e}")))?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))

@@ -44,10 +44,7 @@ impl Sql {
 }
 
 /// Bind `args` to `q` in order.
-pub(crate) fn bind_all<'q>(
-    mut q: Query<'q, Any, AnyArguments>,
-    args: &'q [Arg],
-) -> Query<'q, Any, AnyArguments> {
+pub(crate) fn bind_all<'q>(mut q: Query<'q, Any, AnyArguments>, args: &'q [Arg]) -> Query<'q, Any, AnyArguments> {
     for a in args {
         q = match a {
             Arg::Text(s) => q.bind(s.as_str()),

@@ -142,9 +142,7 @@ fn volume_from_row(row: &AnyRow) -> Result<Volume> {
         name: opt_text(row, "name")?,
         description: opt_text(row, "description")?,
         size_gb: row.try_get("size_gb")?,
-        status: status
-            .parse()
-            .map_err(|_| Error::internal(format!("unknown volume status {status:?} in database")))?,
+        status: status.parse().map_err(|_| Error::internal(format!("unknown volume status {status:?} in database")))?,
         availability_zone: row.try_get("availability_zone")?,
         volume_type_id: row.try_get("volume_type_id")?,
         volume_type_name: row.try_get("type_name")?,
@@ -206,9 +204,8 @@ fn push_filter(sql: &mut Sql, f: &VolumeFilter) {
 impl Db {
     /// One volume, with metadata; `project_id = None` looks across projects.
     pub async fn get_volume(&self, project_id: Option<&str>, id: &str) -> Result<Option<Volume>> {
-        let mut sql = Sql::new(&format!(
-            "SELECT {VOLUME_COLUMNS} FROM volumes v JOIN volume_types t ON t.id = v.volume_type_id"
-        ));
+        let mut sql =
+            Sql::new(&format!("SELECT {VOLUME_COLUMNS} FROM volumes v JOIN volume_types t ON t.id = v.volume_type_id"));
         push_filter(
             &mut sql,
             &VolumeFilter {
@@ -231,9 +228,7 @@ impl Db {
             .bind(volume_id)
             .fetch_all(self.pool())
             .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
-            .collect()
+        rows.iter().map(|r| Ok((r.try_get("key")?, r.try_get("value")?))).collect()
     }
 
     /// A page of volumes (metadata included) and optionally the total count.
@@ -248,9 +243,8 @@ impl Db {
             ),
             None => None,
         };
-        let mut sql = Sql::new(&format!(
-            "SELECT {VOLUME_COLUMNS} FROM volumes v JOIN volume_types t ON t.id = v.volume_type_id"
-        ));
+        let mut sql =
+            Sql::new(&format!("SELECT {VOLUME_COLUMNS} FROM volumes v JOIN volume_types t ON t.id = v.volume_type_id"));
         push_filter(&mut sql, &q.filter);
         let (cmp, dir) = match q.sort_dir {
             SortDir::Asc => (">", "ASC"),
@@ -297,13 +291,9 @@ impl Db {
         }
         sql.push(")");
         let rows = sql.query().fetch_all(self.pool()).await?;
-        let mut by_id: std::collections::HashMap<String, BTreeMap<String, String>> =
-            std::collections::HashMap::new();
+        let mut by_id: std::collections::HashMap<String, BTreeMap<String, String>> = std::collections::HashMap::new();
         for r in rows {
-            by_id
-                .entry(r.try_get("volume_id")?)
-                .or_default()
-                .insert(r.try_get("key")?, r.try_get("value")?);
+            by_id.entry(r.try_get("volume_id")?).or_default().insert(r.try_get("key")?, r.try_get("value")?);
         }
         for v in volumes.iter_mut() {
             if let Some(m) = by_id.remove(&v.id) {
@@ -316,7 +306,7 @@ impl Db {
     /// Volumes and GiB a project holds, in total and per volume type name.
     pub async fn volume_usage(&self, project_id: &str) -> Result<Vec<(String, i64, i64)>> {
         let rows = sqlx::query(
-            "SELECT t.name AS type_name, COUNT(*) AS n, COALESCE(SUM(v.size_gb), 0) AS gb \
+            "SELECT t.name AS type_name, COUNT(*) AS n, CAST(COALESCE(SUM(v.size_gb), 0) AS BIGINT) AS gb \
              FROM volumes v JOIN volume_types t ON t.id = v.volume_type_id \
              WHERE v.project_id = $1 GROUP BY t.name",
         )
@@ -324,23 +314,15 @@ impl Db {
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|r| {
-                // SUM over BIGINT is NUMERIC on PostgreSQL; COUNT is BIGINT on both.
-                let gb = match r.try_get::<i64, _>("gb") {
-                    Ok(v) => v,
-                    Err(_) => r.try_get::<String, _>("gb").ok().and_then(|s| s.parse().ok()).unwrap_or(0),
-                };
-                Ok((r.try_get("type_name")?, r.try_get("n")?, gb))
-            })
+            // SUM over BIGINT is NUMERIC on PostgreSQL, which the Any driver cannot decode: the
+            // query casts it back to BIGINT.
+            .map(|r| Ok((r.try_get("type_name")?, r.try_get("n")?, r.try_get("gb")?)))
             .collect()
     }
 
     /// Every volume id stored on `pool` (for recovery and consistency checks).
     pub async fn volume_ids_on_pool(&self, pool: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM volumes WHERE pool = $1")
-            .bind(pool)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query("SELECT id FROM volumes WHERE pool = $1").bind(pool).fetch_all(self.pool()).await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 }
@@ -382,10 +364,7 @@ impl WriteTx<'_> {
         volume_id: &str,
         metadata: &BTreeMap<String, String>,
     ) -> Result<()> {
-        sqlx::query("DELETE FROM volume_metadata WHERE volume_id = $1")
-            .bind(volume_id)
-            .execute(self.conn())
-            .await?;
+        sqlx::query("DELETE FROM volume_metadata WHERE volume_id = $1").bind(volume_id).execute(self.conn()).await?;
         for (k, v) in metadata {
             sqlx::query("INSERT INTO volume_metadata (volume_id, key, value) VALUES ($1, $2, $3)")
                 .bind(volume_id)
@@ -447,20 +426,14 @@ impl WriteTx<'_> {
 
     /// Remove a volume row (metadata cascades).
     pub async fn delete_volume_row(&mut self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM volume_metadata WHERE volume_id = $1")
-            .bind(id)
-            .execute(self.conn())
-            .await?;
+        sqlx::query("DELETE FROM volume_metadata WHERE volume_id = $1").bind(id).execute(self.conn()).await?;
         sqlx::query("DELETE FROM volumes WHERE id = $1").bind(id).execute(self.conn()).await?;
         Ok(())
     }
 
     /// The status of a volume inside this transaction.
     pub async fn volume_status(&mut self, id: &str) -> Result<Option<VolumeStatus>> {
-        let row = sqlx::query("SELECT status FROM volumes WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.conn())
-            .await?;
+        let row = sqlx::query("SELECT status FROM volumes WHERE id = $1").bind(id).fetch_optional(self.conn()).await?;
         match row {
             None => Ok(None),
             Some(r) => {

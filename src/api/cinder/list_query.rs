@@ -56,7 +56,9 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListVolu
         sort_key = parse_key(k.trim())?;
         sort_dir = parse_dir(d.trim())?;
         if query_get(q, "sort_key").is_some() || query_get(q, "sort_dir").is_some() {
-            return Err(bad("The 'sort_key' and 'sort_dir' parameters are deprecated and cannot be used with the 'sort' parameter."));
+            return Err(bad(
+                "The 'sort_key' and 'sort_dir' parameters are deprecated and cannot be used with the 'sort' parameter.",
+            ));
         }
     } else {
         if let Some(k) = query_get(q, "sort_key") {

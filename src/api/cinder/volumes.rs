@@ -173,8 +173,11 @@ pub(super) async fn update(
     let o = take_object(parse_json(&body)?, "volume", "EVS.1001")?;
     let upd = UpdateVolume {
         name: opt_nullable_string(&o, "name", "EVS.1003")?.or(opt_nullable_string(&o, "display_name", "EVS.1003")?),
-        description: opt_nullable_string(&o, "description", "EVS.1004")?
-            .or(opt_nullable_string(&o, "display_description", "EVS.1004")?),
+        description: opt_nullable_string(&o, "description", "EVS.1004")?.or(opt_nullable_string(
+            &o,
+            "display_description",
+            "EVS.1004",
+        )?),
         metadata: opt_string_map(&o, "metadata", "EVS.1005")?,
     };
     let v = svc.update_volume(&caller, &id, upd).await?;

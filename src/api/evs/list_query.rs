@@ -56,8 +56,15 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListVolu
     };
     let sort_key = match query_get(q, "sort_key") {
         None => VolumeSortKey::CreatedAt,
-        Some(k @ ("id" | "status" | "size" | "created_at")) => VolumeSortKey::parse(k).unwrap_or(VolumeSortKey::CreatedAt),
-        Some(k) => return Err(bad_query("EVS.1039", format!("invalid sort_key {k:?}: must be id, status, size or created_at."))),
+        Some(k @ ("id" | "status" | "size" | "created_at")) => {
+            VolumeSortKey::parse(k).unwrap_or(VolumeSortKey::CreatedAt)
+        }
+        Some(k) => {
+            return Err(bad_query(
+                "EVS.1039",
+                format!("invalid sort_key {k:?}: must be id, status, size or created_at."),
+            ))
+        }
     };
     let sort_dir = match query_get(q, "sort_dir") {
         None | Some("desc") => SortDir::Desc,
@@ -110,10 +117,7 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListVolu
     if service_type_other || server || dedicated {
         filter.ids = Some(Vec::new());
     }
-    Ok((
-        ListVolumes { filter, sort_key, sort_dir, limit: Some(limit + 1), offset, marker, with_count: true },
-        limit,
-    ))
+    Ok((ListVolumes { filter, sort_key, sort_dir, limit: Some(limit + 1), offset, marker, with_count: true }, limit))
 }
 
 #[cfg(test)]

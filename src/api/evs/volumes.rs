@@ -65,7 +65,9 @@ async fn list(svc: &Services, p: &str, uri: &Uri, headers: &HeaderMap, detail: b
     let items: Vec<Value> = page
         .volumes
         .iter()
-        .map(|v| if detail { views::volume_detail(&base, &svc.config.node, v) } else { views::volume_summary(&base, v) })
+        .map(
+            |v| if detail { views::volume_detail(&base, &svc.config.node, v) } else { views::volume_summary(&base, v) },
+        )
         .collect();
     let mut body = Map::new();
     if detail {
@@ -85,11 +87,21 @@ async fn list(svc: &Services, p: &str, uri: &Uri, headers: &HeaderMap, detail: b
     Ok(Json(Value::Object(body)).into_response())
 }
 
-pub(super) async fn list_detail(State(svc): State<Services>, Path(p): Path<String>, uri: Uri, headers: HeaderMap) -> Res {
+pub(super) async fn list_detail(
+    State(svc): State<Services>,
+    Path(p): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Res {
     list(&svc, &p, &uri, &headers, true).await
 }
 
-pub(super) async fn list_summary(State(svc): State<Services>, Path(p): Path<String>, uri: Uri, headers: HeaderMap) -> Res {
+pub(super) async fn list_summary(
+    State(svc): State<Services>,
+    Path(p): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Res {
     list(&svc, &p, &uri, &headers, false).await
 }
 
@@ -114,8 +126,11 @@ pub(super) async fn update(
     let o = take_object(parse_json(&body)?, "volume", "EVS.1001")?;
     let upd = UpdateVolume {
         name: opt_nullable_string(&o, "name", "EVS.1003")?.or(opt_nullable_string(&o, "display_name", "EVS.1003")?),
-        description: opt_nullable_string(&o, "description", "EVS.1004")?
-            .or(opt_nullable_string(&o, "display_description", "EVS.1004")?),
+        description: opt_nullable_string(&o, "description", "EVS.1004")?.or(opt_nullable_string(
+            &o,
+            "display_description",
+            "EVS.1004",
+        )?),
         metadata: opt_string_map(&o, "metadata", "EVS.1005")?,
     };
     if matches!(upd.name, None | Some(None)) && matches!(upd.description, None | Some(None)) && upd.metadata.is_none() {
