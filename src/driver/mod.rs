@@ -1,12 +1,16 @@
-//! Storage allocation: turning volume ids into real block storage inside a pool.
+//! Storage allocation: turning volume and snapshot ids into real block storage inside a pool.
 //!
 //! A driver knows nothing of HTTP, SQL or tenants; it is given validated UUIDs and sizes in
 //! bytes. Every operation is idempotent, because a job recovered after a crash runs its steps
-//! again. Calls block (file system work) and are made from `spawn_blocking`.
+//! again, and every operation that replaces or creates a file builds it under a temporary name
+//! and renames it into place, so a crash leaves the old or the new state, never a torn one.
+//! Calls block (file system work) and are made from `spawn_blocking`.
 
 mod file;
+mod sparse_copy;
 
 pub use file::FileDriver;
+pub use sparse_copy::sparse_copy;
 
 use uuid::Uuid;
 
@@ -38,12 +42,24 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    /// The source of a copy, clone or revert does not exist.
+    #[error("{0} does not exist in the pool")]
+    Missing(String),
 }
 
 impl DriverError {
     pub(crate) fn io(op: impl Into<String>, source: std::io::Error) -> Self {
         DriverError::Io { op: op.into(), source }
     }
+}
+
+/// How a new volume gets its data from a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneMode {
+    /// Share extents with the source (reflink), O(1); falls back to a copy without reflink.
+    Linked,
+    /// An independent sparse copy sharing no extents.
+    Full,
 }
 
 /// A storage backend for one pool.
@@ -56,6 +72,32 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn create_volume(&self, id: Uuid, size_bytes: u64) -> Result<(), DriverError>;
     /// Remove the volume and its data (idempotent: a missing volume is success).
     fn delete_volume(&self, id: Uuid) -> Result<(), DriverError>;
+    /// Grow the volume to `size_bytes` (never shrinks).
+    fn extend_volume(&self, id: Uuid, size_bytes: u64) -> Result<(), DriverError>;
+    /// Take a read-only point-in-time copy of `volume` as `snapshot` (idempotent).
+    fn create_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), DriverError>;
+    /// Remove a snapshot (idempotent).
+    fn delete_snapshot(&self, snapshot: Uuid) -> Result<(), DriverError>;
+    /// Make `volume` from `snapshot`, `size_bytes` long (≥ the snapshot), linked or full.
+    fn create_volume_from_snapshot(
+        &self,
+        snapshot: Uuid,
+        volume: Uuid,
+        size_bytes: u64,
+        mode: CloneMode,
+    ) -> Result<(), DriverError>;
+    /// Make `volume` a copy of the live volume `source` at this instant, linked or full.
+    fn create_cloned_volume(
+        &self,
+        source: Uuid,
+        volume: Uuid,
+        size_bytes: u64,
+        mode: CloneMode,
+    ) -> Result<(), DriverError>;
+    /// Atomically replace `volume`'s content with `snapshot`'s, keeping the volume's size.
+    fn revert_to_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), DriverError>;
     /// Ids of every volume the pool holds (for consistency checks).
     fn list_volumes(&self) -> Result<Vec<Uuid>, DriverError>;
+    /// Ids of every snapshot the pool holds.
+    fn list_snapshots(&self) -> Result<Vec<Uuid>, DriverError>;
 }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
-use crate::model::{now_timestamp, VolumeStatus};
+use crate::model::{now_timestamp, SnapshotStatus, VolumeStatus};
 use crate::service::Services;
 
 /// Run recovery before workers start.
@@ -22,6 +22,17 @@ pub async fn recover(svc: &Services) -> Result<()> {
             tracing::warn!(count = n, from = from.as_str(), to = to.as_str(), "repaired volumes with no job");
         }
     }
+    let stranded_snapshots = [
+        (SnapshotStatus::Creating, SnapshotStatus::Error),
+        (SnapshotStatus::Deleting, SnapshotStatus::ErrorDeleting),
+        (SnapshotStatus::Rollbacking, SnapshotStatus::Available),
+    ];
+    for (from, to) in stranded_snapshots {
+        let n = svc.db.fail_stranded_snapshots(from, to, &now).await?;
+        if n > 0 {
+            tracing::warn!(count = n, from = from.as_str(), to = to.as_str(), "repaired snapshots with no job");
+        }
+    }
     for (name, pool) in svc.pools.iter() {
         let known: HashSet<String> = svc.db.volume_ids_on_pool(name).await?.into_iter().collect();
         let driver = pool.driver.clone();
@@ -34,6 +45,22 @@ pub async fn recover(svc: &Services) -> Result<()> {
                 tracing::warn!(pool = %name, volume = %id, "removing a volume file no volume row owns");
                 let driver = pool.driver.clone();
                 tokio::task::spawn_blocking(move || driver.delete_volume(id))
+                    .await
+                    .map_err(|e| Error::internal(e.to_string()))?
+                    .map_err(|e| Error::internal(e.to_string()))?;
+            }
+        }
+        let known: HashSet<String> = svc.db.snapshot_ids_on_pool(name).await?.into_iter().collect();
+        let driver = pool.driver.clone();
+        let files = tokio::task::spawn_blocking(move || driver.list_snapshots())
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+            .map_err(|e| Error::internal(e.to_string()))?;
+        for id in files {
+            if !known.contains(&id.to_string()) {
+                tracing::warn!(pool = %name, snapshot = %id, "removing a snapshot file no snapshot row owns");
+                let driver = pool.driver.clone();
+                tokio::task::spawn_blocking(move || driver.delete_snapshot(id))
                     .await
                     .map_err(|e| Error::internal(e.to_string()))?
                     .map_err(|e| Error::internal(e.to_string()))?;

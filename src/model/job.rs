@@ -54,8 +54,16 @@ pub enum JobKind {
     CreateVolume,
     /// Parent of several `CreateVolume` sub-jobs; does no storage work itself.
     BatchCreateVolume,
-    /// Delete one volume.
+    /// Delete one volume (and, with cascade, its snapshots).
     DeleteVolume,
+    /// Grow a volume.
+    ExtendVolume,
+    /// Take a snapshot.
+    CreateSnapshot,
+    /// Delete a snapshot.
+    DeleteSnapshot,
+    /// Roll a snapshot back onto its volume.
+    RollbackSnapshot,
 }
 
 impl JobKind {
@@ -65,6 +73,10 @@ impl JobKind {
             Self::CreateVolume => "createVolume",
             Self::BatchCreateVolume => "batchCreateVolume",
             Self::DeleteVolume => "deleteVolume",
+            Self::ExtendVolume => "extendVolume",
+            Self::CreateSnapshot => "createSnapshot",
+            Self::DeleteSnapshot => "deleteSnapshot",
+            Self::RollbackSnapshot => "rollbackSnapshot",
         }
     }
 }
@@ -76,6 +88,10 @@ impl FromStr for JobKind {
             "createVolume" => Ok(Self::CreateVolume),
             "batchCreateVolume" => Ok(Self::BatchCreateVolume),
             "deleteVolume" => Ok(Self::DeleteVolume),
+            "extendVolume" => Ok(Self::ExtendVolume),
+            "createSnapshot" => Ok(Self::CreateSnapshot),
+            "deleteSnapshot" => Ok(Self::DeleteSnapshot),
+            "rollbackSnapshot" => Ok(Self::RollbackSnapshot),
             _ => Err(()),
         }
     }
@@ -96,6 +112,8 @@ pub struct Job {
     pub status: JobStatus,
     /// The volume this job works on (none for a batch parent).
     pub volume_id: Option<String>,
+    /// Kind-specific input (JSON text): the snapshot id, the new size…
+    pub payload: Option<String>,
     /// EVS `entities` (JSON object text), kept so the job reads the same after the volume is gone.
     pub entities: String,
     /// EVS error code when failed.
@@ -106,4 +124,28 @@ pub struct Job {
     pub begin_time: String,
     /// When it finished.
     pub end_time: Option<String>,
+}
+
+/// Kind-specific job input, stored as JSON in the job row.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobPayload {
+    /// Snapshot to take, delete or roll back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// Target size in GiB of an extend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_size_gb: Option<i64>,
+    /// Status to return to after an extend (`available` or `in-use`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_status: Option<String>,
+    /// A volume delete also deletes the volume's snapshots.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cascade: bool,
+}
+
+impl Job {
+    /// The decoded payload (empty when none or unreadable).
+    pub fn payload(&self) -> JobPayload {
+        self.payload.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default()
+    }
 }

@@ -4,10 +4,12 @@
 //! reference (appendix A.3/A.4), so the database, the job runner and both APIs agree on them.
 
 mod job;
+mod snapshot;
 mod status;
 mod volume;
 
-pub use job::{Job, JobKind, JobStatus};
+pub use job::{Job, JobKind, JobPayload, JobStatus};
+pub use snapshot::{Snapshot, SnapshotStatus};
 pub use status::VolumeStatus;
 pub use volume::{NewVolume, Pool, Volume, VolumeType};
 

@@ -5,6 +5,7 @@
 mod catalog;
 mod jobs;
 mod quotas;
+mod snapshots;
 mod volumes;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use crate::store::Db;
 pub use catalog::Catalog;
 pub use jobs::JobView;
 pub use quotas::{QuotaUsage, UsageLine};
+pub use snapshots::{CreateSnapshot, UpdateSnapshot};
 pub use volumes::{CreateVolume, CreatedVolumes, UpdateVolume, VolumeSource, MAX_BATCH, MAX_SIZE_GB};
 
 /// Who is calling, as established by the API layer.

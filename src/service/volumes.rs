@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{Caller, PoolRuntime, Services};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{now_timestamp, JobKind, Volume, VolumeStatus, GIB};
+use crate::model::{now_timestamp, JobKind, SnapshotStatus, Volume, VolumeStatus, GIB};
 use crate::store::{ListVolumes, NewJob, VolumePage};
 
 /// Largest volume in GiB (EVS data disks go to 32 TiB).
@@ -85,7 +85,7 @@ pub(crate) fn new_job_id() -> String {
     Uuid::new_v4().simple().to_string()
 }
 
-fn validate_text(value: &Option<String>, code: &'static str, what: &str) -> Result<()> {
+pub(super) fn validate_text(value: &Option<String>, code: &'static str, what: &str) -> Result<()> {
     if let Some(v) = value {
         if v.chars().count() > MAX_TEXT {
             return Err(Error::invalid(code, format!("{what} must be at most {MAX_TEXT} characters")));
@@ -139,7 +139,8 @@ impl Services {
             })
     }
 
-    /// Create `req.count` volumes and one job (with sub-jobs for a batch).
+    /// Create `req.count` volumes and one job (with sub-jobs for a batch). From a snapshot or a
+    /// source volume, the new volumes live in the source's pool and take the source's type.
     pub async fn create_volumes(&self, caller: &Caller, req: CreateVolume) -> Result<CreatedVolumes> {
         let sources = [&req.source.snapshot_id, &req.source.source_volid, &req.source.image_ref, &req.source.backup_id];
         if sources.iter().filter(|s| s.is_some()).count() > 1 {
@@ -147,11 +148,6 @@ impl Services {
                 "EVS.1016",
                 "Invalid input received: May specify only one of imageRef, snapshot_id, backup_id, source_volid!",
             ));
-        }
-        if let Some(id) = &req.source.snapshot_id {
-            return Err(
-                Error::new(ErrorKind::NotFound, format!("Snapshot {id} could not be found.")).with_code("EVS.2045")
-            );
         }
         if let Some(id) = &req.source.backup_id {
             return Err(
@@ -163,22 +159,47 @@ impl Services {
                 Error::new(ErrorKind::NotFound, format!("Image {id} could not be found.")).with_code("EVS.2046")
             );
         }
-        if let Some(id) = &req.source.source_volid {
-            self.get_volume(caller, id).await?;
-            return Err(Error::new(ErrorKind::Unsupported, "Cloning a volume is not supported yet."));
+        let source = self.resolve_source(caller, &req.source).await?;
+        if source.is_some() {
+            for key in ["__system__encrypted", "__system__cmkid", "hw:passthrough"] {
+                if req.metadata.contains_key(key) {
+                    return Err(Error::invalid(
+                        "EVS.1043",
+                        "encrypt and cmk and passthrough in metadata is not support when create volume from snapshot or image!",
+                    ));
+                }
+            }
         }
-        let size = req.size_gb.ok_or_else(|| Error::invalid("EVS.1010", "size is required"))?;
+        let size = match (req.size_gb, &source) {
+            (Some(s), _) => s,
+            (None, Some(src)) => src.size_gb,
+            (None, None) => return Err(Error::invalid("EVS.1010", "size is required")),
+        };
         if !(1..=MAX_SIZE_GB).contains(&size) {
             return Err(Error::invalid(
                 "EVS.1010",
                 format!("Invalid volume size {size}: must be 1 to {MAX_SIZE_GB} GB"),
             ));
         }
+        if let Some(src) = &source {
+            if size < src.size_gb {
+                return Err(Error::invalid(
+                    "EVS.1010",
+                    format!(
+                        "Invalid input received: volume size {size} is smaller than the source's {} GB.",
+                        src.size_gb
+                    ),
+                ));
+            }
+        }
         if !(1..=MAX_BATCH).contains(&req.count) {
             return Err(Error::invalid(
                 "EVS.1021",
                 format!("the quantity of volume is invalid: count must be 1 to {MAX_BATCH}"),
             ));
+        }
+        if req.count > 1 && req.source.source_volid.is_some() {
+            return Err(Error::invalid("EVS.1021", "a batch can be created from a snapshot, not from a source volume"));
         }
         validate_text(&req.name, "EVS.1003", "name")?;
         validate_text(&req.description, "EVS.1004", "description")?;
@@ -193,22 +214,60 @@ impl Services {
             }
         }
         validate_metadata(&req.metadata)?;
-        let az = req.availability_zone.clone().unwrap_or_else(|| self.config.default_availability_zone.clone());
+        let az = req.availability_zone.clone().unwrap_or_else(|| match &source {
+            Some(src) => src.availability_zone.clone(),
+            None => self.config.default_availability_zone.clone(),
+        });
         if !self.catalog.zones.contains(&az) {
             return Err(
                 Error::new(ErrorKind::Invalid, format!("Availability zone '{az}' is invalid.")).with_code("EVS.1036")
             );
         }
-        let type_ref = req.volume_type.clone().unwrap_or_else(|| self.config.default_volume_type.clone());
-        let vtype = self
-            .catalog
-            .find_type(&type_ref)
-            .ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, format!("Volume type with name {type_ref} could not be found."))
-                    .with_code("EVS.1020")
-            })?
-            .clone();
-        let pool = self.place(&az, &vtype.name)?;
+        let vtype = match &source {
+            // The type follows the source (reference 6.1.1).
+            Some(src) => {
+                if let Some(t) = &req.volume_type {
+                    if self.catalog.find_type(t).map(|t| &t.id) != Some(&src.volume_type_id) {
+                        return Err(Error::invalid(
+                            "EVS.2096",
+                            format!(
+                                "Target volumeType[{t}] is not matched with the source's type [{}]!",
+                                src.volume_type_name
+                            ),
+                        ));
+                    }
+                }
+                self.catalog.require_type(&src.volume_type_id)?.clone()
+            }
+            None => {
+                let type_ref = req.volume_type.clone().unwrap_or_else(|| self.config.default_volume_type.clone());
+                self.catalog
+                    .find_type(&type_ref)
+                    .ok_or_else(|| {
+                        Error::new(ErrorKind::NotFound, format!("Volume type with name {type_ref} could not be found."))
+                            .with_code("EVS.1020")
+                    })?
+                    .clone()
+            }
+        };
+        let pool = match &source {
+            // Clones live beside their source: reflinks cannot cross file systems.
+            Some(src) => {
+                if src.availability_zone != az {
+                    return Err(Error::invalid(
+                        "EVS.2054",
+                        format!(
+                            "Cannot create volume from a source in availability zone {} into {az}.",
+                            src.availability_zone
+                        ),
+                    ));
+                }
+                self.pools
+                    .get(&src.pool)
+                    .ok_or_else(|| Error::internal(format!("pool {} is not configured", src.pool)))?
+            }
+            None => self.place(&az, &vtype.name)?,
+        };
         let total_gb = size * req.count;
         let limit_gb = self.capacity_limit_gb(pool, total_gb)?;
 
@@ -230,11 +289,11 @@ impl Services {
                 volume_type_id: vtype.id.clone(),
                 volume_type_name: vtype.name.clone(),
                 pool: pool.config.name.clone(),
-                bootable: false,
+                bootable: source.as_ref().is_some_and(|s| s.bootable),
                 multiattach: req.multiattach,
                 readonly: false,
-                snapshot_id: None,
-                source_volid: None,
+                snapshot_id: req.source.snapshot_id.clone(),
+                source_volid: req.source.source_volid.clone(),
                 created_at: now.clone(),
                 updated_at: None,
                 metadata: req.metadata.clone(),
@@ -242,6 +301,12 @@ impl Services {
             .collect();
 
         let mut tx = self.db.begin_write().await?;
+        if let Some(src) = &source {
+            // The source must still be usable inside the transaction (no delete started since).
+            if !src.still_usable(&mut tx, &now).await? {
+                return Err(Error::invalid_status("EVS.2043", "The source of the new volume changed status."));
+            }
+        }
         if !tx.reserve_pool_capacity(&pool.config.name, total_gb, limit_gb).await? {
             return Err(no_space(&pool.config.name, total_gb));
         }
@@ -253,6 +318,7 @@ impl Services {
                 kind: JobKind::BatchCreateVolume,
                 parent_id: None,
                 volume_id: None,
+                payload: None,
                 entities: serde_json::json!({"size": size, "volume_type": vtype.name, "name": req.name}).to_string(),
                 begin_time: now.clone(),
             })
@@ -266,6 +332,7 @@ impl Services {
                 kind: JobKind::CreateVolume,
                 parent_id: batch.then(|| job_id.clone()),
                 volume_id: Some(v.id.clone()),
+                payload: None,
                 entities:
                     serde_json::json!({"volume_id": v.id, "size": v.size_gb, "name": v.name, "volume_type": vtype.name})
                         .to_string(),
@@ -278,10 +345,67 @@ impl Services {
         Ok(CreatedVolumes { job_id, volumes })
     }
 
+    /// Look up and check the snapshot or source volume of a create.
+    async fn resolve_source(&self, caller: &Caller, src: &VolumeSource) -> Result<Option<SourceInfo>> {
+        if let Some(id) = &src.snapshot_id {
+            let s = self.get_snapshot(caller, id).await.map_err(|e| {
+                if e.kind == ErrorKind::NotFound {
+                    Error::new(ErrorKind::NotFound, format!("Snapshot {id} could not be found.")).with_code("EVS.2045")
+                } else {
+                    e
+                }
+            })?;
+            if s.status != SnapshotStatus::Available {
+                return Err(Error::invalid_status(
+                    "EVS.2043",
+                    format!(
+                        "Invalid snapshot: Originating snapshot status must be one of 'available' values, but is {}.",
+                        s.status
+                    ),
+                ));
+            }
+            let v = self
+                .db
+                .get_volume(None, &s.volume_id)
+                .await?
+                .ok_or_else(|| Error::internal("snapshot without volume"))?;
+            return Ok(Some(SourceInfo {
+                snapshot_id: Some(s.id),
+                volume_id: v.id,
+                size_gb: s.size_gb,
+                availability_zone: v.availability_zone,
+                volume_type_id: v.volume_type_id,
+                volume_type_name: v.volume_type_name,
+                pool: s.pool,
+                bootable: v.bootable,
+            }));
+        }
+        if let Some(id) = &src.source_volid {
+            let v = self.get_volume(caller, id).await?;
+            if !matches!(v.status, VolumeStatus::Available | VolumeStatus::InUse) {
+                return Err(Error::invalid_status(
+                    "EVS.2043",
+                    format!("Invalid volume: Source volume status must be available or in-use, but is {}.", v.status),
+                ));
+            }
+            return Ok(Some(SourceInfo {
+                snapshot_id: None,
+                size_gb: v.size_gb,
+                availability_zone: v.availability_zone,
+                volume_type_id: v.volume_type_id,
+                volume_type_name: v.volume_type_name,
+                pool: v.pool,
+                bootable: v.bootable,
+                volume_id: v.id,
+            }));
+        }
+        Ok(None)
+    }
+
     /// The most GiB the pool may have provisioned after adding `want_gb`, following Cinder's
     /// thin-provisioning rules: provisioned ≤ total × ratio, and the request must fit in
     /// free × ratio. Returns the provisioned ceiling for the compare-and-set.
-    fn capacity_limit_gb(&self, pool: &PoolRuntime, want_gb: i64) -> Result<i64> {
+    pub(super) fn capacity_limit_gb(&self, pool: &PoolRuntime, want_gb: i64) -> Result<i64> {
         let cap = pool.driver.capacity().map_err(|e| Error::internal(format!("pool {}: {e}", pool.config.name)))?;
         let ratio = pool.config.max_over_subscription_ratio;
         let free_virtual = (cap.free_bytes as f64 / GIB as f64) * ratio;
@@ -328,9 +452,9 @@ impl Services {
         self.get_volume(caller, id).await
     }
 
-    /// Start deleting a volume; returns the job id. `cascade` is accepted (there are no
-    /// snapshots to cascade to yet).
-    pub async fn delete_volume(&self, caller: &Caller, id: &str, _cascade: bool) -> Result<String> {
+    /// Start deleting a volume; returns the job id. A volume with snapshots is refused unless
+    /// `cascade`, which deletes its snapshots in the same job first.
+    pub async fn delete_volume(&self, caller: &Caller, id: &str, cascade: bool) -> Result<String> {
         let v = self.get_volume(caller, id).await?;
         let now = now_timestamp();
         let job_id = new_job_id();
@@ -345,12 +469,32 @@ impl Services {
                 ),
             ));
         }
+        if tx.count_volume_snapshots(&v.id).await? > 0 {
+            if !cascade {
+                return Err(Error::invalid_status(
+                    "EVS.1046",
+                    format!(
+                        "Invalid volume: Volume {} still has dependent snapshots (delete them or use cascade).",
+                        v.id
+                    ),
+                ));
+            }
+            let moved =
+                tx.cas_volume_snapshots(&v.id, &SnapshotStatus::DELETABLE, SnapshotStatus::Deleting, &now).await?;
+            if moved.is_none() {
+                return Err(Error::invalid_status(
+                    "EVS.1047",
+                    format!("Invalid volume: every snapshot of volume {} must be available or error to cascade.", v.id),
+                ));
+            }
+        }
         tx.insert_job(&NewJob {
             id: job_id.clone(),
             project_id: v.project_id.clone(),
             kind: JobKind::DeleteVolume,
             parent_id: None,
             volume_id: Some(v.id.clone()),
+            payload: Some(crate::model::JobPayload { cascade, ..Default::default() }),
             entities: serde_json::json!({"volume_id": v.id, "size": v.size_gb, "name": v.name, "volume_type": v.volume_type_name})
                 .to_string(),
             begin_time: now,
@@ -360,12 +504,73 @@ impl Services {
         self.job_notify.notify_waiters();
         Ok(job_id)
     }
+
+    /// Replace (or, with `merge`, add to) a volume's metadata; returns the result.
+    pub async fn set_volume_metadata(
+        &self,
+        caller: &Caller,
+        id: &str,
+        metadata: BTreeMap<String, String>,
+        merge: bool,
+    ) -> Result<BTreeMap<String, String>> {
+        let v = self.get_volume(caller, id).await?;
+        let mut next = if merge { v.metadata.clone() } else { BTreeMap::new() };
+        next.extend(metadata);
+        validate_metadata(&next)?;
+        let mut tx = self.db.begin_write().await?;
+        tx.replace_volume_metadata(&v.id, &next).await?;
+        tx.update_volume_text(&v.id, None, None, &now_timestamp()).await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    /// Remove one metadata key (404 when absent).
+    pub async fn delete_volume_metadata_key(&self, caller: &Caller, id: &str, key: &str) -> Result<()> {
+        let v = self.get_volume(caller, id).await?;
+        let mut next = v.metadata.clone();
+        if next.remove(key).is_none() {
+            return Err(Error::not_found(format!("Metadata item with key {key} could not be found for volume {id}.")));
+        }
+        let mut tx = self.db.begin_write().await?;
+        tx.replace_volume_metadata(&v.id, &next).await?;
+        tx.update_volume_text(&v.id, None, None, &now_timestamp()).await?;
+        tx.commit().await
+    }
 }
 
-fn no_space(pool: &str, gb: i64) -> Error {
+pub(super) fn no_space(pool: &str, gb: i64) -> Error {
     Error::new(
         ErrorKind::NoSpace,
         format!("Insufficient free virtual space in pool {pool} to create {gb} GB of volumes."),
     )
     .with_code("EVS.2072")
+}
+
+/// What a create needs to know about its data source.
+#[derive(Debug, Clone)]
+struct SourceInfo {
+    /// Set when the source is a snapshot.
+    snapshot_id: Option<String>,
+    /// The source volume (or the snapshot's volume).
+    volume_id: String,
+    size_gb: i64,
+    availability_zone: String,
+    volume_type_id: String,
+    volume_type_name: String,
+    pool: String,
+    bootable: bool,
+}
+
+impl SourceInfo {
+    /// Re-check inside the create transaction that the source was not deleted meanwhile.
+    async fn still_usable(&self, tx: &mut crate::store::WriteTx<'_>, now: &str) -> Result<bool> {
+        match &self.snapshot_id {
+            Some(s) => tx.cas_snapshot_status(s, &[SnapshotStatus::Available], SnapshotStatus::Available, now).await,
+            None => {
+                let Some(current) = tx.volume_status(&self.volume_id).await? else { return Ok(false) };
+                tx.cas_volume_status(&self.volume_id, &[VolumeStatus::Available, VolumeStatus::InUse], current, now)
+                    .await
+            }
+        }
+    }
 }

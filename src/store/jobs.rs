@@ -6,9 +6,9 @@ use sqlx::Row;
 
 use super::{Db, WriteTx};
 use crate::error::{Error, Result};
-use crate::model::{Job, JobKind, JobStatus};
+use crate::model::{Job, JobKind, JobPayload, JobStatus};
 
-const JOB_COLUMNS: &str = "id, project_id, kind, parent_id, status, volume_id, entities, \
+const JOB_COLUMNS: &str = "id, project_id, kind, parent_id, status, volume_id, payload, entities, \
      error_code, fail_reason, begin_time, end_time";
 
 /// A job to enqueue.
@@ -24,6 +24,8 @@ pub struct NewJob {
     pub parent_id: Option<String>,
     /// Target volume.
     pub volume_id: Option<String>,
+    /// Kind-specific input.
+    pub payload: Option<JobPayload>,
     /// EVS `entities` JSON text.
     pub entities: String,
     /// Queue time.
@@ -40,6 +42,7 @@ fn job_from_row(r: &AnyRow) -> Result<Job> {
         parent_id: r.try_get("parent_id")?,
         status: status.parse().map_err(|_| Error::internal(format!("unknown job status {status:?}")))?,
         volume_id: r.try_get("volume_id")?,
+        payload: r.try_get("payload")?,
         entities: r.try_get("entities")?,
         error_code: r.try_get("error_code")?,
         fail_reason: r.try_get("fail_reason")?,
@@ -152,16 +155,18 @@ impl WriteTx<'_> {
     /// Insert a job row in status INIT.
     pub async fn insert_job(&mut self, j: &NewJob) -> Result<()> {
         sqlx::query(
-            "INSERT INTO jobs (id, project_id, kind, parent_id, status, volume_id, entities, begin_time) \
-             VALUES ($1, $2, $3, $4, 'INIT', $5, $6, $7)",
+            "INSERT INTO jobs (id, project_id, kind, parent_id, status, volume_id, payload, entities, begin_time, \
+             snapshot_id) VALUES ($1, $2, $3, $4, 'INIT', $5, $6, $7, $8, $9)",
         )
         .bind(&j.id)
         .bind(&j.project_id)
         .bind(j.kind.as_str())
         .bind(j.parent_id.as_deref())
         .bind(j.volume_id.as_deref())
+        .bind(j.payload.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default()))
         .bind(&j.entities)
         .bind(&j.begin_time)
+        .bind(j.payload.as_ref().and_then(|p| p.snapshot_id.as_deref()))
         .execute(self.conn())
         .await?;
         Ok(())
@@ -193,6 +198,12 @@ impl WriteTx<'_> {
             .await?
             .try_get::<Option<String>, _>("parent_id")?;
         let Some(parent) = parent else { return Ok(()) };
+        // Lock the parent row before counting open siblings: on PostgreSQL (READ COMMITTED)
+        // two siblings finishing at once would otherwise each see the other still RUNNING and
+        // neither would finish the parent. The second waits here, and its count (a new
+        // statement, so a new snapshot) then sees the first one's commit. No-op on SQLite,
+        // whose single writer already serialises this transaction.
+        sqlx::query("UPDATE jobs SET status = status WHERE id = $1").bind(&parent).execute(self.conn()).await?;
         let open = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE parent_id = $1 AND status IN ('INIT', 'RUNNING')")
             .bind(&parent)
             .fetch_one(self.conn())

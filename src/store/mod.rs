@@ -8,6 +8,7 @@
 
 mod catalog;
 mod jobs;
+mod snapshots;
 mod sql;
 mod volumes;
 
@@ -22,6 +23,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::error::{Error, Result};
 
 pub use jobs::NewJob;
+pub use snapshots::{ListSnapshots, SnapshotFilter};
 pub use sql::Arg;
 pub use volumes::{ListVolumes, SortDir, VolumeFilter, VolumePage, VolumeSortKey};
 

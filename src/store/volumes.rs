@@ -427,7 +427,22 @@ impl WriteTx<'_> {
     /// Remove a volume row (metadata cascades).
     pub async fn delete_volume_row(&mut self, id: &str) -> Result<()> {
         sqlx::query("DELETE FROM volume_metadata WHERE volume_id = $1").bind(id).execute(self.conn()).await?;
+        sqlx::query("DELETE FROM tags WHERE resource_type = 'volumes' AND resource_id = $1")
+            .bind(id)
+            .execute(self.conn())
+            .await?;
         sqlx::query("DELETE FROM volumes WHERE id = $1").bind(id).execute(self.conn()).await?;
+        Ok(())
+    }
+
+    /// Record a volume's new size (after an extend).
+    pub async fn set_volume_size(&mut self, id: &str, size_gb: i64, now: &str) -> Result<()> {
+        sqlx::query("UPDATE volumes SET size_gb = $1, updated_at = $2 WHERE id = $3")
+            .bind(size_gb)
+            .bind(now)
+            .bind(id)
+            .execute(self.conn())
+            .await?;
         Ok(())
     }
 
@@ -452,6 +467,29 @@ impl Db {
         let r = sqlx::query(
             "UPDATE volumes SET status = $1, updated_at = $2 WHERE status = $3 AND NOT EXISTS \
              (SELECT 1 FROM jobs j WHERE j.volume_id = volumes.id AND j.status IN ('INIT', 'RUNNING'))",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(from.as_str())
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+}
+
+impl Db {
+    /// Move snapshots stuck in `from` with no open job to `to` (see `fail_stranded_volumes`).
+    pub async fn fail_stranded_snapshots(
+        &self,
+        from: crate::model::SnapshotStatus,
+        to: crate::model::SnapshotStatus,
+        now: &str,
+    ) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query(
+            "UPDATE snapshots SET status = $1, updated_at = $2 WHERE status = $3 AND NOT EXISTS \
+             (SELECT 1 FROM jobs j WHERE j.snapshot_id = snapshots.id AND j.status IN ('INIT', 'RUNNING'))",
         )
         .bind(to.as_str())
         .bind(now)

@@ -1,0 +1,313 @@
+//! Snapshot rows and their metadata.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::sql::{Arg, Sql};
+use super::{Db, SortDir, WriteTx};
+use crate::error::{Error, Result};
+use crate::model::{Snapshot, SnapshotStatus};
+
+const SNAPSHOT_COLUMNS: &str = "s.id, s.project_id, s.user_id, s.volume_id, s.name, s.description, s.size_gb, \
+     s.status, s.pool, s.created_at, s.updated_at";
+
+/// Which snapshots a list returns.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    /// Only this project (`None` = all).
+    pub project_id: Option<String>,
+    /// Only these ids.
+    pub ids: Option<Vec<String>>,
+    /// Exact name.
+    pub name: Option<String>,
+    /// Exact status.
+    pub status: Option<String>,
+    /// Snapshots of this volume.
+    pub volume_id: Option<String>,
+}
+
+/// A snapshot list request (sorted by `created_at`, ties by id).
+#[derive(Debug, Clone)]
+pub struct ListSnapshots {
+    /// Which rows.
+    pub filter: SnapshotFilter,
+    /// Direction.
+    pub sort_dir: SortDir,
+    /// Page size (`None` = all).
+    pub limit: Option<i64>,
+    /// Rows skipped after the marker.
+    pub offset: i64,
+    /// Start after this snapshot.
+    pub marker: Option<String>,
+}
+
+fn snapshot_from_row(row: &AnyRow) -> Result<Snapshot> {
+    let status: String = row.try_get("status")?;
+    Ok(Snapshot {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        user_id: row.try_get("user_id")?,
+        volume_id: row.try_get("volume_id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        size_gb: row.try_get("size_gb")?,
+        status: status.parse().map_err(|_| Error::internal(format!("unknown snapshot status {status:?}")))?,
+        pool: row.try_get("pool")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        metadata: BTreeMap::new(),
+    })
+}
+
+fn push_filter(sql: &mut Sql, f: &SnapshotFilter) {
+    sql.push(" WHERE 1=1");
+    if let Some(p) = &f.project_id {
+        sql.push(" AND s.project_id = ").bind(Arg::Text(p.clone()));
+    }
+    if let Some(ids) = &f.ids {
+        sql.push(" AND s.id IN ('' ");
+        for id in ids {
+            sql.push(", ").bind(Arg::Text(id.clone()));
+        }
+        sql.push(")");
+    }
+    if let Some(n) = &f.name {
+        sql.push(" AND s.name = ").bind(Arg::Text(n.clone()));
+    }
+    if let Some(s) = &f.status {
+        sql.push(" AND s.status = ").bind(Arg::Text(s.clone()));
+    }
+    if let Some(v) = &f.volume_id {
+        sql.push(" AND s.volume_id = ").bind(Arg::Text(v.clone()));
+    }
+}
+
+impl Db {
+    /// One snapshot with metadata; `project_id = None` looks across projects.
+    pub async fn get_snapshot(&self, project_id: Option<&str>, id: &str) -> Result<Option<Snapshot>> {
+        let mut sql = Sql::new(&format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots s"));
+        push_filter(
+            &mut sql,
+            &SnapshotFilter {
+                project_id: project_id.map(str::to_string),
+                ids: Some(vec![id.to_string()]),
+                ..Default::default()
+            },
+        );
+        let Some(row) = sql.query().fetch_optional(self.pool()).await? else { return Ok(None) };
+        let mut s = snapshot_from_row(&row)?;
+        self.fill_snapshot_metadata(std::slice::from_mut(&mut s)).await?;
+        Ok(Some(s))
+    }
+
+    /// A page of snapshots (metadata included).
+    pub async fn list_snapshots(&self, q: &ListSnapshots) -> Result<Vec<Snapshot>> {
+        let marker = match &q.marker {
+            Some(m) => Some(
+                self.get_snapshot(q.filter.project_id.as_deref(), m)
+                    .await?
+                    .ok_or_else(|| Error::invalid("EVS.1024", format!("marker [{m}] not found")))?,
+            ),
+            None => None,
+        };
+        let mut sql = Sql::new(&format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots s"));
+        push_filter(&mut sql, &q.filter);
+        let (cmp, dir) = match q.sort_dir {
+            SortDir::Asc => (">", "ASC"),
+            SortDir::Desc => ("<", "DESC"),
+        };
+        if let Some(m) = &marker {
+            sql.push(&format!(" AND (s.created_at {cmp} "))
+                .bind(Arg::Text(m.created_at.clone()))
+                .push(" OR (s.created_at = ")
+                .bind(Arg::Text(m.created_at.clone()))
+                .push(&format!(" AND s.id {cmp} "))
+                .bind(Arg::Text(m.id.clone()))
+                .push("))");
+        }
+        sql.push(&format!(" ORDER BY s.created_at {dir}, s.id {dir}"));
+        sql.push(" LIMIT ").bind(Arg::Int(q.limit.unwrap_or(i64::MAX / 2)));
+        sql.push(" OFFSET ").bind(Arg::Int(q.offset.max(0)));
+        let rows = sql.query().fetch_all(self.pool()).await?;
+        let mut out = rows.iter().map(snapshot_from_row).collect::<Result<Vec<_>>>()?;
+        self.fill_snapshot_metadata(&mut out).await?;
+        Ok(out)
+    }
+
+    async fn fill_snapshot_metadata(&self, snaps: &mut [Snapshot]) -> Result<()> {
+        if snaps.is_empty() {
+            return Ok(());
+        }
+        let mut sql = Sql::new("SELECT snapshot_id, key, value FROM snapshot_metadata WHERE snapshot_id IN ('' ");
+        for s in snaps.iter() {
+            sql.push(", ").bind(Arg::Text(s.id.clone()));
+        }
+        sql.push(")");
+        let mut by_id: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+        for r in sql.query().fetch_all(self.pool()).await? {
+            by_id.entry(r.try_get("snapshot_id")?).or_default().insert(r.try_get("key")?, r.try_get("value")?);
+        }
+        for s in snaps.iter_mut() {
+            s.metadata = by_id.remove(&s.id).unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    /// Snapshot count and GiB of a project.
+    pub async fn snapshot_usage(&self, project_id: &str) -> Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT t.name AS type_name, COUNT(*) AS n, CAST(COALESCE(SUM(s.size_gb), 0) AS BIGINT) AS gb \
+             FROM snapshots s JOIN volumes v ON v.id = s.volume_id JOIN volume_types t ON t.id = v.volume_type_id \
+             WHERE s.project_id = $1 GROUP BY t.name",
+        )
+        .bind(project_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("type_name")?, r.try_get("n")?, r.try_get("gb")?))).collect()
+    }
+
+    /// Every snapshot id stored on `pool`.
+    pub async fn snapshot_ids_on_pool(&self, pool: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM snapshots WHERE pool = $1").bind(pool).fetch_all(self.pool()).await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+}
+
+impl WriteTx<'_> {
+    /// Insert a snapshot row and its metadata.
+    pub async fn insert_snapshot(&mut self, s: &Snapshot) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO snapshots (id, project_id, user_id, volume_id, name, description, size_gb, status, pool, \
+             created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+        )
+        .bind(&s.id)
+        .bind(&s.project_id)
+        .bind(s.user_id.as_deref())
+        .bind(&s.volume_id)
+        .bind(s.name.as_deref())
+        .bind(s.description.as_deref())
+        .bind(s.size_gb)
+        .bind(s.status.as_str())
+        .bind(&s.pool)
+        .bind(&s.created_at)
+        .bind(s.updated_at.as_deref())
+        .execute(self.conn())
+        .await?;
+        self.replace_snapshot_metadata(&s.id, &s.metadata).await
+    }
+
+    /// Replace all metadata of a snapshot.
+    pub async fn replace_snapshot_metadata(&mut self, id: &str, m: &BTreeMap<String, String>) -> Result<()> {
+        sqlx::query("DELETE FROM snapshot_metadata WHERE snapshot_id = $1").bind(id).execute(self.conn()).await?;
+        for (k, v) in m {
+            sqlx::query("INSERT INTO snapshot_metadata (snapshot_id, key, value) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(k)
+                .bind(v)
+                .execute(self.conn())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Compare-and-set a snapshot's status; true when a row changed.
+    pub async fn cas_snapshot_status(
+        &mut self,
+        id: &str,
+        from: &[SnapshotStatus],
+        to: SnapshotStatus,
+        now: &str,
+    ) -> Result<bool> {
+        let mut sql = Sql::new("UPDATE snapshots SET status = ");
+        sql.bind(Arg::Text(to.as_str().into()))
+            .push(", updated_at = ")
+            .bind(Arg::Text(now.into()))
+            .push(" WHERE id = ")
+            .bind(Arg::Text(id.into()))
+            .push(" AND status IN ('' ");
+        for s in from {
+            sql.push(", ").bind(Arg::Text(s.as_str().into()));
+        }
+        sql.push(")");
+        Ok(sql.query().execute(self.conn()).await?.rows_affected() == 1)
+    }
+
+    /// Move every snapshot of `volume_id` whose status is in `from` to `to`; returns their ids.
+    /// Fails (changing nothing) when any snapshot of the volume is in another status.
+    pub async fn cas_volume_snapshots(
+        &mut self,
+        volume_id: &str,
+        from: &[SnapshotStatus],
+        to: SnapshotStatus,
+        now: &str,
+    ) -> Result<Option<Vec<String>>> {
+        let rows = sqlx::query("SELECT id, status FROM snapshots WHERE volume_id = $1")
+            .bind(volume_id)
+            .fetch_all(self.conn())
+            .await?;
+        let mut ids = Vec::new();
+        for r in &rows {
+            let st: String = r.try_get("status")?;
+            if !from.iter().any(|f| f.as_str() == st) {
+                return Ok(None);
+            }
+            ids.push(r.try_get::<String, _>("id")?);
+        }
+        for id in &ids {
+            self.cas_snapshot_status(id, from, to, now).await?;
+        }
+        Ok(Some(ids))
+    }
+
+    /// Set name and description.
+    pub async fn update_snapshot_text(
+        &mut self,
+        id: &str,
+        name: Option<Option<String>>,
+        description: Option<Option<String>>,
+        now: &str,
+    ) -> Result<()> {
+        let mut sql = Sql::new("UPDATE snapshots SET updated_at = ");
+        sql.bind(Arg::Text(now.into()));
+        if let Some(n) = name {
+            sql.push(", name = ").bind(Arg::OptText(n));
+        }
+        if let Some(d) = description {
+            sql.push(", description = ").bind(Arg::OptText(d));
+        }
+        sql.push(" WHERE id = ").bind(Arg::Text(id.into()));
+        sql.query().execute(self.conn()).await?;
+        Ok(())
+    }
+
+    /// Remove a snapshot row, its metadata and tags.
+    pub async fn delete_snapshot_row(&mut self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM snapshot_metadata WHERE snapshot_id = $1").bind(id).execute(self.conn()).await?;
+        sqlx::query("DELETE FROM tags WHERE resource_type = 'snapshots' AND resource_id = $1")
+            .bind(id)
+            .execute(self.conn())
+            .await?;
+        sqlx::query("DELETE FROM snapshots WHERE id = $1").bind(id).execute(self.conn()).await?;
+        Ok(())
+    }
+
+    /// How many snapshots a volume has (inside this transaction).
+    pub async fn count_volume_snapshots(&mut self, volume_id: &str) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM snapshots WHERE volume_id = $1")
+            .bind(volume_id)
+            .fetch_one(self.conn())
+            .await?
+            .try_get("n")?)
+    }
+
+    /// Whether a volume being created still needs this snapshot as its source.
+    pub async fn snapshot_in_use_by_creating_volume(&mut self, snapshot_id: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT id FROM volumes WHERE snapshot_id = $1 AND status = 'creating' LIMIT 1")
+            .bind(snapshot_id)
+            .fetch_optional(self.conn())
+            .await?
+            .is_some())
+    }
+}
