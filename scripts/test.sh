@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# The test command of cinderblock: runs the whole suite (unit, integration, real clients).
+#
+#   ./scripts/test.sh                 # everything
+#   ./scripts/test.sh --test clients  # extra arguments go to `cargo test`
+#
+# On a fresh machine it installs what the suite needs and reuses it on later runs:
+#   - Debian packages, only when a command is missing (need_pkg);
+#   - a Python venv with the real clients (Huawei EVS SDK, cinder and openstack CLIs), OUTSIDE
+#     the clone: ${CINDERBLOCK_CLIENT_VENV:-/var/tmp/cinderblock-venv-clients}.
+#
+# Environment:
+#   CARGO_TARGET_DIR              build dir (default /var/tmp/cinderblock-target)
+#   CINDERBLOCK_CLIENT_VENV       client venv (created when missing)
+#   CINDERBLOCK_REQUIRE_CLIENTS   1 (default): real-client tests fail instead of skipping;
+#                                 0: a venv that cannot be installed only skips them
+#   CINDERBLOCK_REQUIRE_PRIVILEGED=1  privileged tests fail instead of skipping (CI sets it)
+#   TEST_DATABASE_URL             postgres://… : integration tests also run on PostgreSQL
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/cinderblock-target}
+export CINDERBLOCK_CLIENT_VENV=${CINDERBLOCK_CLIENT_VENV:-/var/tmp/cinderblock-venv-clients}
+export CINDERBLOCK_REQUIRE_CLIENTS=${CINDERBLOCK_REQUIRE_CLIENTS:-1}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+CLIENT_REQUIREMENTS="$ROOT/tests/clients/requirements.txt"
+START=$(date +%s)
+
+log() { printf '==> %s\n' "$*"; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Debian packages: need_pkg COMMAND PACKAGE installs PACKAGE only when COMMAND is missing.
+APT_UPDATED=0
+need_pkg() {
+    local cmd=$1 pkg=$2
+    if command -v "$cmd" >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        warn "$cmd is missing and we are not root: install the Debian package $pkg (tests needing it will skip)"
+        return 0
+    fi
+    log "installing $pkg (for $cmd)"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+    command -v "$cmd" >/dev/null 2>&1 || die "installed $pkg but $cmd is still missing"
+}
+
+# Needed by this script itself.
+need_pkg flock util-linux
+# Later issues: need_pkg mkfs.xfs xfsprogs; need_pkg mkfs.btrfs btrfs-progs;
+#               need_pkg nbdinfo libnbd-bin; need_pkg fio fio
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: when TEST_DATABASE_URL names a local server that is not up, try to start it.
+ensure_postgres() {
+    local url=${TEST_DATABASE_URL:-}
+    [ -n "$url" ] || return 0
+    case "$url" in
+        postgres://*@127.0.0.1*|postgres://*@localhost*|postgresql://*@127.0.0.1*|postgresql://*@localhost*) ;;
+        *) return 0 ;;
+    esac
+    command -v pg_isready >/dev/null 2>&1 || return 0
+    if pg_isready -q -h 127.0.0.1 -t 5; then
+        return 0
+    fi
+    if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+        local ver
+        for ver in /etc/postgresql/*; do
+            log "starting PostgreSQL cluster $(basename "$ver")/main"
+            pg_ctlcluster --skip-systemctl-redirect "$(basename "$ver")" main start || true
+        done
+        local i
+        for i in $(seq 1 30); do
+            pg_isready -q -h 127.0.0.1 -t 1 && return 0
+            sleep 1
+        done
+    fi
+    die "TEST_DATABASE_URL=$url but PostgreSQL on 127.0.0.1 is not accepting connections"
+}
+ensure_postgres
+
+# ---------------------------------------------------------------------------------------------
+# Client venv: created once, re-installed only when tests/clients/requirements.txt changes.
+client_venv_ok() {
+    local venv=$1 marker=$2
+    [ -x "$venv/bin/python" ] && [ -f "$venv/.cinderblock-requirements" ] &&
+        [ "$(cat "$venv/.cinderblock-requirements")" = "$marker" ] &&
+        [ -x "$venv/bin/openstack" ] && [ -x "$venv/bin/cinder" ] &&
+        "$venv/bin/python" -c 'import huaweicloudsdkevs.v2, huaweicloudsdkcore, cinderclient, openstack' \
+            >/dev/null 2>&1
+}
+
+install_client_venv() {
+    local venv=$CINDERBLOCK_CLIENT_VENV python
+    python=$(command -v python3 || true)
+    [ -n "$python" ] || need_pkg python3 python3
+    python=$(command -v python3)
+    if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        need_pkg_module_venv
+    fi
+    local marker
+    marker="$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])') $(sha256sum "$CLIENT_REQUIREMENTS" | cut -d' ' -f1)"
+
+    mkdir -p "$(dirname "$venv")"
+    # Two runs at once must not install into the same venv together.
+    exec 9>"$venv.lock"
+    flock 9
+    if client_venv_ok "$venv" "$marker"; then
+        log "client venv $venv is up to date"
+        exec 9>&-
+        return 0
+    fi
+    log "installing the real clients into $venv (from $CLIENT_REQUIREMENTS)"
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        :
+    else
+        rm -rf "$venv"
+        "$python" -m venv "$venv"
+    fi
+    local ok=0 attempt
+    for attempt in 1 2 3; do
+        if "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --retries 5 \
+            -r "$CLIENT_REQUIREMENTS"; then
+            ok=1
+            break
+        fi
+        warn "pip install failed (attempt $attempt of 3)"
+        sleep $((attempt * 5))
+    done
+    if [ "$ok" -eq 1 ] && client_venv_ok_without_marker "$venv"; then
+        printf '%s' "$marker" >"$venv/.cinderblock-requirements"
+        log "client venv ready: $("$venv/bin/python" -m pip list --disable-pip-version-check 2>/dev/null |
+            grep -iE '^(huaweicloudsdkevs|python-cinderclient|openstacksdk|python-openstackclient) ' |
+            awk '{printf "%s %s; ", $1, $2}')"
+        exec 9>&-
+        return 0
+    fi
+    exec 9>&-
+    return 1
+}
+
+client_venv_ok_without_marker() {
+    local venv=$1
+    [ -x "$venv/bin/openstack" ] && [ -x "$venv/bin/cinder" ] &&
+        "$venv/bin/python" -c 'import huaweicloudsdkevs.v2, huaweicloudsdkcore, cinderclient, openstack'
+}
+
+need_pkg_module_venv() {
+    # Debian's own python3 needs python3-venv for `python3 -m venv`.
+    if [ "$(id -u)" -eq 0 ]; then
+        if [ "$APT_UPDATED" -eq 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get update -qq
+            APT_UPDATED=1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    fi
+}
+
+if ! install_client_venv; then
+    if [ "$CINDERBLOCK_REQUIRE_CLIENTS" = "1" ]; then
+        die "could not install the client venv $CINDERBLOCK_CLIENT_VENV (set CINDERBLOCK_REQUIRE_CLIENTS=0 to skip the real-client tests)"
+    fi
+    warn "client venv unavailable: real-client tests will be skipped"
+    unset CINDERBLOCK_CLIENT_VENV
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The suite.
+log "cargo $(cargo --version | cut -d' ' -f2), target dir $CARGO_TARGET_DIR"
+log "TEST_DATABASE_URL=${TEST_DATABASE_URL:-<unset: SQLite only>}  CINDERBLOCK_REQUIRE_PRIVILEGED=${CINDERBLOCK_REQUIRE_PRIVILEGED:-0}  CINDERBLOCK_REQUIRE_CLIENTS=$CINDERBLOCK_REQUIRE_CLIENTS"
+
+mkdir -p "$CARGO_TARGET_DIR"
+OUT="$CARGO_TARGET_DIR/cinderblock-test-output.log"
+log "running cargo test --no-fail-fast $* (output also saved to $OUT)"
+set +e
+cargo test --no-fail-fast "$@" 2>&1 | tee "$OUT"
+STATUS=${PIPESTATUS[0]}
+set -e
+
+# ---------------------------------------------------------------------------------------------
+# Summary: totals over every test binary, and the names of failed tests.
+PASSED=0 FAILED=0 IGNORED=0 BINARIES=0
+while read -r p f i; do
+    PASSED=$((PASSED + p)) FAILED=$((FAILED + f)) IGNORED=$((IGNORED + i)) BINARIES=$((BINARIES + 1))
+done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' "$OUT")
+# "<test binary>: <test name>" for every failed test, e.g. "tests/clients.rs: cinder_cli_volume_lifecycle".
+FAILED_NAMES=$(awk '
+    /^ *Running / { bin = $2; if (bin == "unittests") bin = $3 }
+    /^ *Doc-tests / { bin = "doc-tests " $2 }
+    /^test .* \.\.\. FAILED$/ { sub(/^test /, ""); sub(/ \.\.\. FAILED$/, ""); print bin ": " $0 }
+' "$OUT")
+ELAPSED=$(( $(date +%s) - START ))
+
+echo
+echo "================================ cinderblock test summary ================================"
+echo "test binaries: $BINARIES   time: ${ELAPSED}s   cargo exit status: $STATUS"
+if [ -n "$FAILED_NAMES" ]; then
+    echo "failed tests:"
+    printf '%s\n' "$FAILED_NAMES" | sed 's/^/  /'
+fi
+if [ "$STATUS" -ne 0 ] && [ "$FAILED" -eq 0 ]; then
+    echo "cargo test failed without a failed test (build error or a test binary crashed): see above"
+    FAILED=1
+fi
+echo "tests: $PASSED passed, $FAILED failed, $IGNORED skipped"
+if [ "$STATUS" -ne 0 ]; then
+    exit "$STATUS"
+fi
+if [ "$PASSED" -eq 0 ]; then
+    echo "ERROR: no test ran" >&2
+    exit 1
+fi

@@ -1,0 +1,252 @@
+//! Real clients against the real daemon.
+//!
+//! Each test starts `cinderblock serve` on port 0 with a throw-away SQLite database and file pool,
+//! then runs one scenario script from `tests/clients/` with the Python interpreter of the client
+//! venv named by `CINDERBLOCK_CLIENT_VENV` (`scripts/test.sh` creates it and installs the
+//! unmodified clients from PyPI):
+//!
+//! - `openstack_cli.py`: the `openstack` CLI with `--os-auth-type none`;
+//! - `cinder_cli.py`: the `cinder` CLI with `--os-auth-type noauth`;
+//! - `huawei_sdk.py`: the `huaweicloudsdkevs` SDK (batch create, job, filtered lists, delete).
+//!
+//! Without `CINDERBLOCK_CLIENT_VENV` the tests print why and pass, unless
+//! `CINDERBLOCK_REQUIRE_CLIENTS=1` (set by `scripts/test.sh`), which turns the skip into a failure.
+//!
+//! The launcher here is self-contained on purpose (std + tempfile only): these tests exercise the
+//! binary exactly as an operator runs it.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long the daemon may take to print its listening line.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+/// How long one scenario script may run in total.
+const SCENARIO_DEADLINE: Duration = Duration::from_secs(600);
+/// Project id used in the URLs (noauth takes the project from the URL).
+const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+
+/// A running `cinderblock serve`, killed on drop.
+struct Daemon {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(label: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("cinderblock-clients-{label}-"))
+            .tempdir()
+            .expect("create temp dir");
+        let db = dir.path().join("cinderblock.db");
+        let pool = dir.path().join("pool");
+        std::fs::create_dir_all(&pool).expect("create pool dir");
+        let config = format!(
+            r#"listen = "127.0.0.1:0"
+node = "clients-test"
+log = "info,cinderblock=debug"
+default_availability_zone = "nova"
+default_volume_type = "__DEFAULT__"
+
+[database]
+url = "sqlite://{db}"
+
+[auth]
+mode = "noauth"
+
+[[pools]]
+name = "default"
+driver = "file"
+path = "{pool}"
+availability_zone = "nova"
+volume_types = ["__DEFAULT__", "SSD", "SAS", "SATA"]
+max_over_subscription_ratio = 20.0
+"#,
+            db = db.display(),
+            pool = pool.display()
+        );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log_path = dir.path().join("daemon.log");
+        let log = std::fs::File::create(&log_path).expect("create daemon log");
+
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cinderblock"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        // The daemon reads CINDERBLOCK_* as configuration overrides: the test switches of this
+        // suite (CINDERBLOCK_CLIENT_VENV, CINDERBLOCK_REQUIRE_*) must not reach it.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("CINDERBLOCK_") {
+                cmd.env_remove(&key);
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn cinderblock serve");
+
+        let stdout = child.stdout.take().expect("daemon stdout");
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            // Keep draining stdout for the daemon's whole life so it never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+
+        let mut daemon = Daemon { child, port: 0, dir };
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(line) => {
+                    if let Some(rest) = line.trim().strip_prefix("cinderblock listening on http://") {
+                        let port = rest
+                            .rsplit(':')
+                            .next()
+                            .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
+                            .unwrap_or_else(|| panic!("cannot parse port from {line:?}"));
+                        daemon.port = port;
+                        return daemon;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = daemon.child.wait().ok();
+                    panic!("cinderblock serve exited before listening (status {status:?})\n{}", daemon.log_tail());
+                }
+            }
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("cinderblock serve exited before listening ({status})\n{}", daemon.log_tail());
+            }
+            if Instant::now() >= deadline {
+                panic!("cinderblock serve printed no listening line within {START_DEADLINE:?}\n{}", daemon.log_tail());
+            }
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The last part of the daemon's stderr log, for failure messages.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(80);
+        format!("--- daemon log (last {} lines) ---\n{}", lines.len() - from, lines[from..].join("\n"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The client venv, or None when the tests should be skipped.
+fn client_venv() -> Option<PathBuf> {
+    let required = std::env::var("CINDERBLOCK_REQUIRE_CLIENTS").map(|v| v == "1").unwrap_or(false);
+    let venv = std::env::var_os("CINDERBLOCK_CLIENT_VENV").filter(|v| !v.is_empty());
+    let Some(venv) = venv else {
+        if required {
+            panic!("CINDERBLOCK_REQUIRE_CLIENTS=1 but CINDERBLOCK_CLIENT_VENV is not set: run ./scripts/test.sh");
+        }
+        eprintln!("SKIP: CINDERBLOCK_CLIENT_VENV is not set, real-client tests skipped (./scripts/test.sh sets it)");
+        return None;
+    };
+    let venv = PathBuf::from(venv);
+    if !venv.join("bin/python").exists() {
+        if required {
+            panic!("CINDERBLOCK_CLIENT_VENV={} has no bin/python", venv.display());
+        }
+        eprintln!("SKIP: CINDERBLOCK_CLIENT_VENV={} has no bin/python", venv.display());
+        return None;
+    }
+    Some(venv)
+}
+
+/// Read a child's pipe to the end on a thread, so neither pipe can fill up and stall it.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        if let Some(mut p) = pipe {
+            let mut bytes = Vec::new();
+            let _ = p.read_to_end(&mut bytes);
+            out = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        out
+    })
+}
+
+/// Start a daemon, run `tests/clients/<script>` against it and fail with everything needed to
+/// understand a mismatch: the script's output and the daemon's log.
+fn run_scenario(label: &str, script: &str) {
+    let Some(venv) = client_venv() else { return };
+    let daemon = Daemon::start(label);
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.arg(scripts.join(script))
+        .arg("--endpoint")
+        .arg(daemon.endpoint())
+        .arg("--project")
+        .arg(PROJECT)
+        .current_dir(daemon.dir.path())
+        .env("PYTHONPATH", &scripts)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        // The CLIs keep caches and config under $HOME; keep them inside the temp dir.
+        .env("HOME", daemon.dir.path())
+        .env("XDG_CACHE_HOME", daemon.dir.path().join("cache"))
+        .env("XDG_CONFIG_HOME", daemon.dir.path().join("config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn client scenario");
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for scenario") {
+            break Some(status);
+        }
+        if started.elapsed() >= SCENARIO_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    let ok = matches!(status, Some(s) if s.success());
+    if !ok {
+        let why = match status {
+            Some(s) => format!("exited with {s}"),
+            None => format!("did not finish within {SCENARIO_DEADLINE:?} and was killed"),
+        };
+        panic!("client scenario {script} {why}\n--- stdout ---\n{out}\n--- stderr ---\n{err}\n{}", daemon.log_tail());
+    }
+    println!("{script} passed in {:.1}s\n{out}", started.elapsed().as_secs_f64());
+}
+
+#[test]
+fn openstack_cli_volume_lifecycle() {
+    run_scenario("osc", "openstack_cli.py");
+}
+
+#[test]
+fn cinder_cli_volume_lifecycle() {
+    run_scenario("cinder", "cinder_cli.py");
+}
+
+#[test]
+fn huawei_evs_sdk_batch_create_list_show_delete() {
+    run_scenario("evs-sdk", "huawei_sdk.py");
+}
