@@ -12,7 +12,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// Environment variables with our prefix that are not configuration keys (test switches).
-const NON_CONFIG_ENV: &[&str] = &["require_privileged", "test_", "bin"];
+const NON_CONFIG_ENV: &[&str] = &["require_privileged", "require_clients", "client_venv", "test_", "bin"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -52,6 +52,20 @@ pub fn opt_nullable_string(o: &Map<String, Value>, key: &str, code: &'static str
     }
 }
 
+/// An optional integer as Cinder's schema accepts it: a JSON integer or a string of digits
+/// (no fractions, no booleans).
+pub fn opt_strict_int(o: &Map<String, Value>, key: &str, code: &'static str) -> Result<Option<i64>> {
+    let bad = |v: &Value| Error::invalid(code, format!("Invalid input for field '{key}': {v} is not an integer"));
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| bad(v)),
+        Some(v @ Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse::<i64>().map(Some).map_err(|_| bad(v))
+        }
+        Some(v) => Err(bad(v)),
+    }
+}
+
 /// An optional boolean; accepts JSON booleans and the strings `true`/`false` (any case).
 pub fn opt_bool(o: &Map<String, Value>, key: &str, code: &'static str) -> Result<Option<bool>> {
     match o.get(key) {
@@ -208,4 +222,16 @@ mod tests {
         assert!(opt_int(&o, "d", "X").is_err());
         assert_eq!(opt_int(&o, "e", "X").expect("e"), None);
     }
+}
+
+/// The `rel: next` link of a page: the same query with `marker` set to the last id (and the
+/// page's `limit` made explicit), `offset` dropped.
+pub fn next_link(base: &str, path: &str, q: &[(String, String)], limit: i64, last_id: &str) -> serde_json::Value {
+    let mut params: Vec<(String, String)> = q.iter().filter(|(k, _)| k != "marker" && k != "offset").cloned().collect();
+    if query_get(q, "limit").is_none() {
+        params.push(("limit".into(), limit.to_string()));
+    }
+    params.push(("marker".into(), last_id.to_string()));
+    let qs = serde_urlencoded::to_string(&params).unwrap_or_default();
+    serde_json::json!([{"href": format!("{base}{path}?{qs}"), "rel": "next"}])
 }

@@ -10,6 +10,7 @@ pub mod cinder;
 mod common;
 pub mod evs;
 mod microversion;
+mod snapshot_query;
 mod versions;
 
 use axum::body::Body;

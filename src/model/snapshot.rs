@@ -92,4 +92,6 @@ pub struct Snapshot {
     pub updated_at: Option<String>,
     /// User metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Tags (EVS `os-vendor-tags/snapshots`); filled by the store's get and list.
+    pub tags: BTreeMap<String, String>,
 }

@@ -45,6 +45,8 @@ pub struct Volume {
     pub updated_at: Option<String>,
     /// User metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Tags (EVS, reference 6.3); filled by the store's get and list.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// What a create request asks for, after validation.

@@ -3,9 +3,11 @@
 //! themselves; the job runner does, through the drivers.
 
 mod catalog;
+mod client_tokens;
 mod jobs;
 mod quotas;
 mod snapshots;
+mod tags;
 mod volumes;
 
 use std::collections::HashMap;
@@ -21,6 +23,7 @@ pub use catalog::Catalog;
 pub use jobs::JobView;
 pub use quotas::{QuotaUsage, UsageLine};
 pub use snapshots::{CreateSnapshot, UpdateSnapshot};
+pub use tags::{validate_tag_query, TagChange, TaggedPage, TaggedResource, MAX_MATCH_CHARS, MAX_TAGS};
 pub use volumes::{CreateVolume, CreatedVolumes, UpdateVolume, VolumeSource, MAX_BATCH, MAX_SIZE_GB};
 
 /// Who is calling, as established by the API layer.

@@ -54,6 +54,11 @@ impl Services {
         self.db.list_snapshots(q).await
     }
 
+    /// How many snapshots match a filter (EVS `count`).
+    pub async fn count_snapshots(&self, filter: &crate::store::SnapshotFilter) -> Result<i64> {
+        self.db.count_snapshots(filter).await
+    }
+
     /// Start taking a snapshot of a volume.
     pub async fn create_snapshot(&self, caller: &Caller, req: CreateSnapshot) -> Result<Snapshot> {
         validate_text(&req.name, "EVS.1003", "name")?;
@@ -86,6 +91,7 @@ impl Services {
             created_at: now.clone(),
             updated_at: None,
             metadata: req.metadata,
+            tags: BTreeMap::new(),
         };
         let mut tx = self.db.begin_write().await?;
         // Re-check the volume's status inside the transaction: it must not start a delete or
@@ -142,6 +148,21 @@ impl Services {
         tx.update_snapshot_text(&s.id, None, None, &now_timestamp()).await?;
         tx.commit().await?;
         Ok(next)
+    }
+
+    /// Remove one metadata key of a snapshot (404 when absent).
+    pub async fn delete_snapshot_metadata_key(&self, caller: &Caller, id: &str, key: &str) -> Result<()> {
+        let s = self.get_snapshot(caller, id).await?;
+        let mut next = s.metadata.clone();
+        if next.remove(key).is_none() {
+            return Err(Error::not_found(format!(
+                "Metadata item with key {key} could not be found for snapshot {id}."
+            )));
+        }
+        let mut tx = self.db.begin_write().await?;
+        tx.replace_snapshot_metadata(&s.id, &next).await?;
+        tx.update_snapshot_text(&s.id, None, None, &now_timestamp()).await?;
+        tx.commit().await
     }
 
     /// Start deleting a snapshot; returns the job id.

@@ -58,6 +58,9 @@ pub struct CreateVolume {
     pub count: i64,
     /// Data source.
     pub source: VolumeSource,
+    /// EVS `X-Client-Token`: a repeat with the same token in the same project answers the
+    /// first create's reply and creates nothing (see `client_tokens.rs`).
+    pub client_token: Option<String>,
 }
 
 /// What a create produced.
@@ -65,8 +68,10 @@ pub struct CreateVolume {
 pub struct CreatedVolumes {
     /// The job to poll (a batch parent when `count > 1`).
     pub job_id: String,
-    /// The new rows, status `creating`.
+    /// The new rows, status `creating` (on a client-token replay: those that still exist).
     pub volumes: Vec<Volume>,
+    /// Ids of the new volumes, in order (on a replay: the first call's, even if deleted since).
+    pub volume_ids: Vec<String>,
 }
 
 /// Changes to a volume; `None` fields stay as they are.
@@ -94,6 +99,19 @@ pub(super) fn validate_text(value: &Option<String>, code: &'static str, what: &s
     Ok(())
 }
 
+/// Keys fixed at creation: the disk's encryption and device type cannot change afterwards.
+const IMMUTABLE_KEYS: [&str; 3] = ["__system__encrypted", "__system__cmkid", "hw:passthrough"];
+
+/// Refuse a metadata change that alters a key fixed at creation (`EVS.2047`).
+fn check_immutable(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Result<()> {
+    for k in IMMUTABLE_KEYS {
+        if old.get(k) != new.get(k) {
+            return Err(Error::invalid("EVS.2047", format!("the metadata Param is not allowed to be updated: {k}")));
+        }
+    }
+    Ok(())
+}
+
 /// Check metadata sizes and the reserved keys the reference gives a meaning to.
 pub fn validate_metadata(m: &BTreeMap<String, String>) -> Result<()> {
     for (k, v) in m {
@@ -110,6 +128,19 @@ pub fn validate_metadata(m: &BTreeMap<String, String>) -> Result<()> {
     if let Some(v) = m.get("full_clone") {
         if v != "0" && v != "1" {
             return Err(Error::invalid("EVS.1063", "invalid full_clone in metadata: must be \"0\" or \"1\""));
+        }
+    }
+    if let Some(v) = m.get("__system__encrypted") {
+        if v != "0" && v != "1" {
+            return Err(Error::invalid("EVS.1063", "invalid __system__encrypted in metadata: must be \"0\" or \"1\""));
+        }
+    }
+    if let Some(v) = m.get("__system__cmkid") {
+        if v.len() != 36 {
+            return Err(Error::invalid("EVS.1063", "invalid __system__cmkid in metadata: must be 36 bytes"));
+        }
+        if m.get("__system__encrypted").map(String::as_str) != Some("1") {
+            return Err(Error::invalid("EVS.1063", "__system__cmkid needs __system__encrypted = \"1\""));
         }
     }
     if let Some(v) = m.get("hw:passthrough") {
@@ -142,6 +173,9 @@ impl Services {
     /// Create `req.count` volumes and one job (with sub-jobs for a batch). From a snapshot or a
     /// source volume, the new volumes live in the source's pool and take the source's type.
     pub async fn create_volumes(&self, caller: &Caller, req: CreateVolume) -> Result<CreatedVolumes> {
+        if let Some(done) = self.replay_client_token(caller, &req).await? {
+            return Ok(done);
+        }
         let sources = [&req.source.snapshot_id, &req.source.source_volid, &req.source.image_ref, &req.source.backup_id];
         if sources.iter().filter(|s| s.is_some()).count() > 1 {
             return Err(Error::invalid(
@@ -297,10 +331,14 @@ impl Services {
                 created_at: now.clone(),
                 updated_at: None,
                 metadata: req.metadata.clone(),
+                tags: BTreeMap::new(),
             })
             .collect();
 
         let mut tx = self.db.begin_write().await?;
+        if let Some(done) = self.claim_client_token(&mut tx, caller, &req, &job_id, &volumes, &now).await? {
+            return Ok(done);
+        }
         if let Some(src) = &source {
             // The source must still be usable inside the transaction (no delete started since).
             if !src.still_usable(&mut tx, &now).await? {
@@ -342,7 +380,8 @@ impl Services {
         }
         tx.commit().await?;
         self.job_notify.notify_waiters();
-        Ok(CreatedVolumes { job_id, volumes })
+        let volume_ids = volumes.iter().map(|v| v.id.clone()).collect();
+        Ok(CreatedVolumes { job_id, volumes, volume_ids })
     }
 
     /// Look up and check the snapshot or source volume of a create.
@@ -441,6 +480,7 @@ impl Services {
         }
         if let Some(m) = &upd.metadata {
             validate_metadata(m)?;
+            check_immutable(&v.metadata, m)?;
         }
         let now = now_timestamp();
         let mut tx = self.db.begin_write().await?;
@@ -517,6 +557,7 @@ impl Services {
         let mut next = if merge { v.metadata.clone() } else { BTreeMap::new() };
         next.extend(metadata);
         validate_metadata(&next)?;
+        check_immutable(&v.metadata, &next)?;
         let mut tx = self.db.begin_write().await?;
         tx.replace_volume_metadata(&v.id, &next).await?;
         tx.update_volume_text(&v.id, None, None, &now_timestamp()).await?;
@@ -531,6 +572,7 @@ impl Services {
         if next.remove(key).is_none() {
             return Err(Error::not_found(format!("Metadata item with key {key} could not be found for volume {id}.")));
         }
+        check_immutable(&v.metadata, &next)?;
         let mut tx = self.db.begin_write().await?;
         tx.replace_volume_metadata(&v.id, &next).await?;
         tx.update_volume_text(&v.id, None, None, &now_timestamp()).await?;

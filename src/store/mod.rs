@@ -7,9 +7,11 @@
 //! compare-and-set updates.
 
 mod catalog;
+mod client_tokens;
 mod jobs;
 mod snapshots;
 mod sql;
+mod tags;
 mod volumes;
 
 use std::str::FromStr;
@@ -25,6 +27,7 @@ use crate::error::{Error, Result};
 pub use jobs::NewJob;
 pub use snapshots::{ListSnapshots, SnapshotFilter};
 pub use sql::Arg;
+pub use tags::{TagMatch, TagQuery, TagResource};
 pub use volumes::{ListVolumes, SortDir, VolumeFilter, VolumePage, VolumeSortKey};
 
 /// Which database engine the URL selected.

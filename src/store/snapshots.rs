@@ -58,6 +58,7 @@ fn snapshot_from_row(row: &AnyRow) -> Result<Snapshot> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         metadata: BTreeMap::new(),
+        tags: BTreeMap::new(),
     })
 }
 
@@ -99,6 +100,7 @@ impl Db {
         let Some(row) = sql.query().fetch_optional(self.pool()).await? else { return Ok(None) };
         let mut s = snapshot_from_row(&row)?;
         self.fill_snapshot_metadata(std::slice::from_mut(&mut s)).await?;
+        self.fill_snapshot_tags(std::slice::from_mut(&mut s)).await?;
         Ok(Some(s))
     }
 
@@ -133,6 +135,7 @@ impl Db {
         let rows = sql.query().fetch_all(self.pool()).await?;
         let mut out = rows.iter().map(snapshot_from_row).collect::<Result<Vec<_>>>()?;
         self.fill_snapshot_metadata(&mut out).await?;
+        self.fill_snapshot_tags(&mut out).await?;
         Ok(out)
     }
 
@@ -153,6 +156,13 @@ impl Db {
             s.metadata = by_id.remove(&s.id).unwrap_or_default();
         }
         Ok(())
+    }
+
+    /// How many snapshots match `filter` (ignoring paging).
+    pub async fn count_snapshots(&self, filter: &SnapshotFilter) -> Result<i64> {
+        let mut sql = Sql::new("SELECT COUNT(*) AS n FROM snapshots s");
+        push_filter(&mut sql, filter);
+        Ok(sql.query().fetch_one(self.pool()).await?.try_get("n")?)
     }
 
     /// Snapshot count and GiB of a project.

@@ -155,6 +155,7 @@ fn volume_from_row(row: &AnyRow) -> Result<Volume> {
         created_at: row.try_get("created_at")?,
         updated_at: opt_text(row, "updated_at")?,
         metadata: BTreeMap::new(),
+        tags: BTreeMap::new(),
     })
 }
 
@@ -219,6 +220,7 @@ impl Db {
         };
         let mut v = volume_from_row(&row)?;
         v.metadata = self.volume_metadata(&v.id).await?;
+        self.fill_volume_tags(std::slice::from_mut(&mut v)).await?;
         Ok(Some(v))
     }
 
@@ -268,6 +270,7 @@ impl Db {
         let rows = sql.query().fetch_all(self.pool()).await?;
         let mut volumes = rows.iter().map(volume_from_row).collect::<Result<Vec<_>>>()?;
         self.fill_metadata(&mut volumes).await?;
+        self.fill_volume_tags(&mut volumes).await?;
         let count = if q.with_count {
             let mut c = Sql::new("SELECT COUNT(*) AS n FROM volumes v");
             push_filter(&mut c, &q.filter);

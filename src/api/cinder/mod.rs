@@ -1,19 +1,22 @@
 //! OpenStack Cinder v2/v3 API (and the one v1 show route): routes, request parsing, views and the
 //! OpenStack fault body `{"itemNotFound": {"code": 404, "message": …}}`.
 
+pub(crate) mod actions;
 mod catalog;
 mod list_query;
+mod metadata;
+pub(crate) mod snapshots;
 mod views;
 mod volumes;
 
 /// View helpers the EVS API reuses (links, host string).
 pub(crate) mod views_shared {
-    pub use super::views::{host_of, links_for};
+    pub use super::views::{host_of, links_for, snapshot, ViewCtx};
 }
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -33,6 +36,25 @@ pub(super) fn routes() -> Router<Services> {
                 &format!("{pre}/{{p}}/volumes/{{id}}"),
                 get(volumes::show).put(volumes::update).delete(volumes::delete),
             )
+            .route(&format!("{pre}/{{p}}/volumes/{{id}}/action"), post(actions::volume_action))
+            .route(&format!("{pre}/{{p}}/snapshots"), get(snapshots::list_summary).post(snapshots::create))
+            .route(&format!("{pre}/{{p}}/snapshots/detail"), get(snapshots::list_detail))
+            .route(
+                &format!("{pre}/{{p}}/snapshots/{{id}}"),
+                get(snapshots::show).put(snapshots::update).delete(snapshots::delete),
+            );
+        for coll in ["volumes", "snapshots"] {
+            r = r
+                .route(
+                    &format!("{pre}/{{p}}/{coll}/{{id}}/metadata"),
+                    get(metadata::get_all).post(metadata::merge).put(metadata::replace),
+                )
+                .route(
+                    &format!("{pre}/{{p}}/{coll}/{{id}}/metadata/{{key}}"),
+                    get(metadata::get_key).put(metadata::put_key).delete(metadata::delete_key),
+                );
+        }
+        r = r
             .route(&format!("{pre}/{{p}}/types"), get(catalog::list_types))
             .route(&format!("{pre}/{{p}}/types/{{id}}"), get(catalog::show_type))
             .route(&format!("{pre}/{{p}}/os-availability-zone"), get(catalog::availability_zones))

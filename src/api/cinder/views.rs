@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::api::ApiVersion;
-use crate::model::{Volume, VolumeType};
+use crate::model::{Snapshot, SnapshotStatus, Volume, VolumeType};
 
 /// What a view needs besides the record.
 pub struct ViewCtx<'a> {
@@ -127,4 +127,36 @@ pub fn volume_type(t: &VolumeType) -> Value {
         "extra_specs": t.extra_specs,
         "qos_specs_id": null,
     })
+}
+
+/// A snapshot body; `detail` adds the `os-extended-snapshot-attributes:*` fields.
+pub fn snapshot(ctx: &ViewCtx, s: &Snapshot, detail: bool) -> Value {
+    let mut o = Map::new();
+    let mut put = |k: &str, val: Value| {
+        o.insert(k.to_string(), val);
+    };
+    put("id", json!(s.id));
+    put("name", json!(s.name));
+    put("description", json!(s.description));
+    put("status", json!(s.status.as_str()));
+    put("size", json!(s.size_gb));
+    put("volume_id", json!(s.volume_id));
+    put("created_at", json!(s.created_at));
+    put("updated_at", json!(s.updated_at));
+    put("metadata", json!(s.metadata));
+    if detail {
+        let progress = if s.status == SnapshotStatus::Creating { "0%" } else { "100%" };
+        put("os-extended-snapshot-attributes:progress", json!(progress));
+        put("os-extended-snapshot-attributes:project_id", json!(s.project_id));
+    }
+    if ctx.version.at_least(14) {
+        put("group_snapshot_id", Value::Null);
+    }
+    if ctx.version.at_least(41) {
+        put("user_id", json!(s.user_id));
+    }
+    if ctx.version.at_least(65) {
+        put("consumes_quota", json!(true));
+    }
+    Value::Object(o)
 }

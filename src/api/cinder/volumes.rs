@@ -11,7 +11,7 @@ use super::list_query::list_request;
 use super::views::{self, ViewCtx};
 use super::CinderError;
 use crate::api::common::{
-    base_url, caller, opt_bool, opt_int, opt_nullable_string, opt_string, opt_string_map, parse_json, parse_query,
+    base_url, caller, opt_bool, opt_strict_int, opt_nullable_string, opt_string, opt_string_map, parse_json, parse_query,
     query_get, take_object,
 };
 use crate::api::ApiVersion;
@@ -51,7 +51,7 @@ pub(super) async fn create(
     let req = CreateVolume {
         name: name_alias(&o, "name", "display_name")?,
         description: name_alias(&o, "description", "display_description")?,
-        size_gb: opt_int(&o, "size", "EVS.1010")?,
+        size_gb: opt_strict_int(&o, "size", "EVS.1010")?,
         availability_zone: opt_string(&o, "availability_zone", "EVS.1036")?,
         volume_type: opt_string(&o, "volume_type", "EVS.1020")?,
         metadata: opt_string_map(&o, "metadata", "EVS.1005")?.unwrap_or_default(),
@@ -63,6 +63,7 @@ pub(super) async fn create(
             image_ref: opt_string(&o, "imageRef", "EVS.2046")?,
             backup_id: opt_string(&o, "backup_id", "EVS.1006")?,
         },
+        client_token: None,
     };
     if req.size_gb.is_none() && req.source == VolumeSource::default() {
         return Err(Error::invalid("EVS.1010", "Invalid input received: size is required for an empty volume").into());

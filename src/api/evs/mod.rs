@@ -1,8 +1,11 @@
 //! Huawei Cloud EVS API: `cloudvolumes`, `os-vendor-volumes` and jobs, served at the root of
 //! host:port (the SDK drops path prefixes). Errors are `{"error": {"code": "EVS.XXXX", "message"}}`.
 
+mod client_token;
 mod jobs;
 mod list_query;
+mod snapshots;
+mod tags;
 mod views;
 mod volumes;
 
@@ -19,7 +22,8 @@ pub(super) fn routes() -> Router<Services> {
     let mut r = Router::new()
         .route("/v1/{p}/jobs/{job_id}", get(jobs::show))
         .route("/v2.1/{p}/cloudvolumes", post(volumes::create))
-        .route("/v2.1/{p}/cloudvolumes/{id}", get(volumes::show));
+        .route("/v2.1/{p}/cloudvolumes/{id}", get(volumes::show))
+        .route("/v2.1/{p}/cloudvolumes/{id}/action", post(snapshots::volume_action));
     // Cinder v3 clients reach the same EVS routes under /v3 (ENDPOINTS.md).
     for pre in ["/v2", "/v3"] {
         r = r
@@ -30,8 +34,18 @@ pub(super) fn routes() -> Router<Services> {
                 &format!("{pre}/{{p}}/cloudvolumes/{{id}}"),
                 get(volumes::show).put(volumes::update).delete(volumes::delete),
             )
-            .route(&format!("{pre}/{{p}}/os-vendor-volumes/{{id}}"), get(volumes::show));
+            .route(&format!("{pre}/{{p}}/os-vendor-volumes/{{id}}"), get(volumes::show))
+            .route(&format!("{pre}/{{p}}/cloudvolumes/{{id}}/action"), post(snapshots::volume_action))
+            .route(&format!("{pre}/{{p}}/cloudsnapshots"), post(snapshots::create).get(snapshots::list))
+            .route(&format!("{pre}/{{p}}/cloudsnapshots/detail"), get(snapshots::list))
+            .route(
+                &format!("{pre}/{{p}}/cloudsnapshots/{{id}}"),
+                get(snapshots::show).put(snapshots::update).delete(snapshots::delete),
+            )
+            .route(&format!("{pre}/{{p}}/cloudsnapshots/{{id}}/rollback"), post(snapshots::rollback))
+            .route(&format!("{pre}/{{p}}/os-vendor-snapshots/{{id}}/rollback"), post(snapshots::rollback));
     }
+    r = tags::routes(r);
     r
 }
 

@@ -48,7 +48,7 @@ pub fn volume_detail(base: &str, node: &str, v: &Volume) -> Value {
     put("service_type", json!("EVS"));
     put("dedicated_storage_id", Value::Null);
     put("dedicated_storage_name", Value::Null);
-    put("tags", json!({}));
+    put("tags", json!(v.tags));
     put("wwn", json!(wwn(&v.id)));
     put("enterprise_project_id", json!("0"));
     Value::Object(o)

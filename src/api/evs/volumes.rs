@@ -48,9 +48,10 @@ pub(super) async fn create(State(svc): State<Services>, Path(p): Path<String>, h
             image_ref: opt_string(&o, "imageRef", "EVS.2046")?,
             backup_id: opt_string(&o, "backup_id", "EVS.1006")?,
         },
+        client_token: super::client_token::from_headers(&headers)?,
     };
     let created = svc.create_volumes(&caller, req).await?;
-    let ids: Vec<&str> = created.volumes.iter().map(|v| v.id.as_str()).collect();
+    let ids: Vec<&str> = created.volume_ids.iter().map(String::as_str).collect();
     Ok(Json(json!({"job_id": created.job_id, "order_id": null, "volume_ids": ids})).into_response())
 }
 
@@ -138,7 +139,9 @@ pub(super) async fn update(
     }
     let v = svc.update_volume(&caller, &id, upd).await?;
     let base = base_url(&svc, &headers);
-    Ok(Json(json!({"volume": views::volume_detail(&base, &svc.config.node, &v)})).into_response())
+    // Reference 6.1.4 and the SDK's `UpdateVolumeResponse`: the disk's fields at top level,
+    // not wrapped in `volume` (unlike show).
+    Ok(Json(views::volume_detail(&base, &svc.config.node, &v)).into_response())
 }
 
 pub(super) async fn delete(

@@ -1,0 +1,55 @@
+//! Snapshot list parameters shared by the Cinder and EVS snapshot lists: `marker`/`limit`/
+//! `offset`, `name`, `status`, `volume_id`, `id`, `all_tenants`, `sort_dir` (always by creation).
+
+use super::common::{bad_query, parse_bool, query_get};
+use crate::error::Result;
+use crate::model::SnapshotStatus;
+use crate::service::Caller;
+use crate::store::{ListSnapshots, SnapshotFilter, SortDir};
+
+/// Longest page.
+pub const MAX_LIMIT: i64 = 1000;
+
+/// Build the request; asks for `limit + 1` rows so the caller knows if a next link is due.
+pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListSnapshots, i64)> {
+    let int = |key: &str| -> Result<Option<i64>> {
+        match query_get(q, key) {
+            None => Ok(None),
+            Some(s) => {
+                let n: i64 =
+                    s.trim().parse().map_err(|_| bad_query("EVS.5400", format!("{key} param must be an integer.")))?;
+                if n < 0 {
+                    return Err(bad_query("EVS.5400", format!("{key} param must be positive.")));
+                }
+                Ok(Some(n))
+            }
+        }
+    };
+    let limit = int("limit")?.unwrap_or(MAX_LIMIT).min(MAX_LIMIT);
+    let offset = int("offset")?.unwrap_or(0);
+    match query_get(q, "sort_key").or_else(|| query_get(q, "sort").map(|s| s.split(':').next().unwrap_or(s))) {
+        None | Some("created_at") => {}
+        Some(k) => return Err(bad_query("EVS.1039", format!("invalid sort_key {k:?}: snapshots sort by created_at"))),
+    }
+    let sort_dir =
+        match query_get(q, "sort_dir").or_else(|| query_get(q, "sort").and_then(|s| s.split_once(':').map(|x| x.1))) {
+            None | Some("desc") => SortDir::Desc,
+            Some("asc") => SortDir::Asc,
+            Some(d) => return Err(bad_query("EVS.1040", format!("invalid sort_dir {d:?}: must be desc or asc"))),
+        };
+    if let Some(s) = query_get(q, "status") {
+        if s.parse::<SnapshotStatus>().is_err() {
+            return Err(bad_query("EVS.5400", "Must specify a valid status."));
+        }
+    }
+    let all_tenants = query_get(q, "all_tenants").map(|v| parse_bool(v).unwrap_or(true)).unwrap_or(false);
+    let filter = SnapshotFilter {
+        project_id: if all_tenants && caller.is_admin { None } else { Some(caller.project_id.clone()) },
+        ids: query_get(q, "id").map(|i| vec![i.to_string()]),
+        name: query_get(q, "name").or_else(|| query_get(q, "display_name")).map(str::to_string),
+        status: query_get(q, "status").map(str::to_string),
+        volume_id: query_get(q, "volume_id").map(str::to_string),
+    };
+    let marker = query_get(q, "marker").map(str::to_string);
+    Ok((ListSnapshots { filter, sort_dir, limit: Some(limit + 1), offset, marker }, limit))
+}
