@@ -64,7 +64,11 @@ impl Services {
 
     /// Before any work: validate the request's token and, when this project already used it,
     /// the first call's answer.
-    pub(super) async fn replay_client_token(&self, caller: &Caller, req: &CreateVolume) -> Result<Option<CreatedVolumes>> {
+    pub(super) async fn replay_client_token(
+        &self,
+        caller: &Caller,
+        req: &CreateVolume,
+    ) -> Result<Option<CreatedVolumes>> {
         let Some(token) = req.client_token.as_deref() else { return Ok(None) };
         validate_client_token(token)?;
         match self.db.client_token_reply(&caller.project_id, token).await? {

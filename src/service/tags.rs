@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Caller, Services};
 use crate::error::{Error, Result};
 use crate::model::{Snapshot, Volume};
-use crate::store::{ListSnapshots, ListVolumes, SnapshotFilter, SortDir, TagQuery, TagResource, VolumeFilter, VolumeSortKey};
+use crate::store::{
+    ListSnapshots, ListVolumes, SnapshotFilter, SortDir, TagQuery, TagResource, VolumeFilter, VolumeSortKey,
+};
 
 /// Most tags one resource may carry.
 pub const MAX_TAGS: usize = 10;
@@ -167,7 +169,12 @@ pub fn validate_tag_query(q: &TagQuery) -> Result<()> {
 
 impl Services {
     /// The owning project of a resource the caller may see (404 otherwise).
-    async fn tagged_owner(&self, caller: &Caller, rt: TagResource, id: &str) -> Result<(String, BTreeMap<String, String>)> {
+    async fn tagged_owner(
+        &self,
+        caller: &Caller,
+        rt: TagResource,
+        id: &str,
+    ) -> Result<(String, BTreeMap<String, String>)> {
         match rt {
             TagResource::Volumes => {
                 let v = self.get_volume(caller, id).await?;
@@ -329,10 +336,7 @@ fn gone(rt: TagResource, id: &str) -> Error {
 }
 
 fn too_many(rt: TagResource, id: &str, n: usize) -> Error {
-    bad(format!(
-        "Too many tags: {} {id} would have {n} tags; a resource may have at most {MAX_TAGS}.",
-        noun(rt)
-    ))
+    bad(format!("Too many tags: {} {id} would have {n} tags; a resource may have at most {MAX_TAGS}.", noun(rt)))
 }
 
 #[cfg(test)]

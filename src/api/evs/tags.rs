@@ -64,7 +64,10 @@ pub(super) fn routes(mut r: Router<Services>) -> Router<Services> {
             // A tag whose key is `action` is reached through this route too.
             .route(
                 &format!("{vt}/{{rid}}/action"),
-                post(vendor_batch_delete).get(vendor_action_key_get).put(vendor_action_key_put).delete(vendor_action_key_delete),
+                post(vendor_batch_delete)
+                    .get(vendor_action_key_get)
+                    .put(vendor_action_key_put)
+                    .delete(vendor_action_key_delete),
             )
             .route(&format!("{vt}/{{rid}}/{{key}}"), get(vendor_key_get).put(vendor_key_put).delete(vendor_key_delete));
     }
@@ -125,11 +128,7 @@ fn page_of(o: &Map<String, Value>) -> Result<(i64, i64)> {
 
 // ---- 6.3: disks ----
 
-pub(super) async fn volume_project_tags(
-    State(svc): State<Services>,
-    Path(p): Path<String>,
-    headers: HeaderMap,
-) -> Res {
+pub(super) async fn volume_project_tags(State(svc): State<Services>, Path(p): Path<String>, headers: HeaderMap) -> Res {
     let c = caller(&svc, &headers, &p)?;
     let tags = svc.project_tags(&c, TagResource::Volumes).await?;
     Ok(Json(json!({"tags": tags})).into_response())
@@ -263,9 +262,7 @@ fn parse_instances(body: &[u8]) -> Result<InstancesRequest> {
                     query.match_nothing = true;
                 }
             }
-            other => {
-                return Err(bad(format!("Invalid matches: key {other:?} must be resource_name or service_type.")))
-            }
+            other => return Err(bad(format!("Invalid matches: key {other:?} must be resource_name or service_type."))),
         }
         seen.push(key);
     }
@@ -483,9 +480,7 @@ async fn key_get(svc: &Services, headers: &HeaderMap, p: &str, rt: &str, rid: &s
     let c = caller(svc, headers, p)?;
     let t = resource_type_for(rt, rid)?;
     let tags = svc.resource_tags(&c, t, rid).await?;
-    let v = tags
-        .get(key)
-        .ok_or_else(|| Error::not_found(format!("Tag {key:?} of {rt} {rid} could not be found.")))?;
+    let v = tags.get(key).ok_or_else(|| Error::not_found(format!("Tag {key:?} of {rt} {rid} could not be found.")))?;
     Ok(Json(json!({"tag": {key: v}})).into_response())
 }
 
@@ -595,8 +590,8 @@ mod tests {
         assert_eq!(r.query.all, vec![TagMatch { key: "k".into(), values: vec!["v".into()] }]);
         assert_eq!(r.query.name_contains.as_deref(), Some("Web"));
         assert!(!r.query.match_nothing);
-        let dss = parse_instances(br#"{"action":"count","matches":[{"key":"service_type","value":"DSS"}]}"#)
-            .expect("count");
+        let dss =
+            parse_instances(br#"{"action":"count","matches":[{"key":"service_type","value":"DSS"}]}"#).expect("count");
         assert!(!dss.filter && dss.query.match_nothing);
         assert!(parse_instances(br#"{"action":"filter"}"#).is_err(), "filter needs tags");
         assert!(parse_instances(br#"{"action":"list","tags":[]}"#).is_err());
