@@ -11,7 +11,7 @@ use crate::config::{Config, DriverKind};
 use crate::driver::{Driver, FileDriver};
 use crate::error::{Error, Result};
 use crate::jobs::{self, runner_token::CancelToken};
-use crate::service::{Catalog, PoolRuntime, Services};
+use crate::service::{Catalog, ExportManager, PoolRuntime, Services};
 use crate::store::Db;
 
 /// Open the database and run migrations.
@@ -47,14 +47,18 @@ pub async fn serve(config: Config) -> Result<()> {
     let db = open_db(&config).await?;
     let pools = open_pools(&config)?;
     let catalog = Catalog::load(&db, &config).await?;
+    let nbd = crate::export::nbd::NbdServer::new(crate::export::nbd::NbdConfig::default());
+    let exports = Arc::new(ExportManager::start(&config.exports, nbd).await?);
     let svc = Services {
         db: db.clone(),
         config: Arc::new(config.clone()),
         pools: Arc::new(pools),
         catalog: Arc::new(catalog),
         job_notify: Arc::new(Notify::new()),
+        exports: Some(exports.clone()),
     };
     jobs::recover(&svc).await?;
+    svc.restore_exports().await?;
     let stop = CancelToken::new();
     let workers = jobs::spawn_workers(svc.clone(), stop.clone());
 
@@ -79,6 +83,7 @@ pub async fn serve(config: Config) -> Result<()> {
     for w in workers {
         let _ = w.await;
     }
+    exports.shutdown().await;
     db.close().await;
     Ok(())
 }

@@ -37,6 +37,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Job runner.
     pub jobs: JobsConfig,
+    /// How attached volumes are handed out (NBD server, loop devices).
+    pub exports: ExportsConfig,
     /// Logging filter in `tracing` syntax (`info`, `cinderblock=debug`…).
     pub log: String,
 }
@@ -99,6 +101,31 @@ pub struct PoolConfig {
     pub max_over_subscription_ratio: f64,
 }
 
+/// How an attachment is exported when its connector does not say.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Our NBD server (`driver_volume_type: nbd`).
+    Nbd,
+    /// A loop block device on this host (`driver_volume_type: local`); needs root.
+    Loop,
+}
+
+/// Export settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportsConfig {
+    /// Transport used when the connector does not ask for one (`cinderblock_transport`).
+    pub default_transport: Transport,
+    /// NBD TCP listener. Loopback by default: NBD has no authentication, so expose it only on
+    /// a trusted network (or through an SSH tunnel / WireGuard).
+    pub nbd_listen: SocketAddr,
+    /// Also serve NBD on this unix socket (faster for local consumers).
+    pub nbd_unix_socket: Option<PathBuf>,
+    /// Host name or address put in connection info (default: the listener's address).
+    pub nbd_host: Option<String>,
+}
+
 /// Job runner settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +171,12 @@ impl Default for Config {
                 max_over_subscription_ratio: default_ratio(),
             }],
             jobs: JobsConfig { workers: 4, lease_seconds: 60, step_delay_ms: 0 },
+            exports: ExportsConfig {
+                default_transport: Transport::Nbd,
+                nbd_listen: SocketAddr::from(([127, 0, 0, 1], 10809)),
+                nbd_unix_socket: None,
+                nbd_host: None,
+            },
             log: "info".into(),
         }
     }

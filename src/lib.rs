@@ -19,6 +19,7 @@ pub mod app;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod export;
 pub mod jobs;
 pub mod model;
 pub mod service;

@@ -57,6 +57,9 @@ url = "sqlite://{db}"
 [auth]
 mode = "noauth"
 
+[exports]
+nbd_listen = "127.0.0.1:0"
+
 [[pools]]
 name = "default"
 driver = "file"

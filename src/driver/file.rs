@@ -232,6 +232,10 @@ impl Driver for FileDriver {
         self.materialize(&self.snapshot_path(snapshot), &tmp, &vol, size, CloneMode::Linked, false)
     }
 
+    fn export_path(&self, id: Uuid) -> PathBuf {
+        self.volume_path(id)
+    }
+
     fn list_volumes(&self) -> Result<Vec<Uuid>, DriverError> {
         self.list_dir("volumes")
     }

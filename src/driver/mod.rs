@@ -96,6 +96,8 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     ) -> Result<(), DriverError>;
     /// Atomically replace `volume`'s content with `snapshot`'s, keeping the volume's size.
     fn revert_to_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), DriverError>;
+    /// The file or block device holding the volume's data, for exports (never created here).
+    fn export_path(&self, id: Uuid) -> std::path::PathBuf;
     /// Ids of every volume the pool holds (for consistency checks).
     fn list_volumes(&self) -> Result<Vec<Uuid>, DriverError>;
     /// Ids of every snapshot the pool holds.

@@ -194,6 +194,10 @@ async fn extend_volume(svc: &Services, job: &Job) -> Result<()> {
     let mut tx = svc.db.begin_write().await?;
     match step {
         Ok(()) => {
+            // An attached volume's exports learn the new size before anyone sees the job done.
+            if let Some(exports) = svc.exports.as_deref() {
+                exports.refresh_size(&v.attachments).await;
+            }
             tx.set_volume_size(&v.id, new_size, &now).await?;
             tx.cas_volume_status(&v.id, &[VolumeStatus::Extending], restore, &now).await?;
             tx.finish_job(&job.id, JobStatus::Success, None, None, &now).await?;

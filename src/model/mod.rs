@@ -3,11 +3,13 @@
 //! Nothing here does I/O. Statuses are closed enums whose string forms are the wire names of the
 //! reference (appendix A.3/A.4), so the database, the job runner and both APIs agree on them.
 
+mod attachment;
 mod job;
 mod snapshot;
 mod status;
 mod volume;
 
+pub use attachment::{AttachMode, AttachStatus, Attachment};
 pub use job::{Job, JobKind, JobPayload, JobStatus};
 pub use snapshot::{Snapshot, SnapshotStatus};
 pub use status::VolumeStatus;

@@ -47,6 +47,8 @@ pub struct Volume {
     pub metadata: BTreeMap<String, String>,
     /// Tags (EVS, reference 6.3); filled by the store's get and list.
     pub tags: BTreeMap<String, String>,
+    /// Attachments (every status), oldest first.
+    pub attachments: Vec<super::Attachment>,
 }
 
 /// What a create request asks for, after validation.

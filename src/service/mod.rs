@@ -2,8 +2,10 @@
 //! enqueueing, each mutation in one database transaction. Services never touch files or devices
 //! themselves; the job runner does, through the drivers.
 
+mod attachments;
 mod catalog;
 mod client_tokens;
+mod exports;
 mod jobs;
 mod quotas;
 mod snapshots;
@@ -19,7 +21,9 @@ use crate::config::{Config, PoolConfig};
 use crate::driver::Driver;
 use crate::store::Db;
 
+pub use attachments::AttachRequest;
 pub use catalog::Catalog;
+pub use exports::{ExportManager, ExportRequest};
 pub use jobs::JobView;
 pub use quotas::{QuotaUsage, UsageLine};
 pub use snapshots::{CreateSnapshot, UpdateSnapshot};
@@ -59,4 +63,6 @@ pub struct Services {
     pub catalog: Arc<Catalog>,
     /// Wakes job workers after an enqueue.
     pub job_notify: Arc<Notify>,
+    /// Live exports (NBD, loop); `None` only in tools that serve no volumes.
+    pub exports: Option<Arc<ExportManager>>,
 }

@@ -332,6 +332,7 @@ impl Services {
                 updated_at: None,
                 metadata: req.metadata.clone(),
                 tags: BTreeMap::new(),
+                attachments: Vec::new(),
             })
             .collect();
 

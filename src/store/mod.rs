@@ -6,6 +6,7 @@
 //! concurrent creates on SQLite). PostgreSQL transactions run concurrently and rely on row-level
 //! compare-and-set updates.
 
+mod attachments;
 mod catalog;
 mod client_tokens;
 mod jobs;
@@ -24,6 +25,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 
+pub use attachments::{AttachmentFilter, VolumeFlag};
 pub use jobs::NewJob;
 pub use snapshots::{ListSnapshots, SnapshotFilter};
 pub use sql::Arg;

@@ -156,6 +156,7 @@ fn volume_from_row(row: &AnyRow) -> Result<Volume> {
         updated_at: opt_text(row, "updated_at")?,
         metadata: BTreeMap::new(),
         tags: BTreeMap::new(),
+        attachments: Vec::new(),
     })
 }
 
@@ -221,6 +222,7 @@ impl Db {
         let mut v = volume_from_row(&row)?;
         v.metadata = self.volume_metadata(&v.id).await?;
         self.fill_volume_tags(std::slice::from_mut(&mut v)).await?;
+        self.fill_attachments(std::slice::from_mut(&mut v)).await?;
         Ok(Some(v))
     }
 
@@ -271,6 +273,7 @@ impl Db {
         let mut volumes = rows.iter().map(volume_from_row).collect::<Result<Vec<_>>>()?;
         self.fill_metadata(&mut volumes).await?;
         self.fill_volume_tags(&mut volumes).await?;
+        self.fill_attachments(&mut volumes).await?;
         let count = if q.with_count {
             let mut c = Sql::new("SELECT COUNT(*) AS n FROM volumes v");
             push_filter(&mut c, &q.filter);

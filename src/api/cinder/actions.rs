@@ -1,19 +1,25 @@
 //! `POST /volumes/{id}/action`: one action per body, named by its only key.
 //!
-//! Served here: `os-extend` (attached volumes from 3.42) and `revert` (3.40+; to ANY snapshot of
-//! the volume, where Cinder allows only the latest).
+//! Served here: `os-extend` (attached volumes from 3.42), `revert` (3.40+; to ANY snapshot of
+//! the volume, where Cinder allows only the latest), the legacy attach actions (`os-reserve`,
+//! `os-unreserve`, `os-initialize_connection`, `os-attach`, `os-detach`,
+//! `os-terminate_connection`, `os-begin_detaching`, `os-roll_detaching`), and the flags
+//! `os-update_readonly_flag` and `os-set_bootable`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value};
+use axum::Json;
+use serde_json::{json, Map, Value};
 
 use super::CinderError;
-use crate::api::common::{caller, opt_int, opt_string, parse_json};
+use crate::api::common::{caller, opt_bool, opt_int, opt_string, parse_json};
 use crate::api::ApiVersion;
 use crate::error::{Error, ErrorKind};
-use crate::service::Services;
+use crate::model::AttachMode;
+use crate::service::{AttachRequest, Services};
+use crate::store::VolumeFlag;
 
 /// The one `{"action-name": {...}}` pair of an action body.
 pub(crate) fn split_action(body: &[u8]) -> Result<(String, Map<String, Value>), Error> {
@@ -24,6 +30,14 @@ pub(crate) fn split_action(body: &[u8]) -> Result<(String, Map<String, Value>), 
         (Some((name, Value::Object(args))), None) => Ok((name.clone(), args.clone())),
         (Some((name, Value::Null)), None) => Ok((name.clone(), Map::new())),
         _ => Err(Error::invalid("EVS.5400", "Malformed request body: an action body holds exactly one action")),
+    }
+}
+
+/// The `connector` object of a connection action.
+fn connector_of(args: &Map<String, Value>) -> Result<Value, Error> {
+    match args.get("connector") {
+        Some(c @ Value::Object(_)) => Ok(c.clone()),
+        _ => Err(Error::invalid("EVS.5400", "Invalid input: 'connector' must be an object")),
     }
 }
 
@@ -62,6 +76,70 @@ pub(super) async fn volume_action(
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "revert" => Err(Error::new(ErrorKind::NotFound, "The revert action needs microversion 3.40 or later.").into()),
+        "os-reserve" => {
+            svc.reserve_volume(&c, &id).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-unreserve" => {
+            svc.unreserve_volume(&c, &id).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-initialize_connection" => {
+            let connector = connector_of(&args)?;
+            let info = svc.initialize_connection(&c, &id, &connector).await?;
+            Ok(Json(json!({"connection_info": info})).into_response())
+        }
+        "os-terminate_connection" => {
+            let connector = connector_of(&args)?;
+            svc.terminate_connection(&c, &id, &connector).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-attach" => {
+            let mode = match opt_string(&args, "mode", "EVS.5400")? {
+                None => None,
+                Some(m) => Some(
+                    AttachMode::parse(&m)
+                        .ok_or_else(|| Error::invalid("EVS.5400", format!("Invalid attaching mode {m:?}: rw or ro")))?,
+                ),
+            };
+            let req = AttachRequest {
+                instance_uuid: opt_string(&args, "instance_uuid", "EVS.5400")?,
+                host_name: opt_string(&args, "host_name", "EVS.5400")?,
+                mountpoint: opt_string(&args, "mountpoint", "EVS.5400")?,
+                mode,
+            };
+            if req.instance_uuid.is_none() && req.host_name.is_none() {
+                return Err(Error::invalid(
+                    "EVS.5400",
+                    "Invalid request to attach volume: give instance_uuid or host_name",
+                )
+                .into());
+            }
+            svc.attach_volume(&c, &id, req).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-detach" => {
+            let aid = opt_string(&args, "attachment_id", "EVS.5400")?;
+            svc.detach_volume(&c, &id, aid.as_deref()).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        // Nova brackets a detach with these; the state they guard lives in our attachments.
+        "os-begin_detaching" | "os-roll_detaching" => {
+            svc.get_volume(&c, &id).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-update_readonly_flag" => {
+            let ro = opt_bool(&args, "readonly", "EVS.5400")?
+                .ok_or_else(|| Error::invalid("EVS.5400", "Invalid input: 'readonly' is required"))?;
+            svc.set_volume_flag(&c, &id, VolumeFlag::Readonly, ro).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-set_bootable" => {
+            let b = opt_bool(&args, "bootable", "EVS.5400")?
+                .ok_or_else(|| Error::invalid("EVS.5400", "Invalid input: 'bootable' is required"))?;
+            svc.set_volume_flag(&c, &id, VolumeFlag::Bootable, b).await?;
+            Ok(StatusCode::OK.into_response())
+        }
         other => Err(Error::invalid("EVS.5400", format!("There is no such action: {other}")).into()),
     }
 }

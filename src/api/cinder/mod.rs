@@ -2,6 +2,7 @@
 //! OpenStack fault body `{"itemNotFound": {"code": 404, "message": …}}`.
 
 pub(crate) mod actions;
+mod attachments;
 mod catalog;
 mod list_query;
 mod metadata;
@@ -11,7 +12,7 @@ mod volumes;
 
 /// View helpers the EVS API reuses (links, host string).
 pub(crate) mod views_shared {
-    pub use super::views::{host_of, links_for, snapshot, ViewCtx};
+    pub use super::views::{host_of, links_for, snapshot, volume_attachments, ViewCtx};
 }
 
 use axum::http::StatusCode;
@@ -27,7 +28,12 @@ use crate::service::Services;
 const PREFIXES: [&str; 2] = ["/v2", "/v3"];
 
 pub(super) fn routes() -> Router<Services> {
-    let mut r = Router::new().route("/v1/{p}/volumes/{id}", get(volumes::show_v1));
+    let mut r = Router::new()
+        .route("/v1/{p}/volumes/{id}", get(volumes::show_v1))
+        .route("/v3/{p}/attachments", get(attachments::list_summary).post(attachments::create))
+        .route("/v3/{p}/attachments/detail", get(attachments::list_detail))
+        .route("/v3/{p}/attachments/{id}", get(attachments::show).put(attachments::update).delete(attachments::delete))
+        .route("/v3/{p}/attachments/{id}/action", post(attachments::action));
     for pre in PREFIXES {
         r = r
             .route(&format!("{pre}/{{p}}/volumes"), get(volumes::list_summary).post(volumes::create))

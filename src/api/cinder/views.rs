@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::api::ApiVersion;
-use crate::model::{Snapshot, SnapshotStatus, Volume, VolumeType};
+use crate::model::{AttachStatus, Attachment, Snapshot, SnapshotStatus, Volume, VolumeType};
 
 /// What a view needs besides the record.
 pub struct ViewCtx<'a> {
@@ -55,7 +55,7 @@ pub fn volume_detail(ctx: &ViewCtx, v: &Volume) -> Value {
     put("availability_zone", json!(v.availability_zone));
     put("created_at", json!(v.created_at));
     put("updated_at", json!(v.updated_at));
-    put("attachments", json!([]));
+    put("attachments", volume_attachments(v));
     put("links", links(ctx, &v.project_id, "volumes", &v.id));
     put("metadata", json!(v.metadata));
     put("volume_type", json!(v.volume_type_name));
@@ -103,7 +103,7 @@ pub fn volume_v1(node: &str, v: &Volume) -> Value {
         "size": v.size_gb,
         "availability_zone": v.availability_zone,
         "created_at": v.created_at,
-        "attachments": [],
+        "attachments": volume_attachments(v),
         "volume_type": v.volume_type_name,
         "snapshot_id": v.snapshot_id,
         "source_volid": v.source_volid,
@@ -159,4 +159,44 @@ pub fn snapshot(ctx: &ViewCtx, s: &Snapshot, detail: bool) -> Value {
         put("consumes_quota", json!(true));
     }
     Value::Object(o)
+}
+
+/// The `attachments` list of a volume body: completed attachments only, as Cinder lists them.
+pub fn volume_attachments(v: &Volume) -> Value {
+    Value::Array(
+        v.attachments
+            .iter()
+            .filter(|a| a.status == AttachStatus::Attached)
+            .map(|a| {
+                json!({
+                    "id": v.id,
+                    "attachment_id": a.id,
+                    "volume_id": v.id,
+                    "server_id": a.instance_uuid,
+                    "host_name": a.attached_host,
+                    "device": a.mountpoint,
+                    "attached_at": a.attach_time,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A v3 attachment; `detail` adds the mode, times and connection info.
+pub fn attachment(a: &Attachment, detail: bool) -> Value {
+    let mut o = json!({
+        "id": a.id,
+        "status": a.status.as_str(),
+        "instance": a.instance_uuid,
+        "volume_id": a.volume_id,
+    });
+    if detail {
+        let info: Value =
+            a.connection_info.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or(Value::Null);
+        o["attach_mode"] = json!(a.mode.as_str());
+        o["attached_at"] = json!(a.attach_time);
+        o["detached_at"] = Value::Null;
+        o["connection_info"] = info;
+    }
+    o
 }

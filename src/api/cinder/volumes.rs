@@ -11,8 +11,8 @@ use super::list_query::list_request;
 use super::views::{self, ViewCtx};
 use super::CinderError;
 use crate::api::common::{
-    base_url, caller, opt_bool, opt_strict_int, opt_nullable_string, opt_string, opt_string_map, parse_json, parse_query,
-    query_get, take_object,
+    base_url, caller, opt_bool, opt_nullable_string, opt_strict_int, opt_string, opt_string_map, parse_json,
+    parse_query, query_get, take_object,
 };
 use crate::api::ApiVersion;
 use crate::error::Error;

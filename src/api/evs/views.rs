@@ -22,7 +22,7 @@ pub fn volume_detail(base: &str, node: &str, v: &Volume) -> Value {
     put("links", links_for(base, "v2", &v.project_id, "volumes", &v.id));
     put("name", json!(v.name));
     put("status", json!(v.status.as_str()));
-    put("attachments", json!([]));
+    put("attachments", crate::api::cinder::views_shared::volume_attachments(v));
     put("availability_zone", json!(v.availability_zone));
     put("os-vol-host-attr:host", json!(host_of(node, v)));
     put("source_volid", json!(v.source_volid));

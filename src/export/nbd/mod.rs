@@ -1,0 +1,19 @@
+//! Our own NBD server (STORAGE.md §3): fixed newstyle negotiation, structured replies,
+//! `base:allocation`, concurrent out-of-order request handling on a shared file descriptor.
+//!
+//! - [`proto`]: wire constants, decoders and encoders (pure; fuzzed);
+//! - `negotiate`: the handshake;
+//! - `connection`: the transmission phase (reader, blocking I/O jobs, writer);
+//! - `io`: the blocking file calls behind each command;
+//! - [`server`]: the export registry and the TCP / unix-socket listeners.
+
+mod connection;
+mod io;
+mod negotiate;
+pub mod proto;
+pub mod server;
+
+pub use server::{ExportInfo, NbdConfig, NbdError, NbdServer};
+
+#[cfg(test)]
+mod tests;

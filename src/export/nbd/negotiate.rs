@@ -1,0 +1,230 @@
+//! The handshake: fixed newstyle negotiation up to `NBD_OPT_GO` / `NBD_OPT_EXPORT_NAME`.
+//!
+//! Every option gets its protocol answer (`ERR_UNSUP` for unknown ones, `ERR_INVALID` for
+//! malformed ones, `ERR_POLICY` for STARTTLS); only framing violations (bad magic, unknown
+//! client flags, an oversize payload, an unknown export named by `EXPORT_NAME`) end the session,
+//! as the protocol prescribes. The caller bounds the whole handshake with a timeout.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::io;
+use super::proto::{self, ClientOption, ProtoError, Session};
+use super::server::{ExportEntry, Registry, TrackGuard};
+
+/// Options accepted in one handshake before the client is judged abusive and dropped.
+const MAX_OPTIONS: usize = 4096;
+
+/// A successful handshake: the export chosen and what was negotiated.
+pub(crate) struct Negotiated {
+    /// The export (holds the shared file descriptor).
+    pub entry: Arc<ExportEntry>,
+    /// Counts this connection as a user of the export until dropped.
+    pub guard: TrackGuard,
+    /// Becomes true when the export is removed.
+    pub export_stop: watch::Receiver<bool>,
+    /// Size, mode and negotiated features.
+    pub session: Session,
+}
+
+/// How a handshake ended without error.
+pub(crate) enum Outcome {
+    /// Enter transmission.
+    Transmission(Box<Negotiated>),
+    /// The client sent `NBD_OPT_ABORT`.
+    Aborted,
+}
+
+/// Why a handshake ended the session.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NegotiateError {
+    /// The socket failed or closed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client broke the framing.
+    #[error("protocol violation: {0}")]
+    Proto(#[from] ProtoError),
+    /// `NBD_OPT_EXPORT_NAME` named an export we do not have (no error reply exists for it).
+    #[error("NBD_OPT_EXPORT_NAME for unknown export {0:?}")]
+    UnknownExport(String),
+    /// More than [`MAX_OPTIONS`] options.
+    #[error("too many options")]
+    TooManyOptions,
+}
+
+/// Run the handshake on a fresh connection.
+pub(crate) async fn negotiate<R, W>(rd: &mut R, wr: &mut W, registry: &Registry) -> Result<Outcome, NegotiateError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    wr.write_all(&proto::encode_greeting()).await?;
+    wr.flush().await?;
+    let mut flags = [0u8; 4];
+    rd.read_exact(&mut flags).await?;
+    let client = proto::parse_client_flags(flags)?;
+
+    let mut structured = false;
+    // Export name and whether base:allocation was selected for it.
+    let mut meta: Option<(String, bool)> = None;
+    let mut out = Vec::with_capacity(256);
+
+    for _ in 0..MAX_OPTIONS {
+        let mut hb = [0u8; proto::OPTION_HEADER_LEN];
+        rd.read_exact(&mut hb).await?;
+        let header = proto::parse_option_header(&hb)?;
+        out.clear();
+        if let Err(e) = header.check_length() {
+            // We will not read (and buffer) the payload, so the stream cannot be resynchronised:
+            // say why, then hang up.
+            if header.option != proto::OPT_EXPORT_NAME {
+                proto::encode_option_error(&mut out, header.option, proto::REP_ERR_TOO_BIG, "option payload too large");
+                let _ = wr.write_all(&out).await;
+                let _ = wr.flush().await;
+            }
+            return Err(e.into());
+        }
+        let mut data = vec![0u8; header.length as usize];
+        rd.read_exact(&mut data).await?;
+        let opt = header.option;
+
+        let parsed = match proto::parse_option(opt, &data) {
+            Ok(p) => p,
+            Err(ProtoError::Invalid(why)) if opt != proto::OPT_EXPORT_NAME => {
+                proto::encode_option_error(&mut out, opt, proto::REP_ERR_INVALID, why);
+                send(wr, &out).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+
+        match parsed {
+            ClientOption::ExportName(name) => {
+                let Some(entry) = registry.get(&name) else {
+                    return Err(NegotiateError::UnknownExport(name));
+                };
+                let Some((guard, export_stop)) = entry.attach() else {
+                    return Err(NegotiateError::UnknownExport(name));
+                };
+                let size = io::size(&entry.file)?;
+                let session = Session {
+                    size,
+                    readonly: entry.readonly,
+                    structured,
+                    base_allocation: structured && meta.as_ref().is_some_and(|(n, sel)| *sel && *n == name),
+                };
+                let tflags = proto::transmission_flags(entry.readonly, structured);
+                proto::encode_export_name_reply(&mut out, size, tflags, client.no_zeroes);
+                send(wr, &out).await?;
+                return Ok(Outcome::Transmission(Box::new(Negotiated { entry, guard, export_stop, session })));
+            }
+            ClientOption::Abort => {
+                proto::encode_option_reply(&mut out, opt, proto::REP_ACK, &[]);
+                // The client may already have closed: its problem, not an error.
+                let _ = send(wr, &out).await;
+                return Ok(Outcome::Aborted);
+            }
+            ClientOption::List => {
+                for name in registry.names() {
+                    proto::encode_rep_server(&mut out, &name);
+                }
+                proto::encode_option_reply(&mut out, opt, proto::REP_ACK, &[]);
+            }
+            ClientOption::StartTls => {
+                proto::encode_option_error(&mut out, opt, proto::REP_ERR_POLICY, "TLS is not enabled on this server");
+            }
+            ClientOption::Info { name, requests, go } => {
+                let Some(entry) = registry.get(&name) else {
+                    proto::encode_option_error(&mut out, opt, proto::REP_ERR_UNKNOWN, "no such export");
+                    send(wr, &out).await?;
+                    continue;
+                };
+                let attached = if go {
+                    match entry.attach() {
+                        Some(a) => Some(a),
+                        None => {
+                            proto::encode_option_error(&mut out, opt, proto::REP_ERR_UNKNOWN, "no such export");
+                            send(wr, &out).await?;
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
+                let size = match io::size(&entry.file) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(export = %name, error = %e, "nbd: cannot size export");
+                        proto::encode_option_error(&mut out, opt, proto::REP_ERR_UNKNOWN, "export is not available");
+                        send(wr, &out).await?;
+                        continue;
+                    }
+                };
+                let tflags = proto::transmission_flags(entry.readonly, structured);
+                proto::encode_info_export(&mut out, opt, size, tflags);
+                if requests.contains(&proto::INFO_NAME) {
+                    proto::encode_info_name(&mut out, opt, &name);
+                }
+                // Sent whether asked or not: minimum 1 means any client alignment is fine.
+                proto::encode_info_block_size(&mut out, opt);
+                proto::encode_option_reply(&mut out, opt, proto::REP_ACK, &[]);
+                send(wr, &out).await?;
+                if let Some((guard, export_stop)) = attached {
+                    let session = Session {
+                        size,
+                        readonly: entry.readonly,
+                        structured,
+                        base_allocation: structured && meta.as_ref().is_some_and(|(n, sel)| *sel && *n == name),
+                    };
+                    return Ok(Outcome::Transmission(Box::new(Negotiated { entry, guard, export_stop, session })));
+                }
+                continue;
+            }
+            ClientOption::StructuredReply => {
+                structured = true;
+                proto::encode_option_reply(&mut out, opt, proto::REP_ACK, &[]);
+            }
+            ClientOption::MetaContext { name, queries, set } => {
+                if !structured {
+                    proto::encode_option_error(
+                        &mut out,
+                        opt,
+                        proto::REP_ERR_INVALID,
+                        "negotiate NBD_OPT_STRUCTURED_REPLY before metadata contexts",
+                    );
+                } else if registry.get(&name).is_none() {
+                    proto::encode_option_error(&mut out, opt, proto::REP_ERR_UNKNOWN, "no such export");
+                } else if set {
+                    let selected = queries.iter().any(|q| proto::set_query_matches(q));
+                    if selected {
+                        proto::encode_meta_context(
+                            &mut out,
+                            opt,
+                            proto::META_BASE_ALLOCATION_ID,
+                            proto::META_BASE_ALLOCATION,
+                        );
+                    }
+                    meta = Some((name, selected));
+                    proto::encode_option_reply(&mut out, opt, proto::REP_ACK, &[]);
+                } else {
+                    if queries.is_empty() || queries.iter().any(|q| proto::list_query_matches(q)) {
+                        proto::encode_meta_context(&mut out, opt, 0, proto::META_BASE_ALLOCATION);
+                    }
+                    proto::encode_option_reply(&mut out, opt, proto::REP_ACK, &[]);
+                }
+            }
+            ClientOption::Unknown(_) => {
+                proto::encode_option_error(&mut out, opt, proto::REP_ERR_UNSUP, "option not supported");
+            }
+        }
+        send(wr, &out).await?;
+    }
+    Err(NegotiateError::TooManyOptions)
+}
+
+async fn send<W: AsyncWrite + Unpin>(wr: &mut W, buf: &[u8]) -> std::io::Result<()> {
+    wr.write_all(buf).await?;
+    wr.flush().await
+}

@@ -1,0 +1,422 @@
+//! The NBD server: an export registry and listeners (TCP, unix socket).
+//!
+//! [`NbdServer`] is cheap to clone (an `Arc`). Exports are added and removed at run time;
+//! removing one closes its live connections and waits until none is left using its file, so the
+//! caller can then detach or delete the volume. [`NbdServer::shutdown`] stops the listeners and
+//! closes every connection gracefully (replies in flight are still sent, bounded by
+//! [`NbdConfig::shutdown_grace`]).
+//!
+//! Each export opens its file once; all connections share that descriptor and the page cache,
+//! which is what makes `CAN_MULTI_CONN` safe (a FLUSH is `fdatasync` on that one file).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::connection::{self, Stop};
+use super::negotiate::{self, NegotiateError, Outcome};
+use super::proto;
+
+/// Limits and timeouts of the server.
+#[derive(Debug, Clone)]
+pub struct NbdConfig {
+    /// Connections served at once; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// Requests in flight per connection.
+    pub max_requests_per_connection: usize,
+    /// READ/WRITE payload bytes in flight per connection (at least 32 MiB).
+    pub max_bytes_per_connection: usize,
+    /// Time a client has to finish the handshake.
+    pub handshake_timeout: Duration,
+    /// On removal or shutdown, how long replies in flight may still be sent.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for NbdConfig {
+    fn default() -> Self {
+        NbdConfig {
+            max_connections: 1024,
+            max_requests_per_connection: 64,
+            max_bytes_per_connection: 64 << 20,
+            handshake_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Errors from the export registry.
+#[derive(Debug, thiserror::Error)]
+pub enum NbdError {
+    /// The file could not be opened.
+    #[error("open {path}: {source}")]
+    Open {
+        /// The path given.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The path is neither a regular file nor a block device.
+    #[error("{0} is not a regular file or block device")]
+    NotABlockFile(PathBuf),
+    /// An export of that name exists with another path or mode.
+    #[error("export {0:?} already exists with another file or mode")]
+    Conflict(String),
+    /// The name cannot travel in the protocol (over 4096 bytes or containing NUL).
+    #[error("invalid export name")]
+    InvalidName,
+}
+
+/// One export, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportInfo {
+    /// Export name (the volume id).
+    pub name: String,
+    /// Backing file or device.
+    pub path: PathBuf,
+    /// Writes are refused.
+    pub readonly: bool,
+    /// Live connections.
+    pub connections: usize,
+}
+
+/// Counts users (connections) and lets someone wait until there are none.
+pub(crate) struct Tracker {
+    count: watch::Sender<usize>,
+}
+
+/// One counted user; uncounted on drop.
+pub(crate) struct TrackGuard(Arc<Tracker>);
+
+impl Tracker {
+    fn new() -> Arc<Tracker> {
+        Arc::new(Tracker { count: watch::channel(0).0 })
+    }
+
+    pub(crate) fn enter(self: &Arc<Self>) -> TrackGuard {
+        self.count.send_modify(|c| *c += 1);
+        TrackGuard(self.clone())
+    }
+
+    fn current(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    async fn idle(&self) {
+        let mut rx = self.count.subscribe();
+        let _ = rx.wait_for(|c| *c == 0).await;
+    }
+}
+
+impl Drop for TrackGuard {
+    fn drop(&mut self) {
+        self.0.count.send_modify(|c| *c -= 1);
+    }
+}
+
+/// A registered export.
+pub(crate) struct ExportEntry {
+    pub name: String,
+    pub path: PathBuf,
+    pub readonly: bool,
+    /// The one descriptor all connections share.
+    pub file: File,
+    stop: watch::Sender<bool>,
+    conns: Arc<Tracker>,
+}
+
+impl ExportEntry {
+    /// Count a new connection and get its stop signal; `None` if the export is being removed.
+    pub(crate) fn attach(&self) -> Option<(TrackGuard, watch::Receiver<bool>)> {
+        let guard = self.conns.enter();
+        let rx = self.stop.subscribe();
+        if *rx.borrow() {
+            return None;
+        }
+        Some((guard, rx))
+    }
+}
+
+/// Exports by name.
+#[derive(Default)]
+pub(crate) struct Registry {
+    map: RwLock<HashMap<String, Arc<ExportEntry>>>,
+}
+
+impl Registry {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<ExportEntry>> {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.map.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+struct Inner {
+    config: NbdConfig,
+    registry: Registry,
+    stop: watch::Sender<bool>,
+    conns: Arc<Tracker>,
+    slots: Arc<Semaphore>,
+    listeners: Mutex<Vec<JoinHandle<()>>>,
+    unix_paths: Mutex<Vec<PathBuf>>,
+}
+
+/// The NBD server: registry plus listeners. See the module docs.
+#[derive(Clone)]
+pub struct NbdServer {
+    inner: Arc<Inner>,
+}
+
+impl NbdServer {
+    /// A server with no export and no listener.
+    pub fn new(config: NbdConfig) -> NbdServer {
+        let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        NbdServer {
+            inner: Arc::new(Inner {
+                config,
+                registry: Registry::default(),
+                stop: watch::channel(false).0,
+                conns: Tracker::new(),
+                slots,
+                listeners: Mutex::new(Vec::new()),
+                unix_paths: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Export `path` (a volume file or block device, which must exist: exports never create
+    /// storage) under `name`. Adding the same name, path and mode again is a no-op; the same
+    /// name with another path or mode is a conflict. Blocking (opens the file).
+    pub fn add_export(&self, name: String, path: PathBuf, readonly: bool) -> Result<(), NbdError> {
+        if name.len() > proto::MAX_STRING_LEN || name.contains('\0') {
+            return Err(NbdError::InvalidName);
+        }
+        if let Some(e) = self.inner.registry.get(&name) {
+            return if e.path == path && e.readonly == readonly { Ok(()) } else { Err(NbdError::Conflict(name)) };
+        }
+        let file = open_export(&path, readonly)?;
+        let mut map = self.inner.registry.map.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = map.get(&name) {
+            return if e.path == path && e.readonly == readonly { Ok(()) } else { Err(NbdError::Conflict(name)) };
+        }
+        tracing::info!(export = %name, path = %path.display(), readonly, "nbd: export added");
+        map.insert(
+            name.clone(),
+            Arc::new(ExportEntry { name, path, readonly, file, stop: watch::channel(false).0, conns: Tracker::new() }),
+        );
+        Ok(())
+    }
+
+    /// Remove an export: new clients can no longer choose it, its live connections are closed,
+    /// and this returns once none of them uses the file any more. False if there was no such
+    /// export.
+    pub async fn remove_export(&self, name: &str) -> bool {
+        let entry = self.inner.registry.map.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        let Some(entry) = entry else { return false };
+        entry.stop.send_replace(true);
+        entry.conns.idle().await;
+        tracing::info!(export = %name, "nbd: export removed");
+        true
+    }
+
+    /// Every export, sorted by name.
+    pub fn list(&self) -> Vec<ExportInfo> {
+        let map = self.inner.registry.map.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<ExportInfo> = map
+            .values()
+            .map(|e| ExportInfo {
+                name: e.name.clone(),
+                path: e.path.clone(),
+                readonly: e.readonly,
+                connections: e.conns.current(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Connections being served (handshake or transmission).
+    pub fn connection_count(&self) -> usize {
+        self.inner.conns.current()
+    }
+
+    /// Listen on a TCP address (port 0 picks one); returns the bound address.
+    pub async fn listen_tcp(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let inner = self.inner.clone();
+        let mut stop = inner.stop.subscribe();
+        let task = tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = stop.wait_for(|v| *v) => break,
+                    r = listener.accept() => r,
+                };
+                match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let (r, w) = stream.into_split();
+                        spawn_connection(&inner, r, w, peer.to_string());
+                    }
+                    Err(e) => accept_failed(e).await,
+                }
+            }
+        });
+        tracing::info!(%local, "nbd: listening on TCP");
+        self.inner.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+        Ok(local)
+    }
+
+    /// Listen on a unix socket at `path` (a stale socket file there is replaced; any other
+    /// file is an error). The socket is removed at shutdown.
+    pub async fn listen_unix(&self, path: &Path) -> std::io::Result<()> {
+        if let Ok(md) = std::fs::symlink_metadata(path) {
+            if md.file_type().is_socket() {
+                std::fs::remove_file(path)?;
+            } else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket", path.display()),
+                ));
+            }
+        }
+        let listener = UnixListener::bind(path)?;
+        let inner = self.inner.clone();
+        let mut stop = inner.stop.subscribe();
+        let task = tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = stop.wait_for(|v| *v) => break,
+                    r = listener.accept() => r,
+                };
+                match accepted {
+                    Ok((stream, _)) => {
+                        let (r, w) = stream.into_split();
+                        spawn_connection(&inner, r, w, "unix".to_string());
+                    }
+                    Err(e) => accept_failed(e).await,
+                }
+            }
+        });
+        tracing::info!(path = %path.display(), "nbd: listening on unix socket");
+        self.inner.unix_paths.lock().unwrap_or_else(|e| e.into_inner()).push(path.to_path_buf());
+        self.inner.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+        Ok(())
+    }
+
+    /// Serve one already-connected stream (any transport) to completion. Used by tests over
+    /// in-memory pipes; subject to the same connection limit and stop signals as listeners.
+    pub async fn serve_stream<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let Ok(slot) = self.inner.slots.clone().try_acquire_owned() else { return };
+        let (r, w) = tokio::io::split(stream);
+        let _slot = slot;
+        handle(self.inner.clone(), r, w, "stream".to_string()).await;
+    }
+
+    /// Stop accepting, close every connection (in-flight replies are still sent, bounded by the
+    /// grace period), wait for them, and remove unix socket files.
+    pub async fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+        let tasks: Vec<_> = std::mem::take(&mut *self.inner.listeners.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.inner.conns.idle().await;
+        let paths: Vec<_> = std::mem::take(&mut *self.inner.unix_paths.lock().unwrap_or_else(|e| e.into_inner()));
+        for p in paths {
+            let _ = std::fs::remove_file(&p);
+        }
+        tracing::info!("nbd: server stopped");
+    }
+}
+
+fn open_export(path: &Path, readonly: bool) -> Result<File, NbdError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(!readonly)
+        .open(path)
+        .map_err(|source| NbdError::Open { path: path.to_path_buf(), source })?;
+    let ft = file.metadata().map_err(|source| NbdError::Open { path: path.to_path_buf(), source })?.file_type();
+    if !(ft.is_file() || ft.is_block_device()) {
+        return Err(NbdError::NotABlockFile(path.to_path_buf()));
+    }
+    Ok(file)
+}
+
+/// Accept errors (EMFILE, ECONNABORTED, …) never end the listener; back off briefly so a full
+/// fd table does not spin the loop.
+async fn accept_failed(e: std::io::Error) {
+    tracing::warn!(error = %e, "nbd: accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+fn spawn_connection<R, W>(inner: &Arc<Inner>, r: R, w: W, peer: String)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(slot) = inner.slots.clone().try_acquire_owned() else {
+        tracing::debug!(%peer, "nbd: connection limit reached, closing");
+        return;
+    };
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        handle(inner, r, w, peer).await;
+    });
+}
+
+/// One connection: handshake (bounded by the timeout and the server stop), then transmission.
+async fn handle<R, W>(inner: Arc<Inner>, r: R, mut w: W, peer: String)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let _conn = inner.conns.enter();
+    let mut server_stop = inner.stop.subscribe();
+    if *server_stop.borrow() {
+        return;
+    }
+    let mut rd = BufReader::with_capacity(128 * 1024, r);
+    let handshake =
+        tokio::time::timeout(inner.config.handshake_timeout, negotiate::negotiate(&mut rd, &mut w, &inner.registry));
+    let outcome = tokio::select! {
+        _ = server_stop.wait_for(|v| *v) => return,
+        r = handshake => r,
+    };
+    let neg = match outcome {
+        Ok(Ok(Outcome::Transmission(neg))) => neg,
+        Ok(Ok(Outcome::Aborted)) => return,
+        Ok(Err(NegotiateError::Io(e))) => {
+            tracing::debug!(%peer, error = %e, "nbd: handshake ended");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "nbd: handshake refused");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "nbd: handshake timed out");
+            return;
+        }
+    };
+    tracing::debug!(%peer, export = %neg.entry.name, structured = neg.session.structured, "nbd: transmission");
+    let stop = Stop::new(server_stop, Some(neg.export_stop.clone()));
+    connection::run(rd, w, *neg, &inner.config, stop).await;
+}

@@ -1,0 +1,640 @@
+//! Protocol tests: a hand-written client over an in-memory pipe (`tokio::io::duplex`) against
+//! the real server code, including malformed and hostile input.
+
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+use super::proto::{self, *};
+use super::server::{NbdConfig, NbdServer};
+
+const SIZE: u64 = 8 << 20;
+const T: Duration = Duration::from_secs(10);
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    server: NbdServer,
+}
+
+fn fixture() -> Fixture {
+    fixture_with(NbdConfig::default())
+}
+
+fn fixture_with(config: NbdConfig) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vol.raw");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(SIZE).unwrap();
+    let server = NbdServer::new(config);
+    server.add_export("vol".into(), path.clone(), false).unwrap();
+    server.add_export("ro".into(), path.clone(), true).unwrap();
+    Fixture { _dir: dir, path, server }
+}
+
+/// A connected raw client; the server side runs in a task.
+struct Client {
+    s: DuplexStream,
+    server_task: tokio::task::JoinHandle<()>,
+}
+
+impl Fixture {
+    fn connect(&self) -> Client {
+        let (c, s) = tokio::io::duplex(1 << 20);
+        let server = self.server.clone();
+        let server_task = tokio::spawn(async move { server.serve_stream(s).await });
+        Client { s: c, server_task }
+    }
+}
+
+#[derive(Debug)]
+struct OptReply {
+    reply_type: u32,
+    data: Vec<u8>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Reply {
+    Simple { error: u32, cookie: u64 },
+    Chunk { flags: u16, kind: u16, cookie: u64, payload: Vec<u8> },
+}
+
+impl Client {
+    async fn read_n(&mut self, n: usize) -> Vec<u8> {
+        let mut b = vec![0u8; n];
+        tokio::time::timeout(T, self.s.read_exact(&mut b)).await.expect("read timed out").expect("read");
+        b
+    }
+
+    /// True when the server closed the connection (EOF) within the timeout.
+    async fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(tokio::time::timeout(T, self.s.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
+    }
+
+    async fn send(&mut self, b: &[u8]) {
+        self.s.write_all(b).await.unwrap();
+    }
+
+    async fn greet(&mut self, client_flags: u32) {
+        let g = self.read_n(GREETING_LEN).await;
+        assert_eq!(&g[..], &encode_greeting()[..]);
+        self.send(&client_flags.to_be_bytes()).await;
+    }
+
+    async fn option(&mut self, opt: u32, data: &[u8]) -> Vec<OptReply> {
+        let mut b = Vec::new();
+        encode_option(&mut b, opt, data);
+        self.send(&b).await;
+        let mut out = Vec::new();
+        loop {
+            let h: [u8; 20] = self.read_n(20).await.try_into().unwrap();
+            let h = parse_option_reply_header(&h).unwrap();
+            assert_eq!(h.option, opt);
+            let data = self.read_n(h.length as usize).await;
+            let done = h.reply_type == REP_ACK || h.reply_type & REP_FLAG_ERROR != 0;
+            out.push(OptReply { reply_type: h.reply_type, data });
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// Handshake with structured replies and base:allocation, then GO; returns (size, flags).
+    async fn go(&mut self, name: &str, structured: bool) -> (u64, u16) {
+        self.greet(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).await;
+        if structured {
+            let r = self.option(OPT_STRUCTURED_REPLY, &[]).await;
+            assert_eq!(r[0].reply_type, REP_ACK);
+            let r = self.option(OPT_SET_META_CONTEXT, &encode_meta_payload(name, &[META_BASE_ALLOCATION])).await;
+            assert_eq!(r[0].reply_type, REP_META_CONTEXT);
+            assert_eq!(&r[0].data[..4], &META_BASE_ALLOCATION_ID.to_be_bytes());
+            assert_eq!(&r[0].data[4..], META_BASE_ALLOCATION.as_bytes());
+            assert_eq!(r[1].reply_type, REP_ACK);
+        }
+        let r = self.option(OPT_GO, &encode_info_payload(name, &[INFO_BLOCK_SIZE])).await;
+        assert_eq!(r.last().unwrap().reply_type, REP_ACK, "{r:?}");
+        let info = r.iter().find(|x| x.data[..2] == INFO_EXPORT.to_be_bytes()).unwrap();
+        let size = u64::from_be_bytes(info.data[2..10].try_into().unwrap());
+        let flags = u16::from_be_bytes(info.data[10..12].try_into().unwrap());
+        (size, flags)
+    }
+
+    async fn request(&mut self, command: u16, flags: u16, cookie: u64, offset: u64, length: u32, payload: &[u8]) {
+        let mut b = encode_request(&Request { flags, command, cookie, offset, length }).to_vec();
+        b.extend_from_slice(payload);
+        self.send(&b).await;
+    }
+
+    /// One reply message; for a simple reply to a successful READ the caller reads the data.
+    async fn reply(&mut self) -> Reply {
+        let m = self.read_n(4).await;
+        let magic = u32::from_be_bytes(m[..4].try_into().unwrap());
+        if magic == SIMPLE_REPLY_MAGIC {
+            let mut b = m;
+            b.extend(self.read_n(12).await);
+            match parse_reply_header(&b).unwrap() {
+                ReplyHeader::Simple { error, cookie } => Reply::Simple { error, cookie },
+                _ => unreachable!(),
+            }
+        } else {
+            let mut b = m;
+            b.extend(self.read_n(16).await);
+            match parse_reply_header(&b).unwrap() {
+                ReplyHeader::Chunk { flags, kind, cookie, length } => {
+                    let payload = self.read_n(length as usize).await;
+                    Reply::Chunk { flags, kind, cookie, payload }
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+}
+
+fn chunk_error(r: &Reply) -> Option<u32> {
+    match r {
+        Reply::Chunk { kind: REPLY_TYPE_ERROR, payload, .. } => {
+            Some(u32::from_be_bytes(payload[..4].try_into().unwrap()))
+        }
+        Reply::Simple { error, .. } if *error != 0 => Some(*error),
+        _ => None,
+    }
+}
+
+fn cookie_of(r: &Reply) -> u64 {
+    match r {
+        Reply::Simple { cookie, .. } | Reply::Chunk { cookie, .. } => *cookie,
+    }
+}
+
+#[tokio::test]
+async fn options_are_answered_per_protocol() {
+    let fx = fixture();
+    let mut c = fx.connect();
+    c.greet(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).await;
+
+    let r = c.option(OPT_LIST, &[]).await;
+    let names: Vec<String> = r
+        .iter()
+        .filter(|x| x.reply_type == REP_SERVER)
+        .map(|x| String::from_utf8(x.data[4..].to_vec()).unwrap())
+        .collect();
+    assert_eq!(names, vec!["ro".to_string(), "vol".to_string()]);
+    assert_eq!(r.last().unwrap().reply_type, REP_ACK);
+    assert_eq!(c.option(OPT_LIST, &[1]).await[0].reply_type, REP_ERR_INVALID);
+
+    assert_eq!(c.option(OPT_STARTTLS, &[]).await[0].reply_type, REP_ERR_POLICY);
+    assert_eq!(c.option(4242, b"whatever").await[0].reply_type, REP_ERR_UNSUP);
+    assert_eq!(c.option(OPT_EXTENDED_HEADERS, &[]).await[0].reply_type, REP_ERR_UNSUP);
+    assert_eq!(c.option(OPT_INFO, &encode_info_payload("nope", &[])).await[0].reply_type, REP_ERR_UNKNOWN);
+    // Malformed INFO: the count says 5 requests but none follow.
+    let mut bad = encode_info_payload("vol", &[]);
+    let n = bad.len();
+    bad[n - 1] = 5;
+    assert_eq!(c.option(OPT_INFO, &bad).await[0].reply_type, REP_ERR_INVALID);
+    assert_eq!(c.option(OPT_GO, &[0xff; 3]).await[0].reply_type, REP_ERR_INVALID);
+
+    // Metadata contexts need structured replies first.
+    let meta = encode_meta_payload("vol", &[]);
+    assert_eq!(c.option(OPT_LIST_META_CONTEXT, &meta).await[0].reply_type, REP_ERR_INVALID);
+    assert_eq!(c.option(OPT_STRUCTURED_REPLY, &[]).await[0].reply_type, REP_ACK);
+    let r = c.option(OPT_LIST_META_CONTEXT, &meta).await;
+    assert_eq!(r[0].reply_type, REP_META_CONTEXT);
+    assert_eq!(&r[0].data[4..], b"base:allocation");
+    assert_eq!(r[1].reply_type, REP_ACK);
+    let r = c.option(OPT_LIST_META_CONTEXT, &encode_meta_payload("vol", &["qemu:dirty-bitmap:a"])).await;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].reply_type, REP_ACK);
+    let r = c.option(OPT_SET_META_CONTEXT, &encode_meta_payload("nope", &["base:allocation"])).await;
+    assert_eq!(r[0].reply_type, REP_ERR_UNKNOWN);
+
+    let r = c.option(OPT_INFO, &encode_info_payload("vol", &[INFO_NAME, INFO_BLOCK_SIZE, 999])).await;
+    let kinds: Vec<u16> = r[..r.len() - 1].iter().map(|x| u16::from_be_bytes([x.data[0], x.data[1]])).collect();
+    assert_eq!(kinds, vec![INFO_EXPORT, INFO_NAME, INFO_BLOCK_SIZE]);
+    assert_eq!(&r[1].data[2..], b"vol");
+    let bs = &r[2].data;
+    assert_eq!(u32::from_be_bytes(bs[2..6].try_into().unwrap()), 1);
+    assert_eq!(u32::from_be_bytes(bs[6..10].try_into().unwrap()), 4096);
+    assert_eq!(u32::from_be_bytes(bs[10..14].try_into().unwrap()), 32 << 20);
+    let size = u64::from_be_bytes(r[0].data[2..10].try_into().unwrap());
+    assert_eq!(size, SIZE);
+
+    // ABORT is acknowledged, then the server hangs up.
+    assert_eq!(c.option(OPT_ABORT, &[]).await[0].reply_type, REP_ACK);
+    assert!(c.closed().await);
+    c.server_task.await.unwrap();
+}
+
+#[tokio::test]
+async fn framing_violations_close_the_connection() {
+    let fx = fixture();
+
+    // Unknown client flags.
+    let mut c = fx.connect();
+    c.greet(1 << 7 | 1).await;
+    assert!(c.closed().await);
+
+    // No fixed newstyle.
+    let mut c = fx.connect();
+    c.greet(0).await;
+    assert!(c.closed().await);
+
+    // Garbage instead of an option.
+    let mut c = fx.connect();
+    c.greet(1).await;
+    c.send(&[0xAB; 64]).await;
+    assert!(c.closed().await);
+
+    // Oversize option payload: ERR_TOO_BIG, then hang up without reading the payload.
+    let mut c = fx.connect();
+    c.greet(1).await;
+    let mut b = Vec::new();
+    b.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    b.extend_from_slice(&OPT_GO.to_be_bytes());
+    b.extend_from_slice(&u32::MAX.to_be_bytes());
+    c.send(&b).await;
+    let h: [u8; 20] = c.read_n(20).await.try_into().unwrap();
+    assert_eq!(parse_option_reply_header(&h).unwrap().reply_type, REP_ERR_TOO_BIG);
+    let len = parse_option_reply_header(&h).unwrap().length as usize;
+    c.read_n(len).await;
+    assert!(c.closed().await);
+
+    // EXPORT_NAME of an unknown export: no error reply exists, the server hangs up.
+    let mut c = fx.connect();
+    c.greet(1).await;
+    let mut b = Vec::new();
+    encode_option(&mut b, OPT_EXPORT_NAME, b"missing");
+    c.send(&b).await;
+    assert!(c.closed().await);
+
+    // Early disconnect in the middle of the greeting.
+    let c = fx.connect();
+    drop(c.s);
+    c.server_task.await.unwrap();
+
+    tokio::time::timeout(T, async {
+        while fx.server.connection_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn export_name_enters_transmission_with_or_without_zeroes() {
+    let fx = fixture();
+    for no_zeroes in [true, false] {
+        let mut c = fx.connect();
+        c.greet(FLAG_C_FIXED_NEWSTYLE | if no_zeroes { FLAG_C_NO_ZEROES } else { 0 }).await;
+        let mut b = Vec::new();
+        encode_option(&mut b, OPT_EXPORT_NAME, b"vol");
+        c.send(&b).await;
+        let r = c.read_n(10 + if no_zeroes { 0 } else { 124 }).await;
+        assert_eq!(u64::from_be_bytes(r[..8].try_into().unwrap()), SIZE);
+        let flags = u16::from_be_bytes(r[8..10].try_into().unwrap());
+        assert_ne!(flags & TFLAG_SEND_TRIM, 0);
+        assert_eq!(flags & TFLAG_SEND_DF, 0, "DF needs structured replies");
+        // Simple replies: read back what was written.
+        c.request(CMD_WRITE, 0, 1, 100, 5, b"hello").await;
+        assert_eq!(c.reply().await, Reply::Simple { error: 0, cookie: 1 });
+        c.request(CMD_READ, 0, 2, 100, 5, &[]).await;
+        assert_eq!(c.reply().await, Reply::Simple { error: 0, cookie: 2 });
+        assert_eq!(c.read_n(5).await, b"hello");
+        // A failed simple READ carries no payload.
+        c.request(CMD_READ, 0, 3, SIZE, 1, &[]).await;
+        assert_eq!(c.reply().await, Reply::Simple { error: EINVAL, cookie: 3 });
+        c.request(CMD_DISC, 0, 4, 0, 0, &[]).await;
+        assert!(c.closed().await);
+    }
+}
+
+#[tokio::test]
+async fn structured_io_round_trip_and_errors() {
+    let fx = fixture();
+    let mut c = fx.connect();
+    let (size, flags) = c.go("vol", true).await;
+    assert_eq!(size, SIZE);
+    for f in [
+        TFLAG_HAS_FLAGS,
+        TFLAG_SEND_FLUSH,
+        TFLAG_SEND_FUA,
+        TFLAG_SEND_TRIM,
+        TFLAG_SEND_WRITE_ZEROES,
+        TFLAG_SEND_FAST_ZERO,
+        TFLAG_SEND_DF,
+        TFLAG_SEND_CACHE,
+        TFLAG_CAN_MULTI_CONN,
+    ] {
+        assert_ne!(flags & f, 0, "flag {f:#x} missing from {flags:#x}");
+    }
+    assert_eq!(flags & TFLAG_READ_ONLY, 0);
+
+    // Write at an odd offset with FUA, read it back with DF.
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    c.request(CMD_WRITE, CMD_FLAG_FUA, 10, 12345, data.len() as u32, &data).await;
+    let r = c.reply().await;
+    assert_eq!(chunk_error(&r), None, "{r:?}");
+    assert_eq!(cookie_of(&r), 10);
+    c.request(CMD_READ, CMD_FLAG_DF, 11, 12345, data.len() as u32, &[]).await;
+    match c.reply().await {
+        Reply::Chunk { flags, kind, cookie, payload } => {
+            assert_eq!((flags, kind, cookie), (REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, 11));
+            assert_eq!(u64::from_be_bytes(payload[..8].try_into().unwrap()), 12345);
+            assert_eq!(&payload[8..], &data[..]);
+        }
+        r => panic!("{r:?}"),
+    }
+    let mut on_disk = vec![0u8; data.len()];
+    std::fs::File::open(&fx.path).unwrap().read_exact_at(&mut on_disk, 12345).unwrap();
+    assert_eq!(on_disk, data);
+
+    // Zero-length read: a NONE chunk.
+    c.request(CMD_READ, 0, 12, 0, 0, &[]).await;
+    assert_eq!(
+        c.reply().await,
+        Reply::Chunk { flags: REPLY_FLAG_DONE, kind: REPLY_TYPE_NONE, cookie: 12, payload: vec![] }
+    );
+
+    // Errors: out of bounds, unknown command, bad flags, oversize.
+    c.request(CMD_READ, 0, 20, SIZE - 1, 2, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), Some(EINVAL));
+    c.request(CMD_WRITE, 0, 21, SIZE - 1, 2, &[1, 2]).await;
+    assert_eq!(chunk_error(&c.reply().await), Some(ENOSPC));
+    c.request(CMD_TRIM, 0, 22, u64::MAX - 1, 100, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), Some(ENOSPC));
+    c.request(77, 0, 23, 0, 0, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), Some(EINVAL));
+    c.request(CMD_READ, 1 << 12, 24, 0, 1, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), Some(EINVAL));
+    c.request(CMD_READ, 0, 25, 0, u32::MAX, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), Some(EINVAL));
+    // An oversize WRITE: its payload is read and discarded, and the stream stays in sync.
+    let big = vec![0x5Au8; (MAX_PAYLOAD + 1) as usize];
+    c.request(CMD_WRITE, 0, 26, 0, big.len() as u32, &big).await;
+    assert_eq!(chunk_error(&c.reply().await), Some(EINVAL));
+    // A refused write (out of bounds) also has its payload discarded.
+    c.request(CMD_WRITE, 0, 27, SIZE, 3, b"abc").await;
+    assert_eq!(chunk_error(&c.reply().await), Some(ENOSPC));
+    c.request(CMD_READ, 0, 28, 12345, 3, &[]).await;
+    match c.reply().await {
+        Reply::Chunk { payload, cookie: 28, .. } => assert_eq!(&payload[8..], &data[..3]),
+        r => panic!("{r:?}"),
+    }
+
+    // FLUSH, CACHE.
+    c.request(CMD_FLUSH, 0, 30, 0, 0, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), None);
+    c.request(CMD_CACHE, 0, 31, 0, 1 << 20, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), None);
+    c.request(CMD_CACHE, 0, 32, SIZE, 1, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), Some(EINVAL));
+
+    c.request(CMD_DISC, 0, 99, 0, 0, &[]).await;
+    assert!(c.closed().await);
+}
+
+fn extents(payload: &[u8]) -> Vec<(u32, u32)> {
+    assert_eq!(u32::from_be_bytes(payload[..4].try_into().unwrap()), META_BASE_ALLOCATION_ID);
+    payload[4..]
+        .chunks(8)
+        .map(|d| (u32::from_be_bytes(d[..4].try_into().unwrap()), u32::from_be_bytes(d[4..].try_into().unwrap())))
+        .collect()
+}
+
+async fn block_status(c: &mut Client, flags: u16, offset: u64, len: u32) -> Vec<(u32, u32)> {
+    c.request(CMD_BLOCK_STATUS, flags, 50, offset, len, &[]).await;
+    match c.reply().await {
+        Reply::Chunk { kind: REPLY_TYPE_BLOCK_STATUS, flags: REPLY_FLAG_DONE, payload, .. } => extents(&payload),
+        r => panic!("{r:?}"),
+    }
+}
+
+#[tokio::test]
+async fn block_status_trim_and_write_zeroes() {
+    let fx = fixture();
+    let mut c = fx.connect();
+    c.go("vol", true).await;
+    let hz = STATE_HOLE | STATE_ZERO;
+    assert_eq!(block_status(&mut c, 0, 0, SIZE as u32).await, vec![(SIZE as u32, hz)]);
+
+    let mb = 1u32 << 20;
+    let data = vec![0xEEu8; 2 * mb as usize];
+    c.request(CMD_WRITE, 0, 1, mb as u64, 2 * mb, &data).await;
+    assert_eq!(chunk_error(&c.reply().await), None);
+    c.request(CMD_FLUSH, 0, 2, 0, 0, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), None);
+    assert_eq!(block_status(&mut c, 0, 0, SIZE as u32).await, vec![(mb, hz), (2 * mb, 0), (SIZE as u32 - 3 * mb, hz)]);
+    assert_eq!(block_status(&mut c, CMD_FLAG_REQ_ONE, 0, SIZE as u32).await, vec![(mb, hz)]);
+    assert_eq!(block_status(&mut c, 0, mb as u64 + 1, 10).await, vec![(10, 0)]);
+
+    // TRIM punches a hole: allocated blocks drop, block status shows it.
+    let before = std::fs::metadata(&fx.path).unwrap().blocks();
+    c.request(CMD_TRIM, CMD_FLAG_FUA, 3, mb as u64, mb, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), None);
+    assert!(std::fs::metadata(&fx.path).unwrap().blocks() < before);
+    assert_eq!(block_status(&mut c, 0, 0, 3 * mb).await, vec![(2 * mb, hz), (mb, 0)]);
+
+    // WRITE_ZEROES (hole allowed, NO_HOLE, FAST_ZERO) read back as zeroes.
+    c.request(CMD_WRITE_ZEROES, 0, 4, 2 * mb as u64, 1000, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), None);
+    c.request(CMD_WRITE_ZEROES, CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO, 5, 2 * mb as u64 + 4096, 4096, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), None);
+    c.request(CMD_READ, 0, 6, 2 * mb as u64, 8192, &[]).await;
+    match c.reply().await {
+        Reply::Chunk { payload, .. } => {
+            assert!(payload[8..8 + 1000].iter().all(|&b| b == 0));
+            assert!(payload[8 + 1000..8 + 4096].iter().all(|&b| b == 0xEE));
+            assert!(payload[8 + 4096..].iter().all(|&b| b == 0));
+        }
+        r => panic!("{r:?}"),
+    }
+
+    // BLOCK_STATUS errors: zero length, out of bounds.
+    c.request(CMD_BLOCK_STATUS, 0, 7, 0, 0, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), Some(EINVAL));
+    c.request(CMD_BLOCK_STATUS, 0, 8, SIZE, 1, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), Some(EINVAL));
+}
+
+#[tokio::test]
+async fn block_status_without_meta_context_is_refused() {
+    let fx = fixture();
+    let mut c = fx.connect();
+    c.greet(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).await;
+    assert_eq!(c.option(OPT_STRUCTURED_REPLY, &[]).await[0].reply_type, REP_ACK);
+    // Context selected for another export does not carry over.
+    let r = c.option(OPT_SET_META_CONTEXT, &encode_meta_payload("ro", &[META_BASE_ALLOCATION])).await;
+    assert_eq!(r[0].reply_type, REP_META_CONTEXT);
+    let r = c.option(OPT_GO, &encode_info_payload("vol", &[])).await;
+    assert_eq!(r.last().unwrap().reply_type, REP_ACK);
+    c.request(CMD_BLOCK_STATUS, 0, 1, 0, 4096, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), Some(EINVAL));
+}
+
+#[tokio::test]
+async fn requests_run_concurrently_and_answer_out_of_order() {
+    let fx = fixture();
+    let mut c = fx.connect();
+    c.go("vol", true).await;
+    // 200 requests pipelined without waiting (more than the in-flight cap of 64): every one is
+    // answered exactly once.
+    let n = 200u64;
+    let mut b = Vec::new();
+    for i in 0..n {
+        let req = if i % 2 == 0 {
+            Request { flags: 0, command: CMD_WRITE, cookie: i, offset: i * 4096, length: 4096 }
+        } else {
+            Request { flags: 0, command: CMD_READ, cookie: i, offset: (i - 1) * 4096, length: 4096 }
+        };
+        b.extend_from_slice(&encode_request(&req));
+        if req.command == CMD_WRITE {
+            b.extend(std::iter::repeat_n(i as u8, 4096));
+        }
+    }
+    c.send(&b).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        let r = c.reply().await;
+        assert_eq!(chunk_error(&r), None, "{r:?}");
+        assert!(seen.insert(cookie_of(&r)), "duplicate reply {r:?}");
+    }
+    assert_eq!(seen.len() as u64, n);
+}
+
+#[tokio::test]
+async fn read_only_export_refuses_writes_with_eperm() {
+    let fx = fixture();
+    let mut c = fx.connect();
+    let (_, flags) = c.go("ro", true).await;
+    assert_ne!(flags & TFLAG_READ_ONLY, 0);
+    assert_eq!(flags & (TFLAG_SEND_TRIM | TFLAG_SEND_WRITE_ZEROES), 0);
+    c.request(CMD_WRITE, 0, 1, 0, 4, b"abcd").await;
+    assert_eq!(chunk_error(&c.reply().await), Some(EPERM));
+    c.request(CMD_TRIM, 0, 2, 0, 4096, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), Some(EPERM));
+    c.request(CMD_WRITE_ZEROES, 0, 3, 0, 4096, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), Some(EPERM));
+    c.request(CMD_READ, 0, 4, 0, 4, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), None);
+    c.request(CMD_FLUSH, 0, 5, 0, 0, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), None);
+    let mut b = [1u8; 4];
+    std::fs::File::open(&fx.path).unwrap().read_exact_at(&mut b, 0).unwrap();
+    assert_eq!(b, [0; 4]);
+}
+
+#[tokio::test]
+async fn bad_request_magic_closes_only_that_connection() {
+    let fx = fixture();
+    let mut bad = fx.connect();
+    bad.go("vol", true).await;
+    let mut good = fx.connect();
+    good.go("vol", true).await;
+    bad.send(&[0u8; 28]).await;
+    assert!(bad.closed().await);
+    good.request(CMD_READ, 0, 1, 0, 512, &[]).await;
+    assert_eq!(chunk_error(&good.reply().await), None);
+}
+
+#[tokio::test]
+async fn remove_export_closes_its_connections() {
+    let fx = fixture();
+    let mut c = fx.connect();
+    c.go("vol", true).await;
+    let mut other = fx.connect();
+    other.go("ro", true).await;
+    let info = fx.server.list();
+    assert_eq!(info.iter().find(|e| e.name == "vol").unwrap().connections, 1);
+
+    assert!(tokio::time::timeout(T, fx.server.remove_export("vol")).await.unwrap());
+    assert!(c.closed().await);
+    assert!(!fx.server.remove_export("vol").await);
+    assert_eq!(fx.server.list().iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), vec!["ro"]);
+
+    // The other export is untouched; a new client cannot choose the removed one.
+    other.request(CMD_READ, 0, 1, 0, 512, &[]).await;
+    assert_eq!(chunk_error(&other.reply().await), None);
+    let mut late = fx.connect();
+    late.greet(1).await;
+    assert_eq!(late.option(OPT_GO, &encode_info_payload("vol", &[])).await[0].reply_type, REP_ERR_UNKNOWN);
+
+    // Re-adding works; a conflicting re-add does not.
+    fx.server.add_export("vol".into(), fx.path.clone(), false).unwrap();
+    fx.server.add_export("vol".into(), fx.path.clone(), false).unwrap();
+    assert!(fx.server.add_export("vol".into(), fx.path.clone(), true).is_err());
+    assert!(fx.server.add_export("x".into(), fx._dir.path().join("missing"), false).is_err());
+    assert!(fx.server.add_export("d".into(), fx._dir.path().to_path_buf(), false).is_err());
+}
+
+#[tokio::test]
+async fn shutdown_closes_everything() {
+    let fx = fixture();
+    let mut a = fx.connect();
+    a.go("vol", true).await;
+    let mut b = fx.connect();
+    b.greet(1).await; // still negotiating
+    tokio::time::timeout(T, fx.server.shutdown()).await.unwrap();
+    assert!(a.closed().await);
+    assert!(b.closed().await);
+    assert_eq!(fx.server.connection_count(), 0);
+}
+
+#[tokio::test]
+async fn handshake_timeout_and_connection_limit() {
+    let fx = fixture_with(NbdConfig {
+        handshake_timeout: Duration::from_millis(200),
+        max_connections: 2,
+        ..Default::default()
+    });
+    let mut idle = fx.connect();
+    idle.read_n(GREETING_LEN).await;
+    // Second slot taken, third refused at once.
+    let mut second = fx.connect();
+    second.read_n(GREETING_LEN).await;
+    let mut third = fx.connect();
+    assert!(third.closed().await);
+    // The idle client is dropped after the handshake timeout.
+    assert!(idle.closed().await);
+    assert!(second.closed().await);
+}
+
+#[tokio::test]
+async fn many_connections_opened_and_dropped() {
+    let fx = fixture();
+    for i in 0..2000u32 {
+        let mut c = fx.connect();
+        match i % 4 {
+            0 => drop(c.s),
+            1 => {
+                c.greet(1).await;
+                drop(c.s);
+            }
+            2 => {
+                c.go("vol", true).await;
+                c.request(CMD_READ, 0, 1, 0, 1 << 20, &[]).await;
+                drop(c.s); // disconnect with a request in flight
+            }
+            _ => {
+                c.greet(3).await;
+                c.send(&[0xff; 100]).await;
+                drop(c.s);
+            }
+        }
+    }
+    tokio::time::timeout(T, async {
+        while fx.server.connection_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("connections left open");
+    // Still serving.
+    let mut c = fx.connect();
+    c.go("vol", true).await;
+    c.request(CMD_READ, 0, 1, 0, 512, &[]).await;
+    assert_eq!(chunk_error(&c.reply().await), None);
+    let _ = proto::MAX_OPTION_LEN;
+}

@@ -1,0 +1,258 @@
+//! The export manager: turns attachments into live exports (an NBD export named by the volume id,
+//! or a loop device) and back, and re-creates them at start.
+//!
+//! Invariants: an NBD export exists while at least one attachment of its volume has NBD
+//! connection info; a loop device exists per attachment with `local` connection info; at start,
+//! every exported attachment is exported again (loop devices are adopted by backing file when
+//! they survived) and loop devices backed by one of our volume files with no attachment are
+//! detached.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use crate::config::{ExportsConfig, Transport};
+use crate::error::{Error, ErrorKind, Result};
+use crate::export::loopdev::{self, AttachOptions, LoopDevice};
+use crate::export::nbd::NbdServer;
+use crate::model::Attachment;
+
+/// Live exports of this node.
+pub struct ExportManager {
+    nbd: NbdServer,
+    nbd_addr: SocketAddr,
+    nbd_host: String,
+    unix_socket: Option<PathBuf>,
+    default_transport: Transport,
+    /// Loop devices by attachment id.
+    loops: Mutex<HashMap<String, LoopDevice>>,
+}
+
+impl std::fmt::Debug for ExportManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportManager").field("nbd_addr", &self.nbd_addr).finish()
+    }
+}
+
+/// What a consumer asked for and what we need to export.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// Volume id (the NBD export name).
+    pub volume_id: String,
+    /// The volume's file.
+    pub path: PathBuf,
+    /// Export read-only.
+    pub readonly: bool,
+    /// NBD or loop.
+    pub transport: Transport,
+}
+
+fn export_error(e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Invalid, format!("cannot export the volume: {e}")).with_code("EVS.5400")
+}
+
+impl ExportManager {
+    /// Start the NBD listeners described by `cfg`.
+    pub async fn start(cfg: &ExportsConfig, nbd: NbdServer) -> Result<ExportManager> {
+        let nbd_addr = nbd
+            .listen_tcp(cfg.nbd_listen)
+            .await
+            .map_err(|e| Error::internal(format!("cannot listen for NBD on {}: {e}", cfg.nbd_listen)))?;
+        if let Some(sock) = &cfg.nbd_unix_socket {
+            nbd.listen_unix(sock)
+                .await
+                .map_err(|e| Error::internal(format!("cannot listen for NBD on {}: {e}", sock.display())))?;
+        }
+        tracing::info!(%nbd_addr, unix = ?cfg.nbd_unix_socket, "NBD server listening");
+        Ok(ExportManager {
+            nbd,
+            nbd_addr,
+            nbd_host: cfg.nbd_host.clone().unwrap_or_else(|| nbd_addr.ip().to_string()),
+            unix_socket: cfg.nbd_unix_socket.clone(),
+            default_transport: cfg.default_transport,
+            loops: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The bound NBD TCP address.
+    pub fn nbd_addr(&self) -> SocketAddr {
+        self.nbd_addr
+    }
+
+    /// The transport a connector asks for (`cinderblock_transport`), else the default.
+    pub fn transport_for(&self, connector: &Value) -> Result<Transport> {
+        match connector.get("cinderblock_transport").and_then(Value::as_str) {
+            None => Ok(self.default_transport),
+            Some("nbd") => Ok(Transport::Nbd),
+            Some("loop") | Some("local") => Ok(Transport::Loop),
+            Some(other) => Err(Error::invalid("EVS.5400", format!("unknown cinderblock_transport {other:?}"))),
+        }
+    }
+
+    /// Export for attachment `attachment_id`; returns Cinder-shaped connection info.
+    pub async fn export(&self, attachment_id: &str, req: &ExportRequest) -> Result<Value> {
+        let access_mode = if req.readonly { "ro" } else { "rw" };
+        match req.transport {
+            Transport::Nbd => {
+                let nbd = self.nbd.clone();
+                let (name, path, ro) = (req.volume_id.clone(), req.path.clone(), req.readonly);
+                tokio::task::spawn_blocking(move || nbd.add_export(name, path, ro))
+                    .await
+                    .map_err(|e| Error::internal(e.to_string()))?
+                    .map_err(|e| match e {
+                        crate::export::nbd::NbdError::Conflict(_) => {
+                            Error::conflict("EVS.5400", "the volume is already exported with another access mode")
+                        }
+                        other => export_error(other),
+                    })?;
+                let mut data = json!({
+                    "host": self.nbd_host,
+                    "port": self.nbd_addr.port(),
+                    "export_name": req.volume_id,
+                    "access_mode": access_mode,
+                });
+                if let Some(s) = &self.unix_socket {
+                    data["unix_socket"] = json!(s.display().to_string());
+                }
+                Ok(json!({"driver_volume_type": "nbd", "data": data}))
+            }
+            Transport::Loop => {
+                let dev = self.attach_loop(attachment_id, &req.path, req.readonly).await?;
+                Ok(json!({
+                    "driver_volume_type": "local",
+                    "data": {"device_path": dev.path().display().to_string(), "access_mode": access_mode},
+                }))
+            }
+        }
+    }
+
+    async fn attach_loop(&self, attachment_id: &str, path: &Path, readonly: bool) -> Result<LoopDevice> {
+        if let Some(dev) = self.loops.lock().unwrap_or_else(|e| e.into_inner()).get(attachment_id) {
+            return Ok(*dev);
+        }
+        let p = path.to_path_buf();
+        let attached = tokio::task::spawn_blocking(move || {
+            loopdev::attach(&p, AttachOptions { readonly, ..AttachOptions::default() })
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?
+        .map_err(export_error)?;
+        tracing::info!(attachment = attachment_id, device = %attached.device.path().display(), "loop device attached");
+        self.loops.lock().unwrap_or_else(|e| e.into_inner()).insert(attachment_id.to_string(), attached.device);
+        Ok(attached.device)
+    }
+
+    /// Remove the export of `attachment`. `volume_still_on_nbd` keeps the volume's NBD export
+    /// for its other attachments.
+    pub async fn unexport(&self, attachment: &Attachment, volume_still_on_nbd: bool) -> Result<()> {
+        let Some(info) = attachment.connection_info.as_deref() else { return Ok(()) };
+        let info: Value = serde_json::from_str(info).unwrap_or(Value::Null);
+        match info.get("driver_volume_type").and_then(Value::as_str) {
+            Some("nbd") if !volume_still_on_nbd => {
+                self.nbd.remove_export(&attachment.volume_id).await;
+            }
+            Some("local") => {
+                let dev = self.loops.lock().unwrap_or_else(|e| e.into_inner()).remove(&attachment.id);
+                if let Some(dev) = dev {
+                    tokio::task::spawn_blocking(move || loopdev::detach(dev))
+                        .await
+                        .map_err(|e| Error::internal(e.to_string()))?
+                        .map_err(|e| Error::internal(format!("detaching the loop device: {e}")))?;
+                    tracing::info!(attachment = %attachment.id, "loop device detached");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Tell the exports of `attachments` (of one volume) that its file grew.
+    pub async fn refresh_size(&self, attachments: &[Attachment]) {
+        for a in attachments {
+            let dev = self.loops.lock().unwrap_or_else(|e| e.into_inner()).get(&a.id).copied();
+            if let Some(dev) = dev {
+                match tokio::task::spawn_blocking(move || loopdev::set_capacity(dev)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(attachment = %a.id, error = %e, "LOOP_SET_CAPACITY failed"),
+                    Err(e) => tracing::warn!(attachment = %a.id, error = %e, "LOOP_SET_CAPACITY task failed"),
+                }
+            }
+        }
+    }
+
+    /// Re-create the exports of `attachments` (each with the path of its volume) after a
+    /// restart; returns the attachments whose connection info changed (a new loop device).
+    /// Loop devices backed by a file under one of `volume_dirs` that no attachment owns are
+    /// detached.
+    pub async fn restore(
+        &self,
+        attachments: &[(Attachment, PathBuf, bool)],
+        volume_dirs: &[PathBuf],
+    ) -> Vec<(String, Value)> {
+        let mut changed = Vec::new();
+        let mut owned: Vec<PathBuf> = Vec::new();
+        for (a, path, readonly) in attachments {
+            let info: Value =
+                a.connection_info.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
+            match info.get("driver_volume_type").and_then(Value::as_str) {
+                Some("nbd") => {
+                    let req = ExportRequest {
+                        volume_id: a.volume_id.clone(),
+                        path: path.clone(),
+                        readonly: *readonly,
+                        transport: Transport::Nbd,
+                    };
+                    if let Err(e) = self.export(&a.id, &req).await {
+                        tracing::error!(attachment = %a.id, error = %e, "could not re-export over NBD");
+                    }
+                }
+                Some("local") => {
+                    let wanted = info["data"]["device_path"].as_str().and_then(|p| LoopDevice::from_path(Path::new(p)));
+                    let adopted = wanted
+                        .filter(|d| d.backing_file().as_deref() == Some(path.as_path()))
+                        .or_else(|| loopdev::find_by_backing_file(path).ok().and_then(|v| v.into_iter().next()));
+                    let dev = match adopted {
+                        Some(d) => {
+                            self.loops.lock().unwrap_or_else(|e| e.into_inner()).insert(a.id.clone(), d);
+                            d
+                        }
+                        None => match self.attach_loop(&a.id, path, *readonly).await {
+                            Ok(d) => d,
+                            Err(e) => {
+                                tracing::error!(attachment = %a.id, error = %e, "could not re-attach a loop device");
+                                continue;
+                            }
+                        },
+                    };
+                    owned.push(path.clone());
+                    let dev_path = dev.path().display().to_string();
+                    if info["data"]["device_path"].as_str() != Some(dev_path.as_str()) {
+                        let mut new_info = info.clone();
+                        new_info["data"]["device_path"] = json!(dev_path);
+                        changed.push((a.id.clone(), new_info));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Ok(all) = loopdev::list_attached() {
+            for (dev, backing) in all {
+                let ours = volume_dirs.iter().any(|d| backing.starts_with(d));
+                let used = self.loops.lock().unwrap_or_else(|e| e.into_inner()).values().any(|d| *d == dev);
+                if ours && !used && !owned.contains(&backing) {
+                    tracing::warn!(device = %dev.path().display(), file = %backing.display(), "detaching a loop device no attachment owns");
+                    let _ = tokio::task::spawn_blocking(move || loopdev::detach(dev)).await;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Stop the NBD server (graceful).
+    pub async fn shutdown(&self) {
+        self.nbd.shutdown().await;
+    }
+}
