@@ -202,6 +202,18 @@ pub fn bad_query(code: &'static str, msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::Invalid, msg).with_code(code)
 }
 
+/// The `rel: next` link of a page: the same query with `marker` set to the last id (and the
+/// page's `limit` made explicit), `offset` dropped.
+pub fn next_link(base: &str, path: &str, q: &[(String, String)], limit: i64, last_id: &str) -> serde_json::Value {
+    let mut params: Vec<(String, String)> = q.iter().filter(|(k, _)| k != "marker" && k != "offset").cloned().collect();
+    if query_get(q, "limit").is_none() {
+        params.push(("limit".into(), limit.to_string()));
+    }
+    params.push(("marker".into(), last_id.to_string()));
+    let qs = serde_urlencoded::to_string(&params).unwrap_or_default();
+    serde_json::json!([{"href": format!("{base}{path}?{qs}"), "rel": "next"}])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,16 +234,4 @@ mod tests {
         assert!(opt_int(&o, "d", "X").is_err());
         assert_eq!(opt_int(&o, "e", "X").expect("e"), None);
     }
-}
-
-/// The `rel: next` link of a page: the same query with `marker` set to the last id (and the
-/// page's `limit` made explicit), `offset` dropped.
-pub fn next_link(base: &str, path: &str, q: &[(String, String)], limit: i64, last_id: &str) -> serde_json::Value {
-    let mut params: Vec<(String, String)> = q.iter().filter(|(k, _)| k != "marker" && k != "offset").cloned().collect();
-    if query_get(q, "limit").is_none() {
-        params.push(("limit".into(), limit.to_string()));
-    }
-    params.push(("marker".into(), last_id.to_string()));
-    let qs = serde_urlencoded::to_string(&params).unwrap_or_default();
-    serde_json::json!([{"href": format!("{base}{path}?{qs}"), "rel": "next"}])
 }

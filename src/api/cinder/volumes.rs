@@ -11,7 +11,7 @@ use super::list_query::list_request;
 use super::views::{self, ViewCtx};
 use super::CinderError;
 use crate::api::common::{
-    base_url, caller, opt_bool, opt_nullable_string, opt_strict_int, opt_string, opt_string_map, parse_json,
+    base_url, caller, next_link, opt_bool, opt_nullable_string, opt_strict_int, opt_string, opt_string_map, parse_json,
     parse_query, query_get, take_object,
 };
 use crate::api::ApiVersion;
@@ -101,15 +101,7 @@ async fn list(
     let mut body = Map::new();
     body.insert("volumes".into(), Value::Array(items));
     if let (true, Some(last)) = (more, page.volumes.last()) {
-        let mut params: Vec<(String, String)> =
-            q.iter().filter(|(k, _)| k != "marker" && k != "offset").cloned().collect();
-        if query_get(&q, "limit").is_none() {
-            params.push(("limit".into(), limit.to_string()));
-        }
-        params.push(("marker".into(), last.id.clone()));
-        let qs = serde_urlencoded::to_string(&params).unwrap_or_default();
-        let path = if detail { "volumes/detail" } else { "volumes" };
-        body.insert("volumes_links".into(), json!([{"href": format!("{base}/{api}/{p}/{path}?{qs}"), "rel": "next"}]));
+        body.insert("volumes_links".into(), next_link(&base, uri.path(), &q, limit, &last.id));
     }
     if let Some(n) = page.count {
         body.insert("count".into(), json!(n));

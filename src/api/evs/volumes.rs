@@ -11,8 +11,8 @@ use super::list_query::list_request;
 use super::views;
 use super::EvsError;
 use crate::api::common::{
-    base_url, caller, opt_bool, opt_int, opt_nullable_string, opt_string, opt_string_map, parse_json, parse_query,
-    query_get, take_object,
+    base_url, caller, next_link, opt_bool, opt_int, opt_nullable_string, opt_string, opt_string_map, parse_json,
+    parse_query, take_object,
 };
 use crate::error::Error;
 use crate::service::{CreateVolume, Services, UpdateVolume, VolumeSource};
@@ -76,14 +76,7 @@ async fn list(svc: &Services, p: &str, uri: &Uri, headers: &HeaderMap, detail: b
     }
     body.insert("volumes".into(), Value::Array(items));
     if let (true, Some(last)) = (more, page.volumes.last()) {
-        let mut params: Vec<(String, String)> =
-            q.iter().filter(|(k, _)| k != "marker" && k != "offset").cloned().collect();
-        if query_get(&q, "limit").is_none() {
-            params.push(("limit".into(), limit.to_string()));
-        }
-        params.push(("marker".into(), last.id.clone()));
-        let qs = serde_urlencoded::to_string(&params).unwrap_or_default();
-        body.insert("volumes_links".into(), json!([{"href": format!("{base}{}?{qs}", uri.path()), "rel": "next"}]));
+        body.insert("volumes_links".into(), next_link(&base, uri.path(), &q, limit, &last.id));
     }
     Ok(Json(Value::Object(body)).into_response())
 }
