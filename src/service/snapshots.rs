@@ -304,6 +304,13 @@ impl Services {
         if !tx.cas_volume_status(&v.id, allowed, VolumeStatus::Extending, &now).await? {
             return Err(Error::invalid_status("EVS.1064", format!("Invalid volume: Volume {} changed status.", v.id)));
         }
+        // A snapshot or clone still to be copied from the file would get the new length.
+        if tx.volume_busy_as_source(&v.id).await? {
+            return Err(Error::invalid_status(
+                "EVS.1064",
+                format!("Invalid volume: Volume {} is the source of a snapshot or volume being created.", v.id),
+            ));
+        }
         if !tx.reserve_pool_capacity(&v.pool, delta, limit).await? {
             return Err(super::volumes::no_space(&v.pool, delta));
         }

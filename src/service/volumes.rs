@@ -510,6 +510,12 @@ impl Services {
                 ),
             ));
         }
+        if tx.volume_busy_as_source(&v.id).await? {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!("Invalid volume: Volume {} is the source of a snapshot or volume being created.", v.id),
+            ));
+        }
         if tx.count_volume_snapshots(&v.id).await? > 0 {
             if !cascade {
                 return Err(Error::invalid_status(

@@ -452,6 +452,20 @@ impl WriteTx<'_> {
         Ok(())
     }
 
+    /// Whether a pending job still reads this volume's data: a snapshot of it being taken, or a
+    /// volume being created from it or from one of its snapshots.
+    pub async fn volume_busy_as_source(&mut self, id: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT id FROM snapshots WHERE volume_id = $1 AND status = 'creating' \
+             UNION ALL SELECT id FROM volumes WHERE status = 'creating' AND (source_volid = $1 \
+             OR snapshot_id IN (SELECT id FROM snapshots WHERE volume_id = $1)) LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(self.conn())
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// The status of a volume inside this transaction.
     pub async fn volume_status(&mut self, id: &str) -> Result<Option<VolumeStatus>> {
         let row = sqlx::query("SELECT status FROM volumes WHERE id = $1").bind(id).fetch_optional(self.conn()).await?;

@@ -64,6 +64,8 @@ pub(super) async fn volume_action(
         "revert" if version.at_least(40) => {
             let snap = opt_string(&args, "snapshot_id", "EVS.2045")?
                 .ok_or_else(|| Error::invalid("EVS.2045", "Invalid input received: 'snapshot_id' is required"))?;
+            // An unknown volume is 404 before anything is said about the snapshot.
+            svc.get_volume(&c, &id).await?;
             let s = svc.get_snapshot(&c, &snap).await?;
             if s.volume_id != id {
                 return Err(Error::invalid(

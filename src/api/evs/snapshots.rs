@@ -86,7 +86,8 @@ pub(super) async fn delete(
 ) -> Res {
     let c = caller(&svc, &headers, &p)?;
     svc.delete_snapshot(&c, &id).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    // Reference 7.3.2: 202.
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// `{"rollback": {"volume_id", "name"?}}` → 202 `{"rollback": {"volume_id"}}`; `name` renames
