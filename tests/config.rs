@@ -127,7 +127,12 @@ async fn environment_overrides_the_file() {
 async fn starts_with_no_config_on_embedded_defaults() {
     let dir = tempfile::tempdir().expect("tmp");
     let log = dir.path().join("log");
-    let mut cmd = daemon_command(dir.path(), &log, &[("CINDERBLOCK_LISTEN".into(), "127.0.0.1:0".into())]);
+    // Free ports instead of 8776/10809: other daemons (tests, benchmarks) may hold those.
+    let env = [
+        ("CINDERBLOCK_LISTEN".into(), "127.0.0.1:0".into()),
+        ("CINDERBLOCK_EXPORTS__NBD_LISTEN".into(), "127.0.0.1:0".into()),
+    ];
+    let mut cmd = daemon_command(dir.path(), &log, &env);
     cmd.arg("serve");
     let (child, base) = spawn_and_wait_listening(cmd, &log);
     let _guard = ChildGuard(child);
