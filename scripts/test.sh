@@ -57,8 +57,13 @@ need_pkg() {
 
 # Needed by this script itself.
 need_pkg flock util-linux
-# Later issues: need_pkg mkfs.xfs xfsprogs; need_pkg mkfs.btrfs btrfs-progs;
-#               need_pkg nbdinfo libnbd-bin; need_pkg fio fio
+# Privileged pool tests (tests/reflink_pools.rs): XFS with reflink, btrfs, ext4 on loop devices.
+need_pkg mkfs.xfs xfsprogs
+need_pkg mkfs.btrfs btrfs-progs
+need_pkg mkfs.ext4 e2fsprogs
+need_pkg filefrag e2fsprogs
+need_pkg losetup mount
+# Later issues: need_pkg nbdinfo libnbd-bin; need_pkg fio fio
 
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL: when TEST_DATABASE_URL names a local server that is not up, try to start it.
