@@ -1,0 +1,76 @@
+//! Serve one file over NBD with cinderblock's own server, until SIGINT/SIGTERM. Used by
+//! `bench/nbd_bench.sh` and handy for poking at the server with nbdinfo/qemu-io by hand.
+//!
+//! ```text
+//! cargo run --release --example nbd_serve -- FILE [--unix PATH] [--tcp ADDR] [--name NAME] [--readonly]
+//! ```
+//!
+//! Prints one line `nbd_serve ready` on stdout once every listener is bound. The export name
+//! defaults to the empty string (the protocol's "default export"), so URIs like
+//! `nbd+unix:///?socket=PATH` work.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use cinderblock::export::nbd::{NbdConfig, NbdServer};
+
+fn usage() -> ! {
+    eprintln!("usage: nbd_serve FILE [--unix PATH] [--tcp ADDR] [--name NAME] [--readonly]");
+    std::process::exit(2);
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut args = std::env::args().skip(1);
+    let mut file: Option<PathBuf> = None;
+    let mut unix: Option<PathBuf> = None;
+    let mut tcp: Option<SocketAddr> = None;
+    let mut name = String::new();
+    let mut readonly = false;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--unix" => unix = Some(args.next().unwrap_or_else(|| usage()).into()),
+            "--tcp" => tcp = Some(args.next().unwrap_or_else(|| usage()).parse().unwrap_or_else(|_| usage())),
+            "--name" => name = args.next().unwrap_or_else(|| usage()),
+            "--readonly" => readonly = true,
+            s if s.starts_with('-') => usage(),
+            s => file = Some(s.into()),
+        }
+    }
+    let Some(file) = file else { usage() };
+    if unix.is_none() && tcp.is_none() {
+        tcp = Some("127.0.0.1:10809".parse().expect("default address"));
+    }
+
+    let server = NbdServer::new(NbdConfig::default());
+    if let Err(e) = server.add_export(name, file, readonly) {
+        eprintln!("nbd_serve: {e}");
+        std::process::exit(1);
+    }
+    if let Some(p) = &unix {
+        server.listen_unix(p).await.unwrap_or_else(|e| {
+            eprintln!("nbd_serve: listen on {}: {e}", p.display());
+            std::process::exit(1)
+        });
+    }
+    if let Some(a) = tcp {
+        let bound = server.listen_tcp(a).await.unwrap_or_else(|e| {
+            eprintln!("nbd_serve: listen on {a}: {e}");
+            std::process::exit(1)
+        });
+        eprintln!("nbd_serve: tcp {bound}");
+    }
+    println!("nbd_serve ready");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    server.shutdown().await;
+}
