@@ -253,3 +253,13 @@ fn cinder_cli_volume_lifecycle() {
 fn huawei_evs_sdk_batch_create_list_show_delete() {
     run_scenario("evs-sdk", "huawei_sdk.py");
 }
+
+#[test]
+fn huawei_evs_sdk_snapshot_rollback_list_resize() {
+    run_scenario("evs-sdk-snap", "huawei_sdk_snapshots.py");
+}
+
+#[test]
+fn openstack_cli_snapshot_clone_and_properties() {
+    run_scenario("osc-snap", "openstack_cli_snapshots.py");
+}
