@@ -41,6 +41,7 @@ backend_tests!(
     evs_batch_from_snapshot,
     busy_sources_are_protected,
     bad_input_leaves_no_row_and_no_file,
+    failed_storage_steps_land_in_error_statuses,
 );
 
 /// A 1 GiB volume, available, on the shared daemon.
@@ -1183,4 +1184,58 @@ async fn bad_input_leaves_no_row_and_no_file(b: Backend) {
     assert_eq!(ids_in(&srv.pool, "snapshots"), [sid.clone()].into_iter().collect());
     assert!(tmp_entries(&srv.pool).is_empty(), "tmp/: {:?}", tmp_entries(&srv.pool));
     assert_content(&volume_file(&srv.pool, &vid), &Model::zeros(GIB), "untouched volume");
+}
+
+/// Storage steps that fail (files removed behind the daemon's back) end in `error*` statuses with
+/// a FAIL job, leave the volume's data as it was, and can be cleaned up through the API.
+async fn failed_storage_steps_land_in_error_statuses(b: Backend) {
+    let srv = shared(&b);
+    let api = srv.api();
+    let p = project();
+    let vid = volume(&api, &p, json!({})).await;
+    let path = srv.volume_path(&vid);
+    let mut m = Model::zeros(GIB);
+    m.write(&path, 2, 1, 71);
+    let sid = s(&cinder_snapshot_available(&api, &p, &vid, json!({})).await, "id");
+    m.write(&path, 2, 1, 72);
+    // Rollback to a snapshot whose file is gone: error_rollbacking, the volume untouched, the
+    // snapshot available again.
+    std::fs::remove_file(snapshot_file(&srv.pool, &sid)).expect("remove the snapshot file");
+    let (k, v) = mv(40);
+    post_h(&api, &format!("/v3/{p}/volumes/{vid}/action"), &[(k, &v)], json!({"revert": {"snapshot_id": sid}}))
+        .await
+        .expect(202);
+    let vol = wait_volume_any(&api, &p, &vid, &["error_rollbacking", "available"]).await;
+    assert_eq!(vol["status"], "error_rollbacking", "{vol}");
+    assert_content(&path, &m, "volume after a failed rollback");
+    wait_snapshot(&api, &p, &sid, &["available"]).await;
+    assert!(tmp_entries(&srv.pool).iter().all(|e| !e.starts_with(&vid)), "a failed rollback left a temp file");
+    // error_rollbacking: no snapshot, no extend, but delete (with cascade) works.
+    api.post(&format!("/v3/{p}/snapshots"), json!({"snapshot": {"volume_id": vid}}))
+        .await
+        .expect_fault(400, "badRequest");
+    api.post(&format!("/v3/{p}/volumes/{vid}/action"), json!({"os-extend": {"new_size": 2}}))
+        .await
+        .expect_fault(400, "badRequest");
+    // A snapshot of a volume whose file is gone: error, and deletable.
+    let v2 = volume(&api, &p, json!({})).await;
+    std::fs::remove_file(srv.volume_path(&v2)).expect("remove the volume file");
+    let bad = s(&cinder_snapshot(&api, &p, &v2, json!({})).await, "id");
+    let st = wait_snapshot(&api, &p, &bad, &["error", "available"]).await;
+    assert_eq!(st["status"], "error", "{st}");
+    assert!(!snapshot_file(&srv.pool, &bad).exists());
+    api.delete(&format!("/v3/{p}/snapshots/{bad}")).await.expect(202);
+    wait_snapshot_gone(&api, &p, &bad).await;
+    // A clone of a volume whose file is gone: error, and deletable.
+    let c = s(&api.cinder_create(&p, json!({"source_volid": v2})).await, "id");
+    let cv = wait_volume_any(&api, &p, &c, &["error", "available"]).await;
+    assert_eq!(cv["status"], "error", "{cv}");
+    assert!(!srv.volume_path(&c).exists());
+    for id in [&c, &v2] {
+        api.delete(&format!("/v3/{p}/volumes/{id}")).await.expect(202);
+        api.wait_volume_gone(&p, id).await;
+    }
+    api.delete(&format!("/v3/{p}/volumes/{vid}?cascade=true")).await.expect(202);
+    api.wait_volume_gone(&p, &vid).await;
+    assert!(!path.exists());
 }
