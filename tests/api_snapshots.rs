@@ -1050,8 +1050,12 @@ async fn busy_sources_are_protected(b: Backend) {
     let p = project();
     let vid = s(&api.cinder_create_available(&p, json!({"size": 1})).await, "id");
     let mut m = Model::zeros(GIB);
+    m.write(&srv.volume_path(&vid), 3, 1, 60);
+    let s0 = s(&cinder_snapshot_available(&api, &p, &vid, json!({})).await, "id");
     m.write(&srv.volume_path(&vid), 4, 1, 61);
     let sid = s(&cinder_snapshot(&api, &p, &vid, json!({})).await, "id");
+    let (k, v) = mv(40);
+    let revert_to_s0 = json!({"revert": {"snapshot_id": s0}});
     // While the snapshot is being taken: it cannot be deleted; the volume cannot be deleted,
     // rolled back to it or cloned from it.
     assert_eq!(api.get(&format!("/v3/{p}/snapshots/{sid}")).await.expect(200).body["snapshot"]["status"], "creating");
@@ -1060,12 +1064,20 @@ async fn busy_sources_are_protected(b: Backend) {
     api.post(&format!("/v3/{p}/volumes"), json!({"volume": {"snapshot_id": sid}}))
         .await
         .expect_fault(400, "badRequest");
+    // A rollback now would give the snapshot the rolled-back data.
+    post_h(&api, &format!("/v3/{p}/volumes/{vid}/action"), &[(k, &v)], revert_to_s0.clone())
+        .await
+        .expect_fault(400, "badRequest");
+    api.post(&format!("/v2/{p}/cloudsnapshots/{s0}/rollback"), json!({"rollback": {"volume_id": vid}}))
+        .await
+        .expect_evs_error(400, "EVS.5400");
     // An extend now would make the snapshot longer than its size.
     api.post(&format!("/v3/{p}/volumes/{vid}/action"), json!({"os-extend": {"new_size": 2}}))
         .await
         .expect_fault(400, "badRequest");
     wait_snapshot(&api, &p, &sid, &["available"]).await;
     assert_eq!(snapkit::file_len(&snapshot_file(&srv.pool, &sid)), GIB);
+    assert_content(&snapshot_file(&srv.pool, &sid), &m, "snapshot taken while a rollback was asked for");
     // While a clone of the snapshot is being made.
     let clone = s(&api.cinder_create(&p, json!({"snapshot_id": sid})).await, "id");
     api.delete(&format!("/v3/{p}/snapshots/{sid}")).await.expect_fault(400, "badRequest");
@@ -1077,10 +1089,12 @@ async fn busy_sources_are_protected(b: Backend) {
     // While a clone of the live volume is being made.
     let live = s(&api.cinder_create(&p, json!({"source_volid": vid})).await, "id");
     api.delete(&format!("/v3/{p}/volumes/{vid}?cascade=true")).await.expect_fault(400, "badRequest");
+    post_h(&api, &format!("/v3/{p}/volumes/{vid}/action"), &[(k, &v)], revert_to_s0.clone())
+        .await
+        .expect_fault(400, "badRequest");
     api.wait_available(&p, &live).await;
     assert_content(&srv.volume_path(&live), &m, "clone of a live volume");
     // While rolling back: no second rollback, no delete, no snapshot, no extend.
-    let (k, v) = mv(40);
     post_h(&api, &format!("/v3/{p}/volumes/{vid}/action"), &[(k, &v)], json!({"revert": {"snapshot_id": sid}}))
         .await
         .expect(202);

@@ -243,6 +243,13 @@ impl Services {
                 format!("Invalid snapshot: Snapshot status must be available, but is {}.", s.status),
             ));
         }
+        // A snapshot or clone requested before the rollback must get the data from before it.
+        if tx.volume_busy_as_source(&v.id).await? {
+            return Err(Error::invalid_status(
+                "EVS.5400",
+                format!("Invalid volume: Volume {} is the source of a snapshot or volume being created.", v.id),
+            ));
+        }
         tx.insert_job(&NewJob {
             id: job_id.clone(),
             project_id: s.project_id.clone(),
