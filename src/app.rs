@@ -45,6 +45,7 @@ fn open_pools(config: &Config) -> Result<HashMap<String, PoolRuntime>> {
 /// Run the daemon until a shutdown signal.
 pub async fn serve(config: Config) -> Result<()> {
     let db = open_db(&config).await?;
+    crate::service::identity::startup_check(&db, &config).await?;
     let pools = open_pools(&config)?;
     let catalog = Catalog::load(&db, &config).await?;
     let nbd = crate::export::nbd::NbdServer::new(crate::export::nbd::NbdConfig::default());

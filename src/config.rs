@@ -39,6 +39,10 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// How attached volumes are handed out (NBD server, loop devices).
     pub exports: ExportsConfig,
+    /// Default quota limits (`volumes`, `gigabytes`, `snapshots`, `per_volume_gigabytes`,
+    /// `volumes_<type>`…; -1 = unlimited, the default). Quota classes and per-project limits,
+    /// set through the API, override them.
+    pub quotas: std::collections::BTreeMap<String, i64>,
     /// Logging filter in `tracing` syntax (`info`, `cinderblock=debug`…).
     pub log: String,
 }
@@ -69,6 +73,32 @@ pub enum AuthMode {
 pub struct AuthConfig {
     /// `noauth` or `keystone`.
     pub mode: AuthMode,
+    /// Base URL of the service catalog in issued tokens (`http://host:8776`); default: the
+    /// top-level `public_url`, else the `Host` the client used.
+    pub public_endpoint: Option<String>,
+    /// Region name in the service catalog.
+    pub region: String,
+    /// Lifetime of an issued token, in seconds.
+    pub token_ttl_seconds: u64,
+    /// Largest difference, in seconds, between an AK/SK request's `X-Sdk-Date` and our clock.
+    pub signature_max_skew_seconds: u64,
+    /// File holding the key that encrypts AK/SK secret keys (0600, created at first use).
+    /// Default: `credential.key` beside the SQLite database, else beside the config file.
+    /// Nodes sharing one PostgreSQL database need the same file.
+    pub credential_key_file: Option<PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Noauth,
+            public_endpoint: None,
+            region: "RegionOne".into(),
+            token_ttl_seconds: 24 * 3600,
+            signature_max_skew_seconds: 15 * 60,
+            credential_key_file: None,
+        }
+    }
 }
 
 /// Storage driver of a pool.
@@ -159,7 +189,7 @@ impl Default for Config {
             node: default_node_name(),
             public_url: None,
             database: DatabaseConfig { url: "sqlite://./data/cinderblock.db".into(), max_connections: 8 },
-            auth: AuthConfig { mode: AuthMode::Noauth },
+            auth: AuthConfig::default(),
             default_availability_zone: default_az(),
             default_volume_type: "__DEFAULT__".into(),
             pools: vec![PoolConfig {
@@ -171,6 +201,7 @@ impl Default for Config {
                 max_over_subscription_ratio: default_ratio(),
             }],
             jobs: JobsConfig { workers: 4, lease_seconds: 60, step_delay_ms: 0 },
+            quotas: std::collections::BTreeMap::new(),
             exports: ExportsConfig {
                 default_transport: Transport::Nbd,
                 nbd_listen: SocketAddr::from(([127, 0, 0, 1], 10809)),
@@ -254,6 +285,16 @@ impl Config {
                 "default_availability_zone {:?} is not served by any pool",
                 self.default_availability_zone
             )));
+        }
+        if self.auth.token_ttl_seconds == 0 {
+            return Err(ConfigError::Invalid("auth.token_ttl_seconds must be at least 1".into()));
+        }
+        if let Some(u) = &self.auth.public_endpoint {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.public_endpoint {u:?} must start with http:// or https://"
+                )));
+            }
         }
         if self.jobs.workers == 0 {
             return Err(ConfigError::Invalid("jobs.workers must be at least 1".into()));

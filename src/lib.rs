@@ -14,6 +14,7 @@
 //! A mutating request never does storage work itself: it moves the resource to a transitional
 //! status and inserts a job in the same transaction; a worker finishes both.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod config;

@@ -22,17 +22,26 @@ enum Command {
     Serve,
     /// Run database migrations and exit.
     Migrate,
+    /// Manage projects, users, roles and AK/SK credentials (runs migrations first).
+    #[command(subcommand)]
+    Admin(cinderblock::admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
+    let mut config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cinderblock: {e}");
             return ExitCode::from(2);
         }
     };
+    // The AK/SK credential key lives beside the config file unless set (or beside SQLite).
+    if config.auth.credential_key_file.is_none() && !config.database.url.starts_with("sqlite:") {
+        if let Some(dir) = cli.config.as_deref().and_then(std::path::Path::parent) {
+            config.auth.credential_key_file = Some(dir.join("credential.key"));
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
     tracing_subscriber::fmt()
@@ -54,6 +63,7 @@ fn main() -> ExitCode {
                 tracing::info!("migrations applied");
                 drop(db);
             }),
+            Command::Admin(cmd) => cinderblock::admin::run(&config, cmd).await,
         }
     });
     match result {

@@ -174,13 +174,19 @@ pub fn check_project_id(p: &str) -> Result<()> {
 /// Establish the caller. In `noauth` mode the project comes from the URL and the caller is that
 /// project's admin, as with Cinder's noauth middleware; the user id comes from `X-User-Id` or
 /// the `user:project` token the cinder client sends.
-pub fn caller(_svc: &Services, headers: &HeaderMap, project_id: &str) -> Result<Caller> {
+///
+/// In `keystone` mode the caller is the identity the auth middleware established
+/// ([`super::auth`]): its project must be `project_id` unless it is an admin.
+pub fn caller(svc: &Services, headers: &HeaderMap, project_id: &str) -> Result<Caller> {
     check_project_id(project_id)?;
+    if svc.config.auth.mode == crate::config::AuthMode::Keystone {
+        return super::auth::keystone_caller(project_id);
+    }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let user_id = header("x-user-id").or_else(|| {
         header("x-auth-token").and_then(|t| t.split_once(':').map(|(u, _)| u.to_string())).filter(|u| !u.is_empty())
     });
-    Ok(Caller { project_id: project_id.to_string(), user_id, is_admin: true })
+    Ok(Caller { project_id: project_id.to_string(), user_id, is_admin: true, roles: vec![crate::model::Role::Admin] })
 }
 
 /// Scheme and authority for links: the configured public URL, else the request's Host.

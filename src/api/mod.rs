@@ -6,10 +6,13 @@
 //! `/v3` requests negotiate a microversion; unknown routes and wrong methods get the same error
 //! bodies as the API the path belongs to.
 
+mod auth;
 pub mod cinder;
 mod common;
 pub mod evs;
+mod identity;
 mod microversion;
+pub mod signature;
 mod snapshot_query;
 mod versions;
 
@@ -32,7 +35,9 @@ pub fn router(svc: Services) -> Router {
         .merge(versions::routes())
         .merge(cinder::routes())
         .merge(evs::routes())
+        .merge(identity::routes())
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(svc.clone(), auth::authenticate))
         .layer(middleware::from_fn(error_bodies))
         .layer(middleware::from_fn(microversion::negotiate))
         .layer(middleware::from_fn(request_id))

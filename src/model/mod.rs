@@ -4,12 +4,14 @@
 //! reference (appendix A.3/A.4), so the database, the job runner and both APIs agree on them.
 
 mod attachment;
+mod identity;
 mod job;
 mod snapshot;
 mod status;
 mod volume;
 
 pub use attachment::{AttachMode, AttachStatus, Attachment};
+pub use identity::{Credential, Project, Role, RoleAssignment, TokenRecord, User};
 pub use job::{Job, JobKind, JobPayload, JobStatus};
 pub use snapshot::{Snapshot, SnapshotStatus};
 pub use status::VolumeStatus;

@@ -31,7 +31,7 @@ pub fn validate_client_token(token: &str) -> Result<()> {
 impl Services {
     /// Rebuild a create's answer from its stored reply: the same job and volume ids; `volumes`
     /// holds those that still exist.
-    async fn created_from_reply(&self, caller: &Caller, reply: &str) -> Result<CreatedVolumes> {
+    pub(super) async fn created_from_reply(&self, caller: &Caller, reply: &str) -> Result<CreatedVolumes> {
         let v: Value =
             serde_json::from_str(reply).map_err(|e| Error::internal(format!("stored client token reply: {e}")))?;
         let job_id = v["job_id"].as_str().ok_or_else(|| Error::internal("stored client token reply has no job_id"))?;
@@ -78,8 +78,9 @@ impl Services {
     }
 
     /// Inside the create transaction, before the volumes are inserted: claim the token for
-    /// this create. `Some` is the answer of a concurrent create that claimed it first (the
-    /// caller must then abandon its transaction); `None` means go on.
+    /// this create. `Some` is the stored reply of a concurrent create that claimed it first: the
+    /// caller must end its transaction, then answer with [`Self::created_from_reply`]; `None`
+    /// means go on.
     pub(super) async fn claim_client_token(
         &self,
         tx: &mut WriteTx<'_>,
@@ -88,7 +89,7 @@ impl Services {
         job_id: &str,
         volumes: &[Volume],
         now: &str,
-    ) -> Result<Option<CreatedVolumes>> {
+    ) -> Result<Option<String>> {
         let Some(token) = req.client_token.as_deref() else { return Ok(None) };
         let ids: Vec<&str> = volumes.iter().map(|v| v.id.as_str()).collect();
         let reply = json!({"job_id": job_id, "volume_ids": ids}).to_string();
@@ -97,12 +98,11 @@ impl Services {
         }
         // The winner has committed (PostgreSQL made the insert wait for it; SQLite has one
         // writer), so its row is readable now.
-        let reply = self
-            .db
+        let reply = tx
             .client_token_reply(&caller.project_id, token)
             .await?
             .ok_or_else(|| Error::internal("client token conflict but no stored reply"))?;
-        Ok(Some(self.created_from_reply(caller, &reply).await?))
+        Ok(Some(reply))
     }
 }
 

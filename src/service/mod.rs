@@ -6,7 +6,9 @@ mod attachments;
 mod catalog;
 mod client_tokens;
 mod exports;
+pub mod identity;
 mod jobs;
+pub mod policy;
 mod quotas;
 mod snapshots;
 mod tags;
@@ -25,7 +27,7 @@ pub use attachments::AttachRequest;
 pub use catalog::Catalog;
 pub use exports::{ExportManager, ExportRequest};
 pub use jobs::JobView;
-pub use quotas::{QuotaUsage, UsageLine};
+pub use quotas::{QuotaDelta, QuotaUsage, UsageLine, DEFAULT_CLASS};
 pub use snapshots::{CreateSnapshot, UpdateSnapshot};
 pub use tags::{validate_tag_query, TagChange, TaggedPage, TaggedResource, MAX_MATCH_CHARS, MAX_TAGS};
 pub use volumes::{CreateVolume, CreatedVolumes, UpdateVolume, VolumeSource, MAX_BATCH, MAX_SIZE_GB};
@@ -39,6 +41,8 @@ pub struct Caller {
     pub user_id: Option<String>,
     /// Admins may see every project.
     pub is_admin: bool,
+    /// Roles in `project_id`, highest first (noauth callers are admins).
+    pub roles: Vec<crate::model::Role>,
 }
 
 /// A pool at run time: its configuration and driver.

@@ -93,12 +93,20 @@ impl Services {
             metadata: req.metadata,
             tags: BTreeMap::new(),
         };
+        let limits = self.project_limits(&snap.project_id).await?;
         let mut tx = self.db.begin_write().await?;
         // Re-check the volume's status inside the transaction: it must not start a delete or
         // rollback between our read and the insert.
         if !tx.cas_volume_status(&v.id, allowed, v.status, &now).await? {
             return Err(Error::invalid_status("EVS.2043", format!("Invalid volume: Volume {} changed status.", v.id)));
         }
+        let delta = super::QuotaDelta {
+            snapshots: 1,
+            gigabytes: snap.size_gb,
+            volume_type: v.volume_type_name.clone(),
+            ..Default::default()
+        };
+        self.check_quota(&mut tx, &snap.project_id, &delta, &limits).await?;
         tx.insert_snapshot(&snap).await?;
         tx.insert_job(&NewJob {
             id: new_job_id(),
@@ -305,6 +313,7 @@ impl Services {
         let pool = self.pools.get(&v.pool).ok_or_else(|| Error::internal(format!("pool {} not configured", v.pool)))?;
         let delta = new_size - v.size_gb;
         let limit = self.capacity_limit_gb(pool, delta)?;
+        let limits = self.project_limits(&v.project_id).await?;
         let now = now_timestamp();
         let job_id = new_job_id();
         let mut tx = self.db.begin_write().await?;
@@ -318,6 +327,13 @@ impl Services {
                 format!("Invalid volume: Volume {} is the source of a snapshot or volume being created.", v.id),
             ));
         }
+        let quota = super::QuotaDelta {
+            gigabytes: delta,
+            volume_type: v.volume_type_name.clone(),
+            per_volume_gb: Some(new_size),
+            ..Default::default()
+        };
+        self.check_quota(&mut tx, &v.project_id, &quota, &limits).await?;
         if !tx.reserve_pool_capacity(&v.pool, delta, limit).await? {
             return Err(super::volumes::no_space(&v.pool, delta));
         }

@@ -336,9 +336,11 @@ impl Services {
             })
             .collect();
 
+        let limits = self.project_limits(&caller.project_id).await?;
         let mut tx = self.db.begin_write().await?;
-        if let Some(done) = self.claim_client_token(&mut tx, caller, &req, &job_id, &volumes, &now).await? {
-            return Ok(done);
+        if let Some(reply) = self.claim_client_token(&mut tx, caller, &req, &job_id, &volumes, &now).await? {
+            drop(tx);
+            return self.created_from_reply(caller, &reply).await;
         }
         if let Some(src) = &source {
             // The source must still be usable inside the transaction (no delete started since).
@@ -346,6 +348,14 @@ impl Services {
                 return Err(Error::invalid_status("EVS.2043", "The source of the new volume changed status."));
             }
         }
+        let delta = super::QuotaDelta {
+            volumes: req.count,
+            gigabytes: total_gb,
+            volume_type: vtype.name.clone(),
+            per_volume_gb: Some(size),
+            ..Default::default()
+        };
+        self.check_quota(&mut tx, &caller.project_id, &delta, &limits).await?;
         if !tx.reserve_pool_capacity(&pool.config.name, total_gb, limit_gb).await? {
             return Err(no_space(&pool.config.name, total_gb));
         }

@@ -22,6 +22,20 @@ impl Db {
 }
 
 impl WriteTx<'_> {
+    /// The stored reply of a token, read inside this transaction (never take a second pool
+    /// connection while holding one: under load that can wait forever).
+    pub async fn client_token_reply(&mut self, project_id: &str, token: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT response FROM client_tokens WHERE project_id = $1 AND token = $2")
+            .bind(project_id)
+            .bind(token)
+            .fetch_optional(self.conn())
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("response")?),
+            None => None,
+        })
+    }
+
     /// Claim `token` for this transaction's create; false when the project already used it
     /// (then nothing was written). On PostgreSQL a concurrent claim of the same token waits
     /// here until the other transaction ends, so exactly one of them wins.

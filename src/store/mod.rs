@@ -9,7 +9,9 @@
 mod attachments;
 mod catalog;
 mod client_tokens;
+mod identity;
 mod jobs;
+mod quotas;
 mod snapshots;
 mod sql;
 mod tags;

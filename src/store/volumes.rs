@@ -309,23 +309,6 @@ impl Db {
         Ok(())
     }
 
-    /// Volumes and GiB a project holds, in total and per volume type name.
-    pub async fn volume_usage(&self, project_id: &str) -> Result<Vec<(String, i64, i64)>> {
-        let rows = sqlx::query(
-            "SELECT t.name AS type_name, COUNT(*) AS n, CAST(COALESCE(SUM(v.size_gb), 0) AS BIGINT) AS gb \
-             FROM volumes v JOIN volume_types t ON t.id = v.volume_type_id \
-             WHERE v.project_id = $1 GROUP BY t.name",
-        )
-        .bind(project_id)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            // SUM over BIGINT is NUMERIC on PostgreSQL, which the Any driver cannot decode: the
-            // query casts it back to BIGINT.
-            .map(|r| Ok((r.try_get("type_name")?, r.try_get("n")?, r.try_get("gb")?)))
-            .collect()
-    }
-
     /// Every volume id stored on `pool` (for recovery and consistency checks).
     pub async fn volume_ids_on_pool(&self, pool: &str) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT id FROM volumes WHERE pool = $1").bind(pool).fetch_all(self.pool()).await?;

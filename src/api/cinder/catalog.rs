@@ -4,11 +4,11 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::views;
 use super::CinderError;
-use crate::api::common::{caller, check_project_id, parse_bool, parse_query, query_get};
+use crate::api::common::caller;
 use crate::error::Error;
 use crate::service::Services;
 
@@ -65,28 +65,4 @@ pub(super) async fn extensions(State(svc): State<Services>, Path(p): Path<String
         })
         .collect();
     Ok(Json(json!({"extensions": list})).into_response())
-}
-
-pub(super) async fn quota_set(
-    State(svc): State<Services>,
-    Path((p, target)): Path<(String, String)>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-) -> Res {
-    caller(&svc, &headers, &p)?;
-    check_project_id(&target)?;
-    let q = parse_query(uri.query())?;
-    let usage = query_get(&q, "usage").and_then(parse_bool).unwrap_or(false);
-    let u = svc.quota_usage(&target).await?;
-    let mut set = Map::new();
-    set.insert("id".into(), json!(u.project_id));
-    for l in &u.lines {
-        let v = if usage {
-            json!({"in_use": l.in_use, "limit": l.limit, "reserved": l.reserved, "allocated": 0})
-        } else {
-            json!(l.limit)
-        };
-        set.insert(l.resource.clone(), v);
-    }
-    Ok(Json(json!({"quota_set": set})).into_response())
 }

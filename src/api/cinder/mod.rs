@@ -6,6 +6,7 @@ mod attachments;
 mod catalog;
 mod list_query;
 mod metadata;
+mod quotas;
 pub(crate) mod snapshots;
 mod views;
 mod volumes;
@@ -65,7 +66,16 @@ pub(super) fn routes() -> Router<Services> {
             .route(&format!("{pre}/{{p}}/types/{{id}}"), get(catalog::show_type))
             .route(&format!("{pre}/{{p}}/os-availability-zone"), get(catalog::availability_zones))
             .route(&format!("{pre}/{{p}}/extensions"), get(catalog::extensions))
-            .route(&format!("{pre}/{{p}}/os-quota-sets/{{target}}"), get(catalog::quota_set));
+            .route(
+                &format!("{pre}/{{p}}/os-quota-sets/{{target}}"),
+                get(quotas::show).put(quotas::update).delete(quotas::reset),
+            )
+            .route(&format!("{pre}/{{p}}/os-quota-sets/{{target}}/defaults"), get(quotas::defaults))
+            .route(
+                &format!("{pre}/{{p}}/os-quota-class-sets/{{class}}"),
+                get(quotas::show_class).put(quotas::update_class),
+            )
+            .route(&format!("{pre}/{{p}}/limits"), get(quotas::limits));
     }
     r
 }
