@@ -8,6 +8,9 @@
 //! - `openstack_cli.py`: the `openstack` CLI with `--os-auth-type none`;
 //! - `cinder_cli.py`: the `cinder` CLI with `--os-auth-type noauth`;
 //! - `huawei_sdk.py`: the `huaweicloudsdkevs` SDK (batch create, job, filtered lists, delete).
+//! - `openstack_password.py` / `huawei_sdk_aksk.py`: `auth.mode = keystone`, accounts made with
+//!   `cinderblock admin`; the CLIs log in with `OS_AUTH_URL` and a password, the SDK signs with a
+//!   real AK/SK.
 //!
 //! Without `CINDERBLOCK_CLIENT_VENV` the tests print why and pass, unless
 //! `CINDERBLOCK_REQUIRE_CLIENTS=1` (set by `scripts/test.sh`), which turns the skip into a failure.
@@ -37,6 +40,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(label: &str) -> Daemon {
+        Daemon::start_with_auth(label, "noauth")
+    }
+
+    /// Start with `[auth] mode = <auth>` (`noauth` or `keystone`).
+    fn start_with_auth(label: &str, auth: &str) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix(&format!("cinderblock-clients-{label}-"))
             .tempdir()
@@ -55,7 +63,7 @@ default_volume_type = "__DEFAULT__"
 url = "sqlite://{db}"
 
 [auth]
-mode = "noauth"
+mode = "{auth}"
 
 [exports]
 nbd_listen = "127.0.0.1:0"
@@ -193,13 +201,17 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<S
 fn run_scenario(label: &str, script: &str) {
     let Some(venv) = client_venv() else { return };
     let daemon = Daemon::start(label);
+    run_script(&venv, &daemon, script, &["--project".to_string(), PROJECT.to_string()]);
+}
+
+/// Run `tests/clients/<script> --endpoint <daemon> <args>` with the venv's Python.
+fn run_script(venv: &Path, daemon: &Daemon, script: &str, args: &[String]) {
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
     let mut cmd = Command::new(venv.join("bin/python"));
     cmd.arg(scripts.join(script))
         .arg("--endpoint")
         .arg(daemon.endpoint())
-        .arg("--project")
-        .arg(PROJECT)
+        .args(args)
         .current_dir(daemon.dir.path())
         .env("PYTHONPATH", &scripts)
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -262,4 +274,81 @@ fn huawei_evs_sdk_snapshot_rollback_list_resize() {
 #[test]
 fn openstack_cli_snapshot_clone_and_properties() {
     run_scenario("osc-snap", "openstack_cli_snapshots.py");
+}
+
+/// Run `cinderblock admin <args> --config <daemon's config>` (the same database), feeding
+/// `stdin`; returns stdout.
+fn admin(daemon: &Daemon, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cinderblock"));
+    cmd.arg("admin").args(args).arg("--config").arg(daemon.dir.path().join("config.toml"));
+    cmd.current_dir(daemon.dir.path()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CINDERBLOCK_") {
+            cmd.env_remove(&key);
+        }
+    }
+    let mut child = cmd.spawn().expect("spawn cinderblock admin");
+    let mut pipe = child.stdin.take().expect("stdin");
+    pipe.write_all(stdin.unwrap_or("").as_bytes()).expect("write stdin");
+    drop(pipe);
+    let out = child.wait_with_output().expect("cinderblock admin");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "cinderblock admin {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A keystone-mode daemon with projects `demo` and `other`, and a member user in each (same
+/// password). Returns the daemon, the id of `demo` and of `other`.
+fn keystone_daemon(label: &str, password: &str) -> (Daemon, String, String) {
+    let daemon = Daemon::start_with_auth(label, "keystone");
+    let demo = admin(&daemon, &["project", "create", "demo"], None).trim().to_string();
+    let other = admin(&daemon, &["project", "create", "other"], None).trim().to_string();
+    let pw = format!("{password}\n");
+    admin(&daemon, &["user", "create", "demo-user", "--project", "demo", "--role", "member"], Some(&pw));
+    admin(&daemon, &["user", "create", "other-user", "--project", "other", "--role", "member"], Some(&pw));
+    (daemon, demo, other)
+}
+
+#[test]
+fn openstack_cli_password_auth_volume_lifecycle() {
+    let Some(venv) = client_venv() else { return };
+    let password = "s3cret pass";
+    let (daemon, demo, _) = keystone_daemon("osc-password", password);
+    let args: Vec<String> = [
+        ("--project", demo.as_str()),
+        ("--project-name", "demo"),
+        ("--username", "demo-user"),
+        ("--password", password),
+        ("--other-username", "other-user"),
+        ("--other-project-name", "other"),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect();
+    run_script(&venv, &daemon, "openstack_password.py", &args);
+}
+
+#[test]
+fn huawei_evs_sdk_aksk_signatures() {
+    let Some(venv) = client_venv() else { return };
+    let (daemon, demo, other) = keystone_daemon("evs-aksk", "unused-password");
+    let out = admin(&daemon, &["credential", "create", "--user", "demo-user", "--project", "demo"], None);
+    let key = |name: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in {out:?}"))
+            .trim()
+            .to_string()
+    };
+    let args: Vec<String> =
+        ["--project", &demo, "--ak", &key("access_key"), "--sk", &key("secret_key"), "--other-project", &other]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    run_script(&venv, &daemon, "huawei_sdk_aksk.py", &args);
 }
