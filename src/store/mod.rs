@@ -15,6 +15,7 @@ mod quotas;
 mod snapshots;
 mod sql;
 mod tags;
+mod transfers;
 mod volumes;
 
 use std::str::FromStr;
@@ -32,6 +33,7 @@ pub use jobs::NewJob;
 pub use snapshots::{ListSnapshots, SnapshotFilter};
 pub use sql::Arg;
 pub use tags::{TagMatch, TagQuery, TagResource};
+pub use transfers::TransferRow;
 pub use volumes::{ListVolumes, SortDir, VolumeFilter, VolumePage, VolumeSortKey};
 
 /// Which database engine the URL selected.

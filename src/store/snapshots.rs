@@ -165,6 +165,15 @@ impl Db {
         Ok(sql.query().fetch_one(self.pool()).await?.try_get("n")?)
     }
 
+    /// GiB held by a volume's snapshots.
+    pub async fn snapshot_gigabytes_of_volume(&self, volume_id: &str) -> Result<i64> {
+        Ok(sqlx::query("SELECT CAST(COALESCE(SUM(size_gb), 0) AS BIGINT) AS gb FROM snapshots WHERE volume_id = $1")
+            .bind(volume_id)
+            .fetch_one(self.pool())
+            .await?
+            .try_get("gb")?)
+    }
+
     /// Snapshot count and GiB of a project.
     pub async fn snapshot_usage(&self, project_id: &str) -> Result<Vec<(String, i64, i64)>> {
         let rows = sqlx::query(

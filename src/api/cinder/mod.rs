@@ -8,6 +8,7 @@ mod list_query;
 mod metadata;
 mod quotas;
 pub(crate) mod snapshots;
+mod transfers;
 mod views;
 mod volumes;
 
@@ -76,6 +77,15 @@ pub(super) fn routes() -> Router<Services> {
                 get(quotas::show_class).put(quotas::update_class),
             )
             .route(&format!("{pre}/{{p}}/limits"), get(quotas::limits));
+        let transfer_collections: &[&str] =
+            if pre == "/v3" { &["os-volume-transfer", "volume-transfers"] } else { &["os-volume-transfer"] };
+        for coll in transfer_collections {
+            r = r
+                .route(&format!("{pre}/{{p}}/{coll}"), get(transfers::list_summary).post(transfers::create))
+                .route(&format!("{pre}/{{p}}/{coll}/detail"), get(transfers::list_detail))
+                .route(&format!("{pre}/{{p}}/{coll}/{{id}}"), get(transfers::show).delete(transfers::delete))
+                .route(&format!("{pre}/{{p}}/{coll}/{{id}}/accept"), post(transfers::accept));
+        }
     }
     r
 }
