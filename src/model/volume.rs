@@ -87,6 +87,22 @@ pub struct VolumeType {
     pub is_public: bool,
     /// Extra specs (`volume_backend_name`…).
     pub extra_specs: BTreeMap<String, String>,
+    /// Projects allowed to use a private type.
+    pub projects: Vec<String>,
+}
+
+impl VolumeType {
+    /// Whether `project_id` may see and use this type (admins may always).
+    pub fn visible_to(&self, project_id: &str, is_admin: bool) -> bool {
+        self.is_public || is_admin || self.projects.iter().any(|p| p == project_id)
+    }
+
+    /// Pools this type is placed on (`volume_backend_name`, comma separated); `None` = any.
+    pub fn backends(&self) -> Option<Vec<&str>> {
+        self.extra_specs
+            .get("volume_backend_name")
+            .map(|b| b.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+    }
 }
 
 /// A storage pool as registered in the database.

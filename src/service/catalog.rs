@@ -1,19 +1,23 @@
-//! Volume types and availability zones, loaded once at start from the config (types are also
-//! rows, so their ids stay stable across restarts).
+//! Volume types and availability zones.
+//!
+//! Types are rows (ids stay stable across restarts): the configured ones are created at first
+//! start with `volume_backend_name` naming the pools that serve them; admins create, change and
+//! delete more through the API. Reads go to an in-memory copy that every change reloads, so the
+//! create path never queries the type tables.
 
 use std::collections::BTreeMap;
+use std::sync::RwLock;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::{now_timestamp, VolumeType};
 use crate::store::Db;
 
 /// Types and zones this node serves.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Catalog {
-    /// Volume types, ordered by name.
-    pub types: Vec<VolumeType>,
-    /// Availability zones.
+    types: RwLock<Vec<VolumeType>>,
+    /// Availability zones (from the pools).
     pub zones: Vec<String>,
 }
 
@@ -32,19 +36,33 @@ impl Catalog {
             let desc = (name == "__DEFAULT__").then_some("Default Volume Type");
             db.ensure_volume_type(&name, desc, &specs, &now).await?;
         }
-        let served = config.volume_type_names();
-        let types = db.list_volume_types().await?.into_iter().filter(|t| served.contains(&t.name)).collect();
-        Ok(Catalog { types, zones: config.availability_zones() })
+        let types = db.list_volume_types().await?;
+        Ok(Catalog { types: RwLock::new(types), zones: config.availability_zones() })
+    }
+
+    /// Re-read the types after a change.
+    pub async fn reload(&self, db: &Db) -> Result<()> {
+        let types = db.list_volume_types().await?;
+        *self.types.write().unwrap_or_else(|e| e.into_inner()) = types;
+        Ok(())
+    }
+
+    /// Every type, ordered by name.
+    pub fn types(&self) -> Vec<VolumeType> {
+        self.types.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A type by id or by name.
-    pub fn find_type(&self, id_or_name: &str) -> Option<&VolumeType> {
-        self.types.iter().find(|t| t.id == id_or_name).or_else(|| self.types.iter().find(|t| t.name == id_or_name))
+    pub fn find_type(&self, id_or_name: &str) -> Option<VolumeType> {
+        let types = self.types.read().unwrap_or_else(|e| e.into_inner());
+        types.iter().find(|t| t.id == id_or_name).or_else(|| types.iter().find(|t| t.name == id_or_name)).cloned()
     }
 
     /// A type by id or name, or the reference's "invalid volume type" error.
-    pub fn require_type(&self, id_or_name: &str) -> Result<&VolumeType> {
-        self.find_type(id_or_name)
-            .ok_or_else(|| Error::invalid("EVS.1020", format!("Volume type {id_or_name} could not be found.")))
+    pub fn require_type(&self, id_or_name: &str) -> Result<VolumeType> {
+        self.find_type(id_or_name).ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("Volume type {id_or_name} could not be found."))
+                .with_code("EVS.1020")
+        })
     }
 }

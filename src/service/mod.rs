@@ -13,6 +13,7 @@ mod quotas;
 mod snapshots;
 mod tags;
 mod transfers;
+mod types;
 mod volumes;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ pub use quotas::{QuotaDelta, QuotaUsage, UsageLine, DEFAULT_CLASS};
 pub use snapshots::{CreateSnapshot, UpdateSnapshot};
 pub use tags::{validate_tag_query, TagChange, TaggedPage, TaggedResource, MAX_MATCH_CHARS, MAX_TAGS};
 pub use transfers::{CreateTransfer, CreatedTransfer};
+pub use types::TypeChange;
 pub use volumes::{CreateVolume, CreatedVolumes, UpdateVolume, VolumeSource, MAX_BATCH, MAX_SIZE_GB};
 
 /// Who is calling, as established by the API layer.

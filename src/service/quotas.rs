@@ -65,7 +65,7 @@ impl Services {
     /// Every resource name this node knows: the base ones and the per-type ones.
     pub fn quota_resources(&self) -> Vec<String> {
         let mut out: Vec<String> = BASE_RESOURCES.iter().map(|s| s.to_string()).collect();
-        for t in &self.catalog.types {
+        for t in &self.catalog.types() {
             for r in PER_TYPE {
                 out.push(format!("{r}_{}", t.name));
             }

@@ -155,12 +155,15 @@ pub fn validate_metadata(m: &BTreeMap<String, String>) -> Result<()> {
 }
 
 impl Services {
-    /// The pool that serves `az` and type `type_name` (first configured wins).
-    fn place(&self, az: &str, type_name: &str) -> Result<&PoolRuntime> {
+    /// The pool in `az` that the type's `volume_backend_name` names (any pool of the zone when
+    /// the type names none); the first configured wins.
+    fn place(&self, az: &str, vtype: &crate::model::VolumeType) -> Result<&PoolRuntime> {
+        let type_name = &vtype.name;
+        let backends = vtype.backends();
         self.config
             .pools
             .iter()
-            .filter(|p| p.availability_zone == az && p.volume_types.iter().any(|t| t == type_name))
+            .filter(|p| p.availability_zone == az && backends.as_ref().is_none_or(|b| b.contains(&p.name.as_str())))
             .find_map(|p| self.pools.get(&p.name))
             .ok_or_else(|| {
                 Error::invalid(
@@ -261,7 +264,7 @@ impl Services {
             // The type follows the source (reference 6.1.1).
             Some(src) => {
                 if let Some(t) = &req.volume_type {
-                    if self.catalog.find_type(t).map(|t| &t.id) != Some(&src.volume_type_id) {
+                    if self.catalog.find_type(t).map(|t| t.id) != Some(src.volume_type_id.clone()) {
                         return Err(Error::invalid(
                             "EVS.2096",
                             format!(
@@ -271,17 +274,18 @@ impl Services {
                         ));
                     }
                 }
-                self.catalog.require_type(&src.volume_type_id)?.clone()
+                self.catalog.require_type(&src.volume_type_id)?
             }
             None => {
                 let type_ref = req.volume_type.clone().unwrap_or_else(|| self.config.default_volume_type.clone());
+                // A private type the caller has no access to does not exist for it.
                 self.catalog
                     .find_type(&type_ref)
+                    .filter(|t| t.visible_to(&caller.project_id, caller.is_admin))
                     .ok_or_else(|| {
                         Error::new(ErrorKind::NotFound, format!("Volume type with name {type_ref} could not be found."))
                             .with_code("EVS.1020")
                     })?
-                    .clone()
             }
         };
         let pool = match &source {
@@ -300,7 +304,7 @@ impl Services {
                     .get(&src.pool)
                     .ok_or_else(|| Error::internal(format!("pool {} is not configured", src.pool)))?
             }
-            None => self.place(&az, &vtype.name)?,
+            None => self.place(&az, &vtype)?,
         };
         let total_gb = size * req.count;
         let limit_gb = self.capacity_limit_gb(pool, total_gb)?;

@@ -82,6 +82,13 @@ impl Db {
             .await?;
         let specs =
             sqlx::query("SELECT type_id, key, value FROM volume_type_extra_specs").fetch_all(self.pool()).await?;
+        let access = sqlx::query("SELECT type_id, project_id FROM volume_type_access ORDER BY project_id")
+            .fetch_all(self.pool())
+            .await?;
+        let mut projects: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for a in access {
+            projects.entry(a.try_get("type_id")?).or_default().push(a.try_get("project_id")?);
+        }
         let mut by_type: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for s in specs {
             by_type.entry(s.try_get("type_id")?).or_default().insert(s.try_get("key")?, s.try_get("value")?);
@@ -91,6 +98,7 @@ impl Db {
                 let id: String = r.try_get("id")?;
                 Ok(VolumeType {
                     extra_specs: by_type.remove(&id).unwrap_or_default(),
+                    projects: projects.remove(&id).unwrap_or_default(),
                     id,
                     name: r.try_get("name")?,
                     description: r.try_get("description")?,
@@ -101,7 +109,106 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Create a volume type; false when the name is taken.
+    pub async fn create_volume_type(&self, t: &VolumeType, now: &str) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let taken = sqlx::query("SELECT id FROM volume_types WHERE name = $1")
+            .bind(&t.name)
+            .fetch_optional(tx.conn())
+            .await?
+            .is_some();
+        if taken {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO volume_types (id, name, description, is_public, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(t.description.as_deref())
+        .bind(t.is_public as i64)
+        .bind(now)
+        .execute(tx.conn())
+        .await?;
+        tx.replace_extra_specs(&t.id, &t.extra_specs).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Change a type's name, description and visibility; false when the new name is taken.
+    pub async fn update_volume_type(&self, t: &VolumeType) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let clash = sqlx::query("SELECT id FROM volume_types WHERE name = $1 AND id <> $2")
+            .bind(&t.name)
+            .bind(&t.id)
+            .fetch_optional(tx.conn())
+            .await?
+            .is_some();
+        if clash {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE volume_types SET name = $1, description = $2, is_public = $3 WHERE id = $4")
+            .bind(&t.name)
+            .bind(t.description.as_deref())
+            .bind(t.is_public as i64)
+            .bind(&t.id)
+            .execute(tx.conn())
+            .await?;
+        tx.replace_extra_specs(&t.id, &t.extra_specs).await?;
+        sqlx::query("DELETE FROM volume_type_access WHERE type_id = $1").bind(&t.id).execute(tx.conn()).await?;
+        for p in &t.projects {
+            sqlx::query("INSERT INTO volume_type_access (type_id, project_id) VALUES ($1, $2)")
+                .bind(&t.id)
+                .bind(p)
+                .execute(tx.conn())
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Delete a type no volume uses; false when one does.
+    pub async fn delete_volume_type(&self, id: &str) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let used = sqlx::query("SELECT id FROM volumes WHERE volume_type_id = $1 LIMIT 1")
+            .bind(id)
+            .fetch_optional(tx.conn())
+            .await?
+            .is_some();
+        if used {
+            return Ok(false);
+        }
+        for table in ["volume_type_access", "volume_type_extra_specs"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE type_id = $1")))
+                .bind(id)
+                .execute(tx.conn())
+                .await?;
+        }
+        sqlx::query("DELETE FROM volume_types WHERE id = $1").bind(id).execute(tx.conn()).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
 impl WriteTx<'_> {
+    /// Replace every extra spec of a type.
+    pub async fn replace_extra_specs(&mut self, type_id: &str, specs: &BTreeMap<String, String>) -> Result<()> {
+        sqlx::query("DELETE FROM volume_type_extra_specs WHERE type_id = $1")
+            .bind(type_id)
+            .execute(self.conn())
+            .await?;
+        for (k, v) in specs {
+            sqlx::query("INSERT INTO volume_type_extra_specs (type_id, key, value) VALUES ($1, $2, $3)")
+                .bind(type_id)
+                .bind(k)
+                .bind(v)
+                .execute(self.conn())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Add `gb` to a pool's provisioned counter if the result stays within `limit_gb`.
     /// Returns false (and changes nothing) when it would not fit; this compare-and-set is what
     /// makes concurrent creates unable to overbook a pool.

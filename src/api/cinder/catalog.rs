@@ -9,36 +9,28 @@ use serde_json::{json, Value};
 use super::views;
 use super::CinderError;
 use crate::api::common::caller;
-use crate::error::Error;
 use crate::service::Services;
 
 type Res = Result<Response, CinderError>;
 
 pub(super) async fn list_types(State(svc): State<Services>, Path(p): Path<String>, headers: HeaderMap) -> Res {
-    caller(&svc, &headers, &p)?;
-    let types: Vec<Value> = svc.catalog.types.iter().map(views::volume_type).collect();
+    let c = caller(&svc, &headers, &p)?;
+    let types: Vec<Value> = svc.visible_types(&c).iter().map(views::volume_type).collect();
     Ok(Json(json!({"volume_types": types})).into_response())
-}
-
-pub(super) async fn show_type(
-    State(svc): State<Services>,
-    Path((p, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Res {
-    caller(&svc, &headers, &p)?;
-    let t = if id == "default" {
-        svc.catalog.find_type(&svc.config.default_volume_type)
-    } else {
-        svc.catalog.find_type(&id)
-    };
-    let t = t.ok_or_else(|| Error::not_found(format!("Volume type {id} could not be found.")))?;
-    Ok(Json(json!({"volume_type": views::volume_type(t)})).into_response())
 }
 
 pub(super) async fn availability_zones(State(svc): State<Services>, Path(p): Path<String>, headers: HeaderMap) -> Res {
     caller(&svc, &headers, &p)?;
-    let zones: Vec<Value> =
-        svc.catalog.zones.iter().map(|z| json!({"zoneName": z, "zoneState": {"available": true}})).collect();
+    // A zone is available while one of its pools answers a capacity query.
+    let zones: Vec<Value> = svc
+        .catalog
+        .zones
+        .iter()
+        .map(|z| {
+            let up = svc.pools.values().any(|p| p.config.availability_zone == *z && p.driver.capacity().is_ok());
+            json!({"zoneName": z, "zoneState": {"available": up}})
+        })
+        .collect();
     Ok(Json(json!({"availabilityZoneInfo": zones})).into_response())
 }
 

@@ -9,6 +9,7 @@ mod metadata;
 mod quotas;
 pub(crate) mod snapshots;
 mod transfers;
+mod types;
 mod views;
 mod volumes;
 
@@ -63,8 +64,15 @@ pub(super) fn routes() -> Router<Services> {
                 );
         }
         r = r
-            .route(&format!("{pre}/{{p}}/types"), get(catalog::list_types))
-            .route(&format!("{pre}/{{p}}/types/{{id}}"), get(catalog::show_type))
+            .route(&format!("{pre}/{{p}}/types"), get(catalog::list_types).post(types::create))
+            .route(&format!("{pre}/{{p}}/types/{{id}}"), get(types::show).put(types::update).delete(types::delete))
+            .route(&format!("{pre}/{{p}}/types/{{id}}/extra_specs"), get(types::get_specs).post(types::add_specs))
+            .route(
+                &format!("{pre}/{{p}}/types/{{id}}/extra_specs/{{key}}"),
+                get(types::get_spec).put(types::put_spec).delete(types::delete_spec),
+            )
+            .route(&format!("{pre}/{{p}}/types/{{id}}/os-volume-type-access"), get(types::list_access))
+            .route(&format!("{pre}/{{p}}/types/{{id}}/action"), post(types::action))
             .route(&format!("{pre}/{{p}}/os-availability-zone"), get(catalog::availability_zones))
             .route(&format!("{pre}/{{p}}/extensions"), get(catalog::extensions))
             .route(

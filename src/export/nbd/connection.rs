@@ -111,8 +111,8 @@ where
     let max_bytes = config.max_bytes_per_connection.clamp(proto::MAX_PAYLOAD as usize, u32::MAX as usize) as u32;
     let bytes = Arc::new(Semaphore::new(max_bytes as usize));
     let mut pending = Pending::default();
-    let mut nowait_reads = true;
-    let mut nowait_writes = true;
+    let mut nowait_reads = std::env::var("CB_NO_INLINE_READ").is_err();
+    let mut nowait_writes = std::env::var("CB_NO_INLINE_WRITE").is_err();
 
     loop {
         if rd.buffer().len() < proto::REQUEST_HEADER_LEN {
