@@ -69,6 +69,53 @@ impl WriteTx<'_> {
     pub fn conn(&mut self) -> &mut sqlx::AnyConnection {
         &mut self.tx
     }
+
+    /// Compare-and-set the `status` of row `id` of `table` (a fixed table name, never input):
+    /// succeeds only when the current status is one of `from`. True when the row changed.
+    pub(crate) async fn cas_status(
+        &mut self,
+        table: &str,
+        id: &str,
+        from: &[&str],
+        to: &str,
+        now: &str,
+    ) -> Result<bool> {
+        let mut sql = sql::Sql::new(&format!("UPDATE {table} SET status = "));
+        sql.bind(Arg::Text(to.into()))
+            .push(", updated_at = ")
+            .bind(Arg::Text(now.into()))
+            .push(" WHERE id = ")
+            .bind(Arg::Text(id.into()))
+            .push(" AND status IN ('' ");
+        for s in from {
+            sql.push(", ").bind(Arg::Text(s.to_string()));
+        }
+        sql.push(")");
+        Ok(sql.query().execute(self.conn()).await?.rows_affected() == 1)
+    }
+
+    /// Set `name` and `description` of row `id` of `table` (each `Some` replaces, `None` keeps)
+    /// and touch `updated_at`.
+    pub(crate) async fn update_text(
+        &mut self,
+        table: &str,
+        id: &str,
+        name: Option<Option<String>>,
+        description: Option<Option<String>>,
+        now: &str,
+    ) -> Result<()> {
+        let mut sql = sql::Sql::new(&format!("UPDATE {table} SET updated_at = "));
+        sql.bind(Arg::Text(now.into()));
+        if let Some(n) = name {
+            sql.push(", name = ").bind(Arg::OptText(n));
+        }
+        if let Some(d) = description {
+            sql.push(", description = ").bind(Arg::OptText(d));
+        }
+        sql.push(" WHERE id = ").bind(Arg::Text(id.into()));
+        sql.query().execute(self.conn()).await?;
+        Ok(())
+    }
 }
 
 static MIGRATOR_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

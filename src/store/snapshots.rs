@@ -239,18 +239,8 @@ impl WriteTx<'_> {
         to: SnapshotStatus,
         now: &str,
     ) -> Result<bool> {
-        let mut sql = Sql::new("UPDATE snapshots SET status = ");
-        sql.bind(Arg::Text(to.as_str().into()))
-            .push(", updated_at = ")
-            .bind(Arg::Text(now.into()))
-            .push(" WHERE id = ")
-            .bind(Arg::Text(id.into()))
-            .push(" AND status IN ('' ");
-        for s in from {
-            sql.push(", ").bind(Arg::Text(s.as_str().into()));
-        }
-        sql.push(")");
-        Ok(sql.query().execute(self.conn()).await?.rows_affected() == 1)
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        self.cas_status("snapshots", id, &from, to.as_str(), now).await
     }
 
     /// Move every snapshot of `volume_id` whose status is in `from` to `to`; returns their ids.
@@ -288,17 +278,7 @@ impl WriteTx<'_> {
         description: Option<Option<String>>,
         now: &str,
     ) -> Result<()> {
-        let mut sql = Sql::new("UPDATE snapshots SET updated_at = ");
-        sql.bind(Arg::Text(now.into()));
-        if let Some(n) = name {
-            sql.push(", name = ").bind(Arg::OptText(n));
-        }
-        if let Some(d) = description {
-            sql.push(", description = ").bind(Arg::OptText(d));
-        }
-        sql.push(" WHERE id = ").bind(Arg::Text(id.into()));
-        sql.query().execute(self.conn()).await?;
-        Ok(())
+        self.update_text("snapshots", id, name, description, now).await
     }
 
     /// Remove a snapshot row, its metadata and tags.

@@ -374,22 +374,8 @@ impl WriteTx<'_> {
         to: VolumeStatus,
         now: &str,
     ) -> Result<bool> {
-        let mut sql = Sql::new("UPDATE volumes SET status = ");
-        sql.bind(Arg::Text(to.as_str().into()))
-            .push(", updated_at = ")
-            .bind(Arg::Text(now.into()))
-            .push(" WHERE id = ")
-            .bind(Arg::Text(id.into()))
-            .push(" AND status IN (");
-        for (i, s) in from.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.bind(Arg::Text(s.as_str().into()));
-        }
-        sql.push(")");
-        let r = sql.query().execute(self.conn()).await?;
-        Ok(r.rows_affected() == 1)
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        self.cas_status("volumes", id, &from, to.as_str(), now).await
     }
 
     /// Set name and description (each `Some` replaces, `None` keeps).
@@ -400,17 +386,7 @@ impl WriteTx<'_> {
         description: Option<Option<String>>,
         now: &str,
     ) -> Result<()> {
-        let mut sql = Sql::new("UPDATE volumes SET updated_at = ");
-        sql.bind(Arg::Text(now.into()));
-        if let Some(n) = name {
-            sql.push(", name = ").bind(Arg::OptText(n));
-        }
-        if let Some(d) = description {
-            sql.push(", description = ").bind(Arg::OptText(d));
-        }
-        sql.push(" WHERE id = ").bind(Arg::Text(id.into()));
-        sql.query().execute(self.conn()).await?;
-        Ok(())
+        self.update_text("volumes", id, name, description, now).await
     }
 
     /// Remove a volume row (metadata cascades).

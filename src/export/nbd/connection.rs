@@ -1,14 +1,26 @@
 //! The transmission phase of one connection.
 //!
-//! The reader (this task) decodes request headers, checks each request before any I/O, reads
-//! WRITE payloads, and hands every request to `spawn_blocking`; the blocking job does the file
-//! call and encodes the complete reply; a writer task sends replies in completion order (out of
-//! order, matched by cookie) and batches small ones into one syscall.
+//! The reader (this task) decodes request headers, checks each request before any I/O and reads
+//! WRITE payloads. Then:
+//! - a READ the page cache can serve (`preadv2(RWF_NOWAIT)`) is answered right here, no thread
+//!   hop; a READ that would wait for the disk becomes its own `spawn_blocking` job, so cache
+//!   misses run in parallel;
+//! - every other request (WRITE, FLUSH, TRIM, WRITE_ZEROES, CACHE, BLOCK_STATUS) joins a batch:
+//!   the requests that arrived together run as one `spawn_blocking` job, in order, with one
+//!   `fdatasync` at the end when any of them asked for FUA or FLUSH (a group commit), and their
+//!   replies travel as one message;
+//! - a writer task sends replies in completion order (out of order across jobs, matched by
+//!   cookie), batching whatever is ready into one write.
 //!
 //! Invariants:
 //! - at most `max_requests` requests and `max_bytes` READ/WRITE payload bytes are in flight per
 //!   connection (permits travel with the reply and are released once it is written), so a client
 //!   that stops reading replies stalls itself, not the server's memory;
+//! - the reader hands over everything it holds (inline replies, the batch) before it waits for
+//!   anything (socket, permits), so nothing it holds can be what it waits for;
+//! - a reply to a FUA write or a FLUSH is sent only after `fdatasync` returned, and a FLUSH
+//!   covers every write that was answered before it arrived (those ran in earlier or the same
+//!   job, all on the one shared descriptor);
 //! - a malformed header (bad magic) ends the connection: the stream cannot be resynchronised;
 //!   every other bad request gets an error reply (its WRITE payload is read and discarded);
 //! - on stop (export removed, server shutdown) the reader stops at once; replies to requests in
@@ -23,48 +35,92 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use super::io;
 use super::negotiate::Negotiated;
 use super::proto::{self, Request, Session};
-use super::server::{ExportEntry, NbdConfig};
+use super::server::{ExportEntry, NbdConfig, TrackGuard};
 
-/// One encoded reply (or a batch of inline replies), with the permits it holds until written.
+/// Encoded replies with the permits they hold until written.
 struct Reply {
     buf: Vec<u8>,
-    _slot: Option<OwnedSemaphorePermit>,
-    _bytes: Option<OwnedSemaphorePermit>,
-    _batch: Vec<OwnedSemaphorePermit>,
+    _permits: Vec<OwnedSemaphorePermit>,
 }
 
-/// READs and WRITEs up to this size are first tried inline on the reader task with
-/// `RWF_NOWAIT` (page-cache hits need no thread hop); larger ones, and misses, go to the
-/// blocking pool where several can copy in parallel.
-const INLINE_MAX: u32 = 128 * 1024;
-/// Inline replies are handed to the writer in one message once this many bytes are pending,
-/// or earlier when the reader is about to wait for the socket.
-const BATCH_BYTES: usize = 256 * 1024;
+/// READs up to this size are first tried inline with `RWF_NOWAIT`.
+const INLINE_MAX: u32 = 1024 * 1024;
+/// Inline replies are handed to the writer once this many bytes are pending (or earlier, when
+/// the reader is about to wait).
+const PENDING_BYTES: usize = 256 * 1024;
+/// A batch is dispatched once it holds this many requests or payload bytes (or earlier, when the
+/// reader is about to wait).
+const BATCH_REQUESTS: usize = 32;
+const BATCH_BYTES: usize = 512 * 1024;
 
-/// Replies answered inline and not yet handed to the writer, with their permits.
-#[derive(Default)]
-struct Pending {
-    buf: Vec<u8>,
-    permits: Vec<OwnedSemaphorePermit>,
+/// One checked request waiting for the blocking pool.
+struct Job {
+    req: Request,
+    payload: Vec<u8>,
 }
 
-impl Pending {
-    /// Hand everything pending to the writer. Must be called before the reader waits on
-    /// anything (socket, permits), or the permits held here could deadlock it.
-    fn flush(&mut self, tx: &mpsc::UnboundedSender<Reply>) {
-        if self.buf.is_empty() {
-            return;
+/// What the reader holds between two waits: inline replies and the next batch.
+struct Held {
+    inline: Vec<u8>,
+    inline_permits: Vec<OwnedSemaphorePermit>,
+    batch: Vec<Job>,
+    batch_bytes: usize,
+    batch_permits: Vec<OwnedSemaphorePermit>,
+}
+
+/// Context a blocking job needs.
+#[derive(Clone)]
+struct Shared {
+    entry: Arc<ExportEntry>,
+    session: Session,
+    tx: mpsc::UnboundedSender<Reply>,
+    // In-flight jobs keep the connection counted as a user of the export until they finish.
+    _guard: Arc<TrackGuard>,
+}
+
+impl Held {
+    fn new() -> Held {
+        Held {
+            inline: Vec::new(),
+            inline_permits: Vec::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            batch_permits: Vec::new(),
         }
-        let buf = std::mem::take(&mut self.buf);
-        let permits = std::mem::take(&mut self.permits);
-        let _ = tx.send(Reply { buf, _slot: None, _bytes: None, _batch: permits });
     }
 
-    fn push(&mut self, slot: OwnedSemaphorePermit, bytes: Option<OwnedSemaphorePermit>) {
-        self.permits.push(slot);
-        if let Some(b) = bytes {
-            self.permits.push(b);
+    /// Hand everything over: inline replies to the writer, the batch to the blocking pool.
+    fn release(&mut self, sh: &Shared) {
+        self.send_inline(sh);
+        self.dispatch_batch(sh);
+    }
+
+    fn send_inline(&mut self, sh: &Shared) {
+        if self.inline.is_empty() {
+            return;
         }
+        let buf = std::mem::take(&mut self.inline);
+        let permits = std::mem::take(&mut self.inline_permits);
+        let _ = sh.tx.send(Reply { buf, _permits: permits });
+    }
+
+    fn dispatch_batch(&mut self, sh: &Shared) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let jobs = std::mem::take(&mut self.batch);
+        let permits = std::mem::take(&mut self.batch_permits);
+        self.batch_bytes = 0;
+        let sh = sh.clone();
+        tokio::task::spawn_blocking(move || {
+            let buf = run_batch(&sh.entry, &sh.session, jobs);
+            let _ = sh.tx.send(Reply { buf, _permits: permits });
+        });
+    }
+
+    fn push_inline_permits(&mut self, slot: OwnedSemaphorePermit, bytes: Option<OwnedSemaphorePermit>) {
+        self.inline_permits.push(slot);
+        self.inline_permits.extend(bytes);
     }
 }
 
@@ -78,6 +134,12 @@ pub(crate) struct Stop {
 impl Stop {
     pub(crate) fn new(server: watch::Receiver<bool>, export: Option<watch::Receiver<bool>>) -> Self {
         Stop { server, export }
+    }
+
+    /// Resolves once either signal is raised (or its sender is gone). Owned, so one future can
+    /// be pinned for a whole loop instead of re-registering with the channels on every turn.
+    pub(crate) async fn stopped(mut self) {
+        self.wait().await
     }
 
     /// Resolves once either signal is raised (or its sender is gone).
@@ -97,38 +159,39 @@ impl Stop {
 }
 
 /// Serve requests until the client disconnects, sends DISC, breaks the framing, or `stop` fires.
-pub(crate) async fn run<R, W>(mut rd: BufReader<R>, wr: W, neg: Negotiated, config: &NbdConfig, mut stop: Stop)
+pub(crate) async fn run<R, W>(mut rd: BufReader<R>, wr: W, neg: Negotiated, config: &NbdConfig, stop: Stop)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let Negotiated { entry, guard, session, .. } = neg;
-    // In-flight jobs keep the connection counted as a user of the export until they finish.
-    let guard = Arc::new(guard);
     let (tx, rx) = mpsc::unbounded_channel::<Reply>();
-    let writer = tokio::spawn(write_replies(wr, rx, stop.clone(), config.shutdown_grace));
+    let mut writer = tokio::spawn(write_replies(wr, rx, stop.clone(), config.shutdown_grace));
+    let mut writer_done = false;
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
+    let sh = Shared { entry, session, tx, _guard: Arc::new(guard) };
     let slots = Arc::new(Semaphore::new(config.max_requests_per_connection.max(1)));
     let max_bytes = config.max_bytes_per_connection.clamp(proto::MAX_PAYLOAD as usize, u32::MAX as usize) as u32;
     let bytes = Arc::new(Semaphore::new(max_bytes as usize));
-    let mut pending = Pending::default();
-    let mut nowait_reads = std::env::var("CB_NO_INLINE_READ").is_err();
-    let mut nowait_writes = std::env::var("CB_NO_INLINE_WRITE").is_err();
+    let mut held = Held::new();
+    let mut nowait_reads = true;
 
     loop {
         if rd.buffer().len() < proto::REQUEST_HEADER_LEN {
-            pending.flush(&tx);
+            held.release(&sh);
         }
         let mut hb = [0u8; proto::REQUEST_HEADER_LEN];
         tokio::select! {
             biased;
-            _ = stop.wait() => break,
-            _ = tx.closed() => break,
+            _ = &mut stopped => break,
+            _ = &mut writer => { writer_done = true; break }
             r = rd.read_exact(&mut hb) => if r.is_err() { break },
         }
         let req = match proto::parse_request(&hb) {
             Ok(r) => r,
             Err(e) => {
-                tracing::debug!(export = %entry.name, error = %e, "nbd: bad request header, closing");
+                tracing::debug!(export = %sh.entry.name, error = %e, "nbd: bad request header, closing");
                 break;
             }
         };
@@ -138,26 +201,26 @@ where
         let slot = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                pending.flush(&tx);
+                held.release(&sh);
                 tokio::select! {
                     biased;
-                    _ = stop.wait() => break,
+                    _ = &mut stopped => break,
                     p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 }
             }
         };
 
-        if let Err(err) = proto::validate_request(&req, &session) {
+        if let Err(err) = proto::validate_request(&req, &sh.session) {
             let payload = req.payload_len();
             if payload > 0 {
-                pending.flush(&tx);
+                held.release(&sh);
                 let discard = async {
                     let mut take = (&mut rd).take(payload as u64);
                     tokio::io::copy(&mut take, &mut tokio::io::sink()).await
                 };
                 let ok = tokio::select! {
                     biased;
-                    _ = stop.wait() => false,
+                    _ = &mut stopped => false,
                     r = discard => matches!(r, Ok(n) if n == payload as u64),
                 };
                 if !ok {
@@ -165,8 +228,8 @@ where
                 }
             }
             let msg = format!("request refused: {}", proto::nbd_error_name(err));
-            proto::encode_error_reply(&mut pending.buf, session.structured, req.cookie, err, &msg);
-            pending.push(slot, None);
+            proto::encode_error_reply(&mut held.inline, sh.session.structured, req.cookie, err, &msg);
+            held.push_inline_permits(slot, None);
             continue;
         }
 
@@ -178,10 +241,10 @@ where
             match bytes.clone().try_acquire_many_owned(cost) {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    pending.flush(&tx);
+                    held.release(&sh);
                     tokio::select! {
                         biased;
-                        _ = stop.wait() => break,
+                        _ = &mut stopped => break,
                         p = bytes.clone().acquire_many_owned(cost) => match p { Ok(p) => Some(p), Err(_) => break },
                     }
                 }
@@ -189,14 +252,47 @@ where
         } else {
             None
         };
+
+        if req.command == proto::CMD_READ {
+            // Fast path: a page-cache hit is answered right here.
+            if nowait_reads && req.length > 0 && req.length <= INLINE_MAX {
+                let start = held.inline.len();
+                encode_read_prefix(&mut held.inline, &sh.session, &req);
+                match io::read_append_nowait(&sh.entry.file, &mut held.inline, req.length as usize, req.offset) {
+                    io::NoWait::Done => {
+                        held.push_inline_permits(slot, bytes_permit);
+                        if held.inline.len() >= PENDING_BYTES {
+                            held.send_inline(&sh);
+                        }
+                        continue;
+                    }
+                    io::NoWait::Retry => held.inline.truncate(start),
+                    io::NoWait::Unsupported => {
+                        held.inline.truncate(start);
+                        nowait_reads = false;
+                    }
+                }
+            }
+            // A miss: its own job, so several disk reads can be in flight.
+            let sh2 = sh.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::new();
+                read_reply(&mut buf, &sh2.entry, &sh2.session, &req);
+                let mut permits = vec![slot];
+                permits.extend(bytes_permit);
+                let _ = sh2.tx.send(Reply { buf, _permits: permits });
+            });
+            continue;
+        }
+
         let payload = if req.command == proto::CMD_WRITE {
             if rd.buffer().len() < req.length as usize {
-                pending.flush(&tx);
+                held.release(&sh);
             }
             let mut v = vec![0u8; req.length as usize];
             let ok = tokio::select! {
                 biased;
-                _ = stop.wait() => false,
+                _ = &mut stopped => false,
                 r = rd.read_exact(&mut v) => r.is_ok(),
             };
             if !ok {
@@ -206,52 +302,19 @@ where
         } else {
             Vec::new()
         };
-
-        // Fast path: page-cache hits answered right here.
-        let fua = req.flags & proto::CMD_FLAG_FUA != 0;
-        if req.command == proto::CMD_READ && nowait_reads && req.length > 0 && req.length <= INLINE_MAX {
-            let start = pending.buf.len();
-            let prefix = encode_read_prefix(&mut pending.buf, &session, &req);
-            pending.buf.resize(start + prefix + req.length as usize, 0);
-            match io::read_nowait(&entry.file, &mut pending.buf[start + prefix..], req.offset) {
-                io::NoWait::Done => {
-                    pending.push(slot, bytes_permit);
-                    if pending.buf.len() >= BATCH_BYTES {
-                        pending.flush(&tx);
-                    }
-                    continue;
-                }
-                io::NoWait::Retry => pending.buf.truncate(start),
-                io::NoWait::Unsupported => {
-                    pending.buf.truncate(start);
-                    nowait_reads = false;
-                }
-            }
-        } else if req.command == proto::CMD_WRITE && nowait_writes && !fua && req.length <= INLINE_MAX {
-            match io::write_nowait(&entry.file, &payload, req.offset) {
-                io::NoWait::Done => {
-                    proto::encode_ok_reply(&mut pending.buf, session.structured, req.cookie);
-                    pending.push(slot, bytes_permit);
-                    continue;
-                }
-                io::NoWait::Retry => {}
-                io::NoWait::Unsupported => nowait_writes = false,
-            }
+        held.batch_bytes += payload.len();
+        held.batch.push(Job { req, payload });
+        held.batch_permits.push(slot);
+        held.batch_permits.extend(bytes_permit);
+        if held.batch.len() >= BATCH_REQUESTS || held.batch_bytes >= BATCH_BYTES {
+            held.dispatch_batch(&sh);
         }
-
-        let entry = entry.clone();
-        let tx = tx.clone();
-        let guard = guard.clone();
-        tokio::task::spawn_blocking(move || {
-            let buf = execute(&entry, &session, &req, &payload);
-            drop(payload);
-            let _ = tx.send(Reply { buf, _slot: Some(slot), _bytes: bytes_permit, _batch: Vec::new() });
-            drop(guard);
-        });
     }
-    pending.flush(&tx);
-    drop(tx);
-    let _ = writer.await;
+    held.release(&sh);
+    drop(sh);
+    if !writer_done {
+        let _ = writer.await;
+    }
 }
 
 /// Send replies as they complete; batch whatever is ready into one flush.
@@ -289,88 +352,100 @@ where
     let _ = tokio::time::timeout(grace, wr.shutdown()).await;
 }
 
-/// Do one checked request on the export's file and encode its complete reply. Blocking.
-fn execute(entry: &ExportEntry, s: &Session, req: &Request, payload: &[u8]) -> Vec<u8> {
-    let file = &entry.file;
-    let fua = req.flags & proto::CMD_FLAG_FUA != 0;
-    let res = match req.command {
-        proto::CMD_READ => return read_reply(entry, s, req),
-        proto::CMD_BLOCK_STATUS => {
-            let req_one = req.flags & proto::CMD_FLAG_REQ_ONE != 0;
-            match io::extents(file, req.offset, req.length, req_one, io::MAX_EXTENTS) {
-                Ok(ext) => {
-                    let mut buf = Vec::with_capacity(proto::CHUNK_HEADER_LEN + 4 + 8 * ext.len());
-                    proto::encode_block_status_chunk(&mut buf, req.cookie, proto::META_BASE_ALLOCATION_ID, &ext);
-                    return buf;
+/// Run a batch in order and encode every reply. FUA is deferred to one `fdatasync` after the
+/// batch (FLUSH too); the replies that needed it carry its error if it fails. Blocking.
+fn run_batch(entry: &ExportEntry, s: &Session, jobs: Vec<Job>) -> Vec<u8> {
+    let mut results: Vec<(Request, std::io::Result<()>, bool)> = Vec::with_capacity(jobs.len());
+    let mut buf = Vec::new();
+    let mut need_sync = false;
+    for Job { req, payload } in jobs {
+        let durable = req.command == proto::CMD_FLUSH || req.flags & proto::CMD_FLAG_FUA != 0;
+        if req.command == proto::CMD_BLOCK_STATUS {
+            // Its reply carries data: encode it now (success or error).
+            block_status_reply(&mut buf, entry, s, &req);
+            continue;
+        }
+        let res = execute(entry, &req, &payload);
+        need_sync |= durable && res.is_ok();
+        results.push((req, res, durable));
+    }
+    let sync = if need_sync { io::flush(&entry.file) } else { Ok(()) };
+    for (req, res, durable) in results {
+        let res = match (res, durable, &sync) {
+            (Err(e), _, _) => Err(e),
+            (Ok(()), true, Err(e)) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            (Ok(()), _, _) => Ok(()),
+        };
+        match res {
+            Ok(()) => proto::encode_ok_reply(&mut buf, s.structured, req.cookie),
+            Err(e) => {
+                let err = proto::errno_to_nbd(e.raw_os_error().unwrap_or(proto::EIO as i32));
+                if err != proto::ENOTSUP {
+                    tracing::warn!(export = %entry.name, command = req.command, offset = req.offset, length = req.length, error = %e, "nbd: request failed");
                 }
-                Err(e) => Err(e),
+                proto::encode_error_reply(&mut buf, s.structured, req.cookie, err, &e.to_string());
             }
         }
-        proto::CMD_WRITE => io::write(file, payload, req.offset, fua),
-        proto::CMD_FLUSH => io::flush(file),
-        proto::CMD_TRIM => io::trim(file, req.offset, req.length, fua),
+    }
+    buf
+}
+
+/// Do one checked, payload-only request (no sync: the batch does that). Blocking.
+fn execute(entry: &ExportEntry, req: &Request, payload: &[u8]) -> std::io::Result<()> {
+    let file = &entry.file;
+    match req.command {
+        proto::CMD_WRITE => io::write(file, payload, req.offset, false),
+        proto::CMD_FLUSH => Ok(()),
+        proto::CMD_TRIM => io::trim(file, req.offset, req.length, false),
         proto::CMD_WRITE_ZEROES => io::write_zeroes(
             file,
             req.offset,
             req.length,
             req.flags & proto::CMD_FLAG_NO_HOLE != 0,
             req.flags & proto::CMD_FLAG_FAST_ZERO != 0,
-            fua,
+            false,
         ),
-        proto::CMD_CACHE => {
-            if req.length == 0 {
-                Ok(())
-            } else {
-                io::cache(file, req.offset, req.length)
-            }
-        }
+        proto::CMD_CACHE if req.length == 0 => Ok(()),
+        proto::CMD_CACHE => io::cache(file, req.offset, req.length),
         _ => Err(std::io::Error::from_raw_os_error(proto::EINVAL as i32)),
-    };
-    let mut buf = Vec::with_capacity(64);
-    match res {
-        Ok(()) => proto::encode_ok_reply(&mut buf, s.structured, req.cookie),
-        Err(e) => {
-            let err = proto::errno_to_nbd(e.raw_os_error().unwrap_or(proto::EIO as i32));
-            if err != proto::ENOTSUP {
-                tracing::warn!(export = %entry.name, command = req.command, offset = req.offset, length = req.length, error = %e, "nbd: request failed");
-            }
-            proto::encode_error_reply(&mut buf, s.structured, req.cookie, err, &e.to_string());
-        }
     }
-    buf
 }
 
-/// READ: one `OFFSET_DATA` chunk (structured) or a simple reply followed by the data.
-fn read_reply(entry: &ExportEntry, s: &Session, req: &Request) -> Vec<u8> {
-    let len = req.length as usize;
-    if s.structured && len == 0 {
-        let mut buf = Vec::with_capacity(proto::CHUNK_HEADER_LEN);
-        proto::encode_none_chunk(&mut buf, req.cookie);
-        return buf;
-    }
-    let mut buf = Vec::with_capacity(proto::OFFSET_DATA_PREFIX_LEN + len);
-    let prefix = encode_read_prefix(&mut buf, s, req);
-    buf.resize(prefix + len, 0);
-    match io::read(&entry.file, &mut buf[prefix..], req.offset) {
-        Ok(()) => buf,
+/// BLOCK_STATUS: one `BLOCK_STATUS` chunk for `base:allocation`, or an error.
+fn block_status_reply(buf: &mut Vec<u8>, entry: &ExportEntry, s: &Session, req: &Request) {
+    let req_one = req.flags & proto::CMD_FLAG_REQ_ONE != 0;
+    match io::extents(&entry.file, req.offset, req.length, req_one, io::MAX_EXTENTS) {
+        Ok(ext) => proto::encode_block_status_chunk(buf, req.cookie, proto::META_BASE_ALLOCATION_ID, &ext),
         Err(e) => {
-            tracing::warn!(export = %entry.name, offset = req.offset, length = req.length, error = %e, "nbd: read failed");
+            tracing::warn!(export = %entry.name, offset = req.offset, length = req.length, error = %e, "nbd: block status failed");
             let err = proto::errno_to_nbd(e.raw_os_error().unwrap_or(proto::EIO as i32));
-            buf.clear();
-            proto::encode_error_reply(&mut buf, s.structured, req.cookie, err, &e.to_string());
-            buf
+            proto::encode_error_reply(buf, s.structured, req.cookie, err, &e.to_string());
         }
     }
 }
 
-/// Append the header that precedes READ data (an `OFFSET_DATA` chunk header or a simple reply);
-/// returns its length.
-fn encode_read_prefix(buf: &mut Vec<u8>, s: &Session, req: &Request) -> usize {
+/// READ: one `OFFSET_DATA` chunk (structured) or a simple reply followed by the data. Blocking.
+fn read_reply(buf: &mut Vec<u8>, entry: &ExportEntry, s: &Session, req: &Request) {
+    if s.structured && req.length == 0 {
+        proto::encode_none_chunk(buf, req.cookie);
+        return;
+    }
+    let start = buf.len();
+    buf.reserve(proto::OFFSET_DATA_PREFIX_LEN + req.length as usize);
+    encode_read_prefix(buf, s, req);
+    if let Err(e) = io::read_append(&entry.file, buf, req.length as usize, req.offset) {
+        tracing::warn!(export = %entry.name, offset = req.offset, length = req.length, error = %e, "nbd: read failed");
+        let err = proto::errno_to_nbd(e.raw_os_error().unwrap_or(proto::EIO as i32));
+        buf.truncate(start);
+        proto::encode_error_reply(buf, s.structured, req.cookie, err, &e.to_string());
+    }
+}
+
+/// Append the header that precedes READ data (an `OFFSET_DATA` chunk header or a simple reply).
+fn encode_read_prefix(buf: &mut Vec<u8>, s: &Session, req: &Request) {
     if s.structured {
         proto::encode_offset_data_header(buf, req.cookie, req.offset, req.length);
-        proto::OFFSET_DATA_PREFIX_LEN
     } else {
         proto::encode_simple_reply(buf, req.cookie, 0);
-        proto::SIMPLE_REPLY_LEN
     }
 }

@@ -29,6 +29,7 @@ pub fn size(file: &File) -> io::Result<u64> {
 }
 
 /// Read exactly `buf.len()` bytes at `offset`.
+#[cfg(test)]
 pub fn read(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     file.read_exact_at(buf, offset)
 }
@@ -59,27 +60,57 @@ fn nowait_outcome(n: isize, want: usize) -> NoWait {
     }
 }
 
-/// Read all of `buf` at `offset` only if the page cache has it (`preadv2(RWF_NOWAIT)`), so the
-/// async reader can answer cache hits without a thread hop.
-pub fn read_nowait(file: &File, buf: &mut [u8], offset: u64) -> NoWait {
-    let Ok(pos) = off(offset) else { return NoWait::Retry };
-    let iov = nix::libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    // SAFETY: `iov` describes `buf`, which is valid for writes of `buf.len()` bytes and
-    // outlives the call; the descriptor is open for the lifetime of `file`.
-    let n = unsafe { nix::libc::preadv2(file.as_raw_fd(), &iov, 1, pos, nix::libc::RWF_NOWAIT) };
-    nowait_outcome(n, buf.len())
+/// `preadv2` of up to `want` bytes at `offset` into the spare capacity of `buf`, growing its
+/// length by what was read (no zero-filling first). Returns the syscall's result.
+fn pread_spare(file: &File, buf: &mut Vec<u8>, want: usize, pos: i64, flags: i32) -> isize {
+    buf.reserve(want);
+    let spare = buf.spare_capacity_mut();
+    let iov = nix::libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: want };
+    // SAFETY: `iov` points into `buf`'s spare capacity, which `reserve` made at least `want`
+    // bytes long and which nothing else aliases during the call; the descriptor is open for the
+    // lifetime of `file`.
+    let n = unsafe { nix::libc::preadv2(file.as_raw_fd(), &iov, 1, pos, flags) };
+    if n > 0 {
+        // SAFETY: the kernel initialised exactly `n` (<= `want` <= spare capacity) bytes right
+        // after the current length.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+    }
+    n
 }
 
-/// Write all of `buf` at `offset` only if it needs no waiting (`pwritev2(RWF_NOWAIT)`: cached
-/// pages, no block allocation). A `Retry` after a short write is redone whole by [`write`]
-/// (rewriting the same bytes is harmless).
-pub fn write_nowait(file: &File, buf: &[u8], offset: u64) -> NoWait {
+/// Append `len` bytes read at `offset` to `buf`, only if the page cache has all of them
+/// (`preadv2(RWF_NOWAIT)`), so the async reader can answer cache hits without a thread hop. On
+/// anything but `Done`, `buf` is left as it was.
+pub fn read_append_nowait(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64) -> NoWait {
     let Ok(pos) = off(offset) else { return NoWait::Retry };
-    let iov = nix::libc::iovec { iov_base: buf.as_ptr() as *mut _, iov_len: buf.len() };
-    // SAFETY: `iov` describes `buf`, valid for reads of `buf.len()` bytes for the whole call
-    // (the kernel only reads through it); the descriptor is open for the lifetime of `file`.
-    let n = unsafe { nix::libc::pwritev2(file.as_raw_fd(), &iov, 1, pos, nix::libc::RWF_NOWAIT) };
-    nowait_outcome(n, buf.len())
+    let start = buf.len();
+    let n = pread_spare(file, buf, len, pos, nix::libc::RWF_NOWAIT);
+    let outcome = nowait_outcome(n, len);
+    if outcome != NoWait::Done {
+        buf.truncate(start);
+    }
+    outcome
+}
+
+/// Append exactly `len` bytes read at `offset` to `buf` (blocking). On error `buf` may hold
+/// part of the data; the caller discards it.
+pub fn read_append(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < len {
+        let pos = off(offset + done as u64)?;
+        let n = pread_spare(file, buf, len - done, pos, 0);
+        if n < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                e => return Err(e.into()),
+            }
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file"));
+        }
+        done += n as usize;
+    }
+    Ok(())
 }
 
 /// Write all of `buf` at `offset`; with `fua`, persist before returning.
