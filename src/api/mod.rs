@@ -87,13 +87,12 @@ async fn error_bodies(req: Request, next: Next) -> Response {
 async fn request_id(mut req: Request<Body>, next: Next) -> Response {
     let id = RequestId(format!("req-{}", uuid::Uuid::new_v4()));
     req.extensions_mut().insert(id.clone());
-    let span = tracing::info_span!("request", id = %id.0, method = %req.method(), path = %req.uri().path());
-    let _enter = span.enter();
-    drop(_enter);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let mut resp = next.run(req).await;
-    tracing::debug!(request = %id.0, %method, %path, status = resp.status().as_u16(), "handled");
+    // Everything logged while handling the request (internal errors included) carries its id.
+    let span = tracing::info_span!("request", id = %id.0);
+    let mut resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    span.in_scope(|| tracing::debug!(%method, %path, status = resp.status().as_u16(), "handled"));
     if let Ok(v) = HeaderValue::from_str(&id.0) {
         resp.headers_mut().insert("x-request-id", v.clone());
         resp.headers_mut().insert("x-openstack-request-id", v);
