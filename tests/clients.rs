@@ -352,3 +352,18 @@ fn huawei_evs_sdk_aksk_signatures() {
             .collect();
     run_script(&venv, &daemon, "huawei_sdk_aksk.py", &args);
 }
+
+#[test]
+fn openstack_cli_transfer_and_cinder_cli_quotas() {
+    let Some(venv) = client_venv() else { return };
+    let password = "transfer pass";
+    let (daemon, _demo, other) = keystone_daemon("transfer-quota", password);
+    admin(
+        &daemon,
+        &["user", "create", "admin-user", "--project", "demo", "--role", "admin"],
+        Some(&format!("{password}\n")),
+    );
+    let args: Vec<String> =
+        ["--password", password, "--other-project", other.as_str()].iter().map(|s| s.to_string()).collect();
+    run_script(&venv, &daemon, "openstack_transfer_quota.py", &args);
+}
