@@ -1,7 +1,8 @@
 """Scenario: the official Huawei Cloud EVS Python SDK (huaweicloudsdkevs, unmodified) takes a
 snapshot of a disk, shows and lists it (with filters), renames it, rolls the disk back to it
 (renaming the disk, and checking the data through the disk's file in the daemon's pool), extends
-the disk with ResizeVolume (a job), and deletes the snapshot and the disk.
+the disk with ResizeVolume (a job), deletes the snapshot, tags the disk, lists its tags and
+filters disks by tag, and deletes the disks.
 
 The daemon runs in this script's working directory with its file pool in ./pool, so the script
 writes data straight into the disk's file (`pool/volumes/<id>.raw`) as a guest would.
@@ -15,6 +16,10 @@ from clientlib import check, fail, main, parse_args, poll, step
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException, SdkException
 from huaweicloudsdkcore.http.http_config import HttpConfig
+from huaweicloudsdkevs.v2 import (BatchCreateVolumeTagsRequest, BatchCreateVolumeTagsRequestBody,
+                                  BatchDeleteVolumeTagsRequest, BatchDeleteVolumeTagsRequestBody,
+                                  ListVolumesByTagsRequest, ListVolumesByTagsRequestBody, ShowVolumeTagsRequest, Tag,
+                                  TagsForListVolumes)
 from huaweicloudsdkevs.v2 import (CreateSnapshotOption, CreateSnapshotRequest, CreateSnapshotRequestBody,
                                   CreateVolumeOption, CreateVolumeRequest, CreateVolumeRequestBody,
                                   DeleteSnapshotRequest, DeleteVolumeRequest, EvsClient, ListSnapshotsRequest,
@@ -234,6 +239,27 @@ def scenario():
     poll(f"snapshot {sid} to disappear", snapshot_gone)
     check(call("ListSnapshots", client.list_snapshots, ListSnapshotsRequest()).count == 0,
           "ListSnapshots after the delete is not empty")
+
+    step(f"BatchCreateVolumeTags on {vid}, ShowVolumeTags, ListVolumesByTags")
+    call("BatchCreateVolumeTags", client.batch_create_volume_tags, BatchCreateVolumeTagsRequest(
+        volume_id=vid, body=BatchCreateVolumeTagsRequestBody(
+            action="create", tags=[Tag(key="env", value="prod"), Tag(key="team", value="storage")])))
+    shown_tags = call("ShowVolumeTags", client.show_volume_tags, ShowVolumeTagsRequest(volume_id=vid)).tags
+    got = {t.key: t.value for t in shown_tags}
+    check(got == {"env": "prod", "team": "storage"}, f"ShowVolumeTags: {got}")
+    disk = call("ShowVolume", client.show_volume, ShowVolumeRequest(volume_id=vid)).volume
+    check(disk.tags == {"env": "prod", "team": "storage"}, f"ShowVolume tags: {disk.tags}")
+    found = call("ListVolumesByTags", client.list_volumes_by_tags, ListVolumesByTagsRequest(
+        body=ListVolumesByTagsRequestBody(action="filter", tags=[TagsForListVolumes(key="env", values=["prod"])])))
+    ids = [r.resource_id for r in found.resources]
+    check(ids == [vid] and found.total_count == 1, f"ListVolumesByTags env=prod: {ids} total={found.total_count}")
+    none = call("ListVolumesByTags", client.list_volumes_by_tags, ListVolumesByTagsRequest(
+        body=ListVolumesByTagsRequestBody(action="filter", tags=[TagsForListVolumes(key="env", values=["dev"])])))
+    check(none.total_count == 0 and not none.resources, f"ListVolumesByTags env=dev: {none.total_count}")
+    call("BatchDeleteVolumeTags", client.batch_delete_volume_tags, BatchDeleteVolumeTagsRequest(
+        volume_id=vid, body=BatchDeleteVolumeTagsRequestBody(action="delete", tags=[Tag(key="team", value="storage")])))
+    left = call("ShowVolumeTags", client.show_volume_tags, ShowVolumeTagsRequest(volume_id=vid)).tags
+    check([(t.key, t.value) for t in left] == [("env", "prod")], f"tags after delete: {left}")
 
     step("DeleteVolume both disks")
     for d in (vid, other.volume_ids[0]):
