@@ -18,6 +18,7 @@ backend_tests!(
     v3_attachments_lifecycle,
     single_attach_unless_multiattach,
     readonly_volumes_export_readonly,
+    in_use_extend_reaches_the_export,
 );
 
 const MV: (&str, &str) = ("OpenStack-API-Version", "volume 3.71");
@@ -241,6 +242,34 @@ async fn readonly_volumes_export_readonly(b: Backend) {
     assert!(data[..512].iter().all(|&b| b == 0x5a), "NBD write did not reach the file");
 }
 
+async fn in_use_extend_reaches_the_export(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let id = new_volume(&api, &p, json!({})).await;
+    let r = action(&api, &p, &id, json!({"os-initialize_connection": {"connector": {"host": "h"}}})).await.expect(200);
+    let info = r.body["connection_info"].clone();
+    action(&api, &p, &id, json!({"os-attach": {"instance_uuid": "i", "mountpoint": "/dev/vdb", "host_name": "h"}}))
+        .await
+        .expect(202);
+    // Before 3.42 an attached volume cannot be extended; from 3.42 it can.
+    api.post(&format!("/v3/{p}/volumes/{id}/action"), json!({"os-extend": {"new_size": 2}}))
+        .await
+        .expect_fault(400, "badRequest");
+    let r = api
+        .request(
+            reqwest::Method::POST,
+            &format!("/v3/{p}/volumes/{id}/action"),
+            &[("OpenStack-API-Version", "volume 3.42")],
+            Some(json!({"os-extend": {"new_size": 2}}).to_string()),
+        )
+        .await;
+    r.expect(202);
+    let v = api.wait_volume_status(&p, &id, &["in-use"]).await;
+    assert_eq!(v["size"], 2, "{v}");
+    assert_eq!(nbd_size(&info), Ok(2 << 30), "a new NBD connection must see the new size");
+}
+
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
@@ -345,6 +374,16 @@ async fn loop_device_filesystem_survives_snapshot_and_clone() {
     }
     let clone = new_volume(&api, &p, json!({"snapshot_id": sid})).await;
     let (caid, cdev) = attach_loop(&api, &p, &clone).await;
+    post_v(&api, &format!("/v3/{p}/attachments/{caid}/action"), json!({"os-complete": {}})).await.expect(204);
+    // An in-use extend (3.42+) reaches the loop device (LOOP_SET_CAPACITY).
+    post_v(&api, &format!("/v3/{p}/volumes/{clone}/action"), json!({"os-extend": {"new_size": 2}})).await.expect(202);
+    api.wait_volume_status(&p, &clone, &["in-use"]).await;
+    let sectors = std::fs::read_to_string(format!(
+        "/sys/block/{}/size",
+        Path::new(&cdev).file_name().and_then(|n| n.to_str()).unwrap_or("")
+    ))
+    .expect("loop size");
+    assert_eq!(sectors.trim().parse::<u64>().ok(), Some((2u64 << 30) / 512), "loop device did not grow");
     {
         let _m = Mounted::new(&cdev, &mnt);
         let text = std::fs::read(mnt.join("hello.txt")).expect("read file from the clone");
