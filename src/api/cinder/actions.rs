@@ -117,6 +117,11 @@ pub(super) async fn volume_action(
                 )
                 .into());
             }
+            if req.mountpoint.is_none() {
+                return Err(
+                    Error::invalid("EVS.5400", "Invalid request to attach volume: 'mountpoint' is required").into()
+                );
+            }
             svc.attach_volume(&c, &id, req).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
