@@ -5,10 +5,11 @@
 //! - a READ the page cache can serve (`preadv2(RWF_NOWAIT)`) is answered right here, no thread
 //!   hop; a READ that would wait for the disk becomes its own `spawn_blocking` job, so cache
 //!   misses run in parallel;
-//! - every other request (WRITE, FLUSH, TRIM, WRITE_ZEROES, CACHE, BLOCK_STATUS) joins a batch:
-//!   the requests that arrived together run as one `spawn_blocking` job, in order, with one
-//!   `fdatasync` at the end when any of them asked for FUA or FLUSH (a group commit), and their
-//!   replies travel as one message;
+//! - every other request (WRITE, FLUSH, TRIM, WRITE_ZEROES, CACHE, BLOCK_STATUS) goes to the
+//!   connection's queue, drained by one blocking job at a time in rounds: a round runs what was
+//!   queued, in order, with one `fdatasync` at the end when any of it asked for FUA or FLUSH (a
+//!   group commit), and its replies travel as one message; a busy connection keeps its drainer
+//!   running, so it pays no thread wake-up per request;
 //! - a writer task sends replies in completion order (out of order across jobs, matched by
 //!   cookie), batching whatever is ready into one write.
 //!
@@ -53,10 +54,12 @@ const PENDING_BYTES: usize = 256 * 1024;
 const BATCH_REQUESTS: usize = 32;
 const BATCH_BYTES: usize = 512 * 1024;
 
-/// One checked request waiting for the blocking pool.
+/// One checked request waiting for the drainer, with its permits.
 struct Job {
     req: Request,
     payload: Vec<u8>,
+    slot: OwnedSemaphorePermit,
+    bytes: Option<OwnedSemaphorePermit>,
 }
 
 /// What the reader holds between two waits: inline replies and the next batch.
@@ -65,7 +68,6 @@ struct Held {
     inline_permits: Vec<OwnedSemaphorePermit>,
     batch: Vec<Job>,
     batch_bytes: usize,
-    batch_permits: Vec<OwnedSemaphorePermit>,
 }
 
 /// Context a blocking job needs.
@@ -74,22 +76,65 @@ struct Shared {
     entry: Arc<ExportEntry>,
     session: Session,
     tx: mpsc::UnboundedSender<Reply>,
+    queue: Arc<Queue>,
     // In-flight jobs keep the connection counted as a user of the export until they finish.
     _guard: Arc<TrackGuard>,
 }
 
-impl Held {
-    fn new() -> Held {
-        Held {
-            inline: Vec::new(),
-            inline_permits: Vec::new(),
-            batch: Vec::new(),
-            batch_bytes: 0,
-            batch_permits: Vec::new(),
+/// Batched requests waiting for this connection's drainer: one blocking job that runs rounds
+/// (everything queued so far, in order) until the queue is empty. While it runs, the reader only
+/// appends, so a busy connection pays no thread wake-up per batch and rounds grow with the load.
+#[derive(Default)]
+struct Queue {
+    state: std::sync::Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: Vec<Job>,
+    running: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The drainer: run rounds until the queue is empty. The emptiness check and clearing
+/// `running` happen under one lock, so a job appended concurrently is never stranded.
+fn drain(sh: Shared) {
+    loop {
+        let jobs = {
+            let mut st = sh.queue.lock();
+            if st.jobs.is_empty() {
+                st.running = false;
+                return;
+            }
+            std::mem::take(&mut st.jobs)
+        };
+        // Reply in small chunks, so the client can refill its queue while the round goes on.
+        let mut jobs = jobs.into_iter();
+        loop {
+            let chunk: Vec<Job> = jobs.by_ref().take(REPLY_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let (buf, permits) = run_batch(&sh.entry, &sh.session, chunk);
+            let _ = sh.tx.send(Reply { buf, _permits: permits });
         }
     }
+}
 
-    /// Hand everything over: inline replies to the writer, the batch to the blocking pool.
+/// Jobs whose replies are sent together within a drainer round.
+const REPLY_CHUNK: usize = 8;
+
+impl Held {
+    fn new() -> Held {
+        Held { inline: Vec::new(), inline_permits: Vec::new(), batch: Vec::new(), batch_bytes: 0 }
+    }
+
+    /// Hand everything over: inline replies to the writer, the batch to the drainer.
     fn release(&mut self, sh: &Shared) {
         self.send_inline(sh);
         self.dispatch_batch(sh);
@@ -101,6 +146,10 @@ impl Held {
         }
         let buf = std::mem::take(&mut self.inline);
         let permits = std::mem::take(&mut self.inline_permits);
+        if buf.len() >= PENDING_BYTES / 2 {
+            // It grew large: start the next one from the pool at a similar size.
+            self.inline = io::pool::get(buf.len());
+        }
         let _ = sh.tx.send(Reply { buf, _permits: permits });
     }
 
@@ -108,14 +157,16 @@ impl Held {
         if self.batch.is_empty() {
             return;
         }
-        let jobs = std::mem::take(&mut self.batch);
-        let permits = std::mem::take(&mut self.batch_permits);
         self.batch_bytes = 0;
-        let sh = sh.clone();
-        tokio::task::spawn_blocking(move || {
-            let buf = run_batch(&sh.entry, &sh.session, jobs);
-            let _ = sh.tx.send(Reply { buf, _permits: permits });
-        });
+        let start = {
+            let mut st = sh.queue.lock();
+            st.jobs.append(&mut self.batch);
+            !std::mem::replace(&mut st.running, true)
+        };
+        if start {
+            let sh = sh.clone();
+            tokio::task::spawn_blocking(move || drain(sh));
+        }
     }
 
     fn push_inline_permits(&mut self, slot: OwnedSemaphorePermit, bytes: Option<OwnedSemaphorePermit>) {
@@ -170,7 +221,7 @@ where
     let mut writer_done = false;
     let stopped = stop.stopped();
     tokio::pin!(stopped);
-    let sh = Shared { entry, session, tx, _guard: Arc::new(guard) };
+    let sh = Shared { entry, session, tx, queue: Arc::new(Queue::default()), _guard: Arc::new(guard) };
     let slots = Arc::new(Semaphore::new(config.max_requests_per_connection.max(1)));
     let max_bytes = config.max_bytes_per_connection.clamp(proto::MAX_PAYLOAD as usize, u32::MAX as usize) as u32;
     let bytes = Arc::new(Semaphore::new(max_bytes as usize));
@@ -276,7 +327,7 @@ where
             // A miss: its own job, so several disk reads can be in flight.
             let sh2 = sh.clone();
             tokio::task::spawn_blocking(move || {
-                let mut buf = Vec::new();
+                let mut buf = io::pool::get(proto::OFFSET_DATA_PREFIX_LEN + req.length as usize);
                 read_reply(&mut buf, &sh2.entry, &sh2.session, &req);
                 let mut permits = vec![slot];
                 permits.extend(bytes_permit);
@@ -289,11 +340,13 @@ where
             if rd.buffer().len() < req.length as usize {
                 held.release(&sh);
             }
-            let mut v = vec![0u8; req.length as usize];
+            // Read into spare capacity (no zero-filling); large payloads bypass the buffer.
+            let mut v = io::pool::get(req.length as usize);
+            let mut take = (&mut rd).take(req.length as u64);
             let ok = tokio::select! {
                 biased;
                 _ = &mut stopped => false,
-                r = rd.read_exact(&mut v) => r.is_ok(),
+                r = take.read_to_end(&mut v) => matches!(r, Ok(n) if n == req.length as usize),
             };
             if !ok {
                 break;
@@ -303,9 +356,7 @@ where
             Vec::new()
         };
         held.batch_bytes += payload.len();
-        held.batch.push(Job { req, payload });
-        held.batch_permits.push(slot);
-        held.batch_permits.extend(bytes_permit);
+        held.batch.push(Job { req, payload, slot, bytes: bytes_permit });
         if held.batch.len() >= BATCH_REQUESTS || held.batch_bytes >= BATCH_BYTES {
             held.dispatch_batch(&sh);
         }
@@ -335,9 +386,10 @@ where
         };
         let batch = async {
             wr.write_all(&first.buf).await?;
-            drop(first);
+            io::pool::put(first.buf);
             while let Ok(m) = rx.try_recv() {
                 wr.write_all(&m.buf).await?;
+                io::pool::put(m.buf);
             }
             wr.flush().await
         };
@@ -354,11 +406,14 @@ where
 
 /// Run a batch in order and encode every reply. FUA is deferred to one `fdatasync` after the
 /// batch (FLUSH too); the replies that needed it carry its error if it fails. Blocking.
-fn run_batch(entry: &ExportEntry, s: &Session, jobs: Vec<Job>) -> Vec<u8> {
+fn run_batch(entry: &ExportEntry, s: &Session, jobs: Vec<Job>) -> (Vec<u8>, Vec<OwnedSemaphorePermit>) {
     let mut results: Vec<(Request, std::io::Result<()>, bool)> = Vec::with_capacity(jobs.len());
+    let mut permits = Vec::with_capacity(2 * jobs.len());
     let mut buf = Vec::new();
     let mut need_sync = false;
-    for Job { req, payload } in jobs {
+    for Job { req, payload, slot, bytes } in jobs {
+        permits.push(slot);
+        permits.extend(bytes);
         let durable = req.command == proto::CMD_FLUSH || req.flags & proto::CMD_FLAG_FUA != 0;
         if req.command == proto::CMD_BLOCK_STATUS {
             // Its reply carries data: encode it now (success or error).
@@ -366,6 +421,7 @@ fn run_batch(entry: &ExportEntry, s: &Session, jobs: Vec<Job>) -> Vec<u8> {
             continue;
         }
         let res = execute(entry, &req, &payload);
+        io::pool::put(payload);
         need_sync |= durable && res.is_ok();
         results.push((req, res, durable));
     }
@@ -387,7 +443,7 @@ fn run_batch(entry: &ExportEntry, s: &Session, jobs: Vec<Job>) -> Vec<u8> {
             }
         }
     }
-    buf
+    (buf, permits)
 }
 
 /// Do one checked, payload-only request (no sync: the batch does that). Blocking.

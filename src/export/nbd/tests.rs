@@ -638,3 +638,41 @@ async fn many_connections_opened_and_dropped() {
     assert_eq!(chunk_error(&c.reply().await), None);
     let _ = proto::MAX_OPTION_LEN;
 }
+
+#[tokio::test]
+async fn pipelined_writes_fua_and_flush_are_all_answered_and_durable() {
+    let fx = fixture();
+    let mut c = fx.connect();
+    c.go("vol", true).await;
+    // One burst mixing plain, FUA and large writes with FLUSH, TRIM and WRITE_ZEROES: they
+    // share drainer rounds and one group fdatasync; every request gets exactly one reply.
+    let mut b = Vec::new();
+    let mut expect = std::collections::BTreeSet::new();
+    for i in 0..100u64 {
+        let (command, flags, length) = match i % 5 {
+            0 => (CMD_WRITE, CMD_FLAG_FUA, 4096),
+            1 => (CMD_FLUSH, 0, 0),
+            2 => (CMD_WRITE, 0, 300_000),
+            3 => (CMD_TRIM, 0, 4096),
+            _ => (CMD_WRITE_ZEROES, CMD_FLAG_FUA, 4096),
+        };
+        let offset = if length == 0 { 0 } else { i * 65536 };
+        b.extend_from_slice(&encode_request(&Request { flags, command, cookie: i, offset, length }));
+        if command == CMD_WRITE {
+            b.extend(std::iter::repeat_n((i % 251) as u8 + 1, length as usize));
+        }
+        expect.insert(i);
+    }
+    c.send(&b).await;
+    for _ in 0..100 {
+        let r = c.reply().await;
+        assert_eq!(chunk_error(&r), None, "{r:?}");
+        assert!(expect.remove(&cookie_of(&r)), "unexpected or duplicate {r:?}");
+    }
+    let f = std::fs::File::open(&fx.path).unwrap();
+    let mut buf = vec![0u8; 4096];
+    f.read_exact_at(&mut buf, 5 * 65536).unwrap();
+    assert!(buf.iter().all(|&x| x == 6));
+    f.read_exact_at(&mut buf, 7 * 65536 + 299_000).unwrap();
+    assert!(buf[..1000].iter().all(|&x| x == 8));
+}
