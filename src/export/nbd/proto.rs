@@ -1,6 +1,6 @@
 //! NBD wire format: constants, decoders and encoders. Pure: no I/O, no allocation beyond the
-//! output buffers, no dependency outside `std`, so the fuzz target (`fuzz/`) includes this file
-//! directly by path.
+//! decoded strings and the output buffers (sizes bounded by the option limit), no dependency
+//! outside `std`, so the fuzz target (`fuzz/`) includes this file directly by path.
 //!
 //! Scope (see `STORAGE.md` §3): fixed newstyle negotiation with `NO_ZEROES`, the options
 //! `EXPORT_NAME`, `ABORT`, `LIST`, `STARTTLS` (refused), `INFO`, `GO`, `STRUCTURED_REPLY`,
