@@ -63,7 +63,12 @@ need_pkg mkfs.btrfs btrfs-progs
 need_pkg mkfs.ext4 e2fsprogs
 need_pkg filefrag e2fsprogs
 need_pkg losetup mount
-# Later issues: need_pkg nbdinfo libnbd-bin; need_pkg fio fio
+# NBD interop tests (tests/nbd_interop.rs, tests/api_attach.rs): real NBD clients.
+need_pkg nbdinfo libnbd-bin
+need_pkg nbdcopy libnbd-bin
+need_pkg fio fio
+need_pkg qemu-img qemu-utils
+need_pkg qemu-io qemu-utils
 
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL: when TEST_DATABASE_URL names a local server that is not up, try to start it.
