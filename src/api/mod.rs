@@ -29,6 +29,9 @@ use crate::service::Services;
 pub use common::RequestId;
 pub use microversion::{ApiVersion, MAX_MINOR};
 
+/// Requests received since start (the idle memory trimmer watches it).
+pub static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The whole HTTP application.
 pub fn router(svc: Services) -> Router {
     Router::new()
@@ -85,6 +88,7 @@ async fn error_bodies(req: Request, next: Next) -> Response {
 
 /// Give every request an id (`req-<uuid>`), log it, and echo it in both headers.
 async fn request_id(mut req: Request<Body>, next: Next) -> Response {
+    REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = RequestId(format!("req-{}", uuid::Uuid::new_v4()));
     req.extensions_mut().insert(id.clone());
     let method = req.method().clone();

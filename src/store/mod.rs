@@ -141,6 +141,18 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
+            // sqlx pings every connection it hands out by default: one extra round trip per
+            // query (measured: a third of GET throughput). Ping only connections idle long
+            // enough that the server may have closed them.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(30) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -148,7 +160,7 @@ impl Db {
                         // against process crashes (kill -9), which is what jobs rely on.
                         conn.execute(
                             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
-                             PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
+                             PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000; PRAGMA cache_size=-1024;",
                         )
                         .await?;
                     }

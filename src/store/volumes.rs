@@ -12,7 +12,10 @@ use crate::model::{Volume, VolumeStatus};
 
 const VOLUME_COLUMNS: &str = "v.id, v.project_id, v.user_id, v.name, v.description, v.size_gb, \
      v.status, v.availability_zone, v.volume_type_id, t.name AS type_name, v.pool, v.bootable, \
-     v.multiattach, v.readonly, v.snapshot_id, v.source_volid, v.created_at, v.updated_at";
+     v.multiattach, v.readonly, v.snapshot_id, v.source_volid, v.created_at, v.updated_at, \
+     (SELECT COUNT(*) FROM volume_metadata m WHERE m.volume_id = v.id) AS n_meta, \
+     (SELECT COUNT(*) FROM tags g WHERE g.resource_type = 'volumes' AND g.resource_id = v.id) AS n_tags, \
+     (SELECT COUNT(*) FROM attachments a WHERE a.volume_id = v.id) AS n_att";
 
 /// Filters shared by both APIs' list calls; every field narrows the result.
 #[derive(Debug, Clone, Default)]
@@ -160,6 +163,27 @@ fn volume_from_row(row: &AnyRow) -> Result<Volume> {
     })
 }
 
+/// Which of a page's side tables have rows: the fills whose count is zero for every volume of
+/// the page are skipped (a volume with no metadata, tags or attachments is then one query).
+#[derive(Debug, Clone, Copy, Default)]
+struct SideRows {
+    metadata: bool,
+    tags: bool,
+    attachments: bool,
+}
+
+impl SideRows {
+    fn of(rows: &[AnyRow]) -> Result<SideRows> {
+        let mut s = SideRows::default();
+        for r in rows {
+            s.metadata |= r.try_get::<i64, _>("n_meta")? > 0;
+            s.tags |= r.try_get::<i64, _>("n_tags")? > 0;
+            s.attachments |= r.try_get::<i64, _>("n_att")? > 0;
+        }
+        Ok(s)
+    }
+}
+
 fn push_filter(sql: &mut Sql, f: &VolumeFilter) {
     sql.push(" WHERE 1=1");
     if let Some(p) = &f.project_id {
@@ -220,10 +244,22 @@ impl Db {
             return Ok(None);
         };
         let mut v = volume_from_row(&row)?;
-        v.metadata = self.volume_metadata(&v.id).await?;
-        self.fill_volume_tags(std::slice::from_mut(&mut v)).await?;
-        self.fill_attachments(std::slice::from_mut(&mut v)).await?;
+        self.fill_side_rows(std::slice::from_mut(&mut v), SideRows::of(std::slice::from_ref(&row))?).await?;
         Ok(Some(v))
+    }
+
+    /// Load metadata, tags and attachments of `volumes` where `side` says some exist.
+    async fn fill_side_rows(&self, volumes: &mut [Volume], side: SideRows) -> Result<()> {
+        if side.metadata {
+            self.fill_metadata(volumes).await?;
+        }
+        if side.tags {
+            self.fill_volume_tags(volumes).await?;
+        }
+        if side.attachments {
+            self.fill_attachments(volumes).await?;
+        }
+        Ok(())
     }
 
     /// A volume's metadata.
@@ -271,9 +307,7 @@ impl Db {
         sql.push(" OFFSET ").bind(Arg::Int(q.offset.max(0)));
         let rows = sql.query().fetch_all(self.pool()).await?;
         let mut volumes = rows.iter().map(volume_from_row).collect::<Result<Vec<_>>>()?;
-        self.fill_metadata(&mut volumes).await?;
-        self.fill_volume_tags(&mut volumes).await?;
-        self.fill_attachments(&mut volumes).await?;
+        self.fill_side_rows(&mut volumes, SideRows::of(&rows)?).await?;
         let count = if q.with_count {
             let mut c = Sql::new("SELECT COUNT(*) AS n FROM volumes v");
             push_filter(&mut c, &q.filter);
