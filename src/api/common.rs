@@ -148,6 +148,23 @@ pub fn query_get<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// A non-negative integer query parameter (`limit`, `offset`), `default` when absent.
+pub fn query_non_negative(q: &[(String, String)], key: &str, default: i64) -> Result<i64> {
+    match query_get(q, key) {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| Error::invalid("EVS.5400", format!("{key} must be a non-negative integer"))),
+    }
+}
+
+/// `all_tenants` as the clients send it (`1`, `True`, or present without a value).
+pub fn all_tenants(q: &[(String, String)]) -> bool {
+    query_get(q, "all_tenants").map(|v| parse_bool(v).unwrap_or(true)).unwrap_or(false)
+}
+
 /// Parse a metadata filter: a JSON object (`{"k":"v"}`) or the Python dict repr the OpenStack
 /// clients send (`{'k': 'v'}`).
 pub fn parse_metadata_filter(s: &str) -> Option<Vec<(String, String)>> {

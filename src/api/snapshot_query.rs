@@ -1,7 +1,7 @@
 //! Snapshot list parameters shared by the Cinder and EVS snapshot lists: `marker`/`limit`/
 //! `offset`, `name`, `status`, `volume_id`, `id`, `all_tenants`, `sort_dir` (always by creation).
 
-use super::common::{bad_query, parse_bool, query_get};
+use super::common::{bad_query, query_get};
 use crate::error::Result;
 use crate::model::SnapshotStatus;
 use crate::service::Caller;
@@ -42,7 +42,7 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListSnap
             return Err(bad_query("EVS.5400", "Must specify a valid status."));
         }
     }
-    let all_tenants = query_get(q, "all_tenants").map(|v| parse_bool(v).unwrap_or(true)).unwrap_or(false);
+    let all_tenants = crate::api::common::all_tenants(q);
     let filter = SnapshotFilter {
         project_id: if all_tenants && caller.is_admin { None } else { Some(caller.project_id.clone()) },
         ids: query_get(q, "id").map(|i| vec![i.to_string()]),

@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 
 use super::views;
 use super::CinderError;
-use crate::api::common::{caller, opt_string, parse_bool, parse_json, parse_query, query_get, take_object};
+use crate::api::common::{
+    all_tenants, caller, opt_string, parse_json, parse_query, query_get, query_non_negative, take_object,
+};
 use crate::api::ApiVersion;
 use crate::error::{Error, ErrorKind};
 use crate::model::AttachMode;
@@ -58,17 +60,8 @@ pub(super) async fn create(
 async fn list(svc: &Services, p: &str, uri: &Uri, headers: &HeaderMap, detail: bool) -> Res {
     let c = caller(svc, headers, p)?;
     let q = parse_query(uri.query())?;
-    let int = |k: &str, d: i64| -> Result<i64, Error> {
-        match query_get(&q, k) {
-            None => Ok(d),
-            Some(s) => s
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| Error::invalid("EVS.5400", format!("{k} must be a non-negative integer"))),
-        }
-    };
-    let all = query_get(&q, "all_tenants").map(|v| parse_bool(v).unwrap_or(true)).unwrap_or(false);
+    let int = |k: &str, d: i64| query_non_negative(&q, k, d);
+    let all = all_tenants(&q);
     let filter = AttachmentFilter {
         project_id: if all && c.is_admin { None } else { Some(c.project_id.clone()) },
         volume_id: query_get(&q, "volume_id").map(str::to_string),

@@ -68,7 +68,7 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListVolu
             sort_dir = parse_dir(d.split(',').next().unwrap_or(d))?;
         }
     }
-    let all_tenants = query_get(q, "all_tenants").map(|v| parse_bool(v).unwrap_or(true)).unwrap_or(false);
+    let all_tenants = crate::api::common::all_tenants(q);
     let project_id = if all_tenants && caller.is_admin {
         query_get(q, "project_id").map(str::to_string)
     } else {

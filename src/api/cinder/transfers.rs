@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::views::links_for;
 use super::CinderError;
 use crate::api::common::{
-    base_url, caller, opt_bool, opt_string, parse_bool, parse_json, parse_query, query_get, take_object,
+    all_tenants, base_url, caller, opt_bool, opt_string, parse_json, parse_query, query_non_negative, take_object,
 };
 use crate::api::ApiVersion;
 use crate::error::{Error, ErrorKind};
@@ -90,17 +90,8 @@ async fn list(svc: &Services, p: &str, uri: &Uri, headers: &HeaderMap, version: 
     gate(uri, version)?;
     let c = caller(svc, headers, p)?;
     let q = parse_query(uri.query())?;
-    let int = |k: &str, d: i64| -> Result<i64, Error> {
-        match query_get(&q, k) {
-            None => Ok(d),
-            Some(s) => s
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| Error::invalid("EVS.5400", format!("{k} must be a non-negative integer"))),
-        }
-    };
-    let all = query_get(&q, "all_tenants").map(|v| parse_bool(v).unwrap_or(true)).unwrap_or(false);
+    let int = |k: &str, d: i64| query_non_negative(&q, k, d);
+    let all = all_tenants(&q);
     let rows = svc.list_transfers(&c, all, int("limit", 1000)?.min(1000), int("offset", 0)?).await?;
     let base = base_url(svc, headers);
     let items: Vec<Value> = rows.iter().map(|t| view(&base, uri, version, t, detail)).collect();
