@@ -491,6 +491,17 @@ async fn project_isolation_across_both_apis(backend: Backend) {
         .await
         .expect_fault(404, "itemNotFound");
     f.bob.post(&p(&format!("/volumes/{va}/action")), json!({"os-reserve": {}})).await.expect_fault(404, "itemNotFound");
+    for action in [
+        json!({"os-initialize_connection": {"connector": {"host": "x"}}}),
+        json!({"os-attach": {"instance_uuid": "i", "mountpoint": "/dev/vdb"}}),
+        json!({"os-detach": {}}),
+    ] {
+        f.bob.post(&p(&format!("/volumes/{va}/action")), action).await.expect_fault(404, "itemNotFound");
+    }
+    f.bob
+        .post(&p("/os-volume-transfer"), json!({"transfer": {"volume_id": va}}))
+        .await
+        .expect_fault(404, "itemNotFound");
     f.bob.get(&p(&format!("/volumes/{va}/metadata"))).await.expect_fault(404, "itemNotFound");
     f.bob.post(&p("/snapshots"), json!({"snapshot": {"volume_id": va}})).await.expect_fault(404, "itemNotFound");
     f.bob.get(&p(&format!("/snapshots/{sa}"))).await.expect_fault(404, "itemNotFound");
