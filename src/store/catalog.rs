@@ -194,19 +194,7 @@ impl Db {
 impl WriteTx<'_> {
     /// Replace every extra spec of a type.
     pub async fn replace_extra_specs(&mut self, type_id: &str, specs: &BTreeMap<String, String>) -> Result<()> {
-        sqlx::query("DELETE FROM volume_type_extra_specs WHERE type_id = $1")
-            .bind(type_id)
-            .execute(self.conn())
-            .await?;
-        for (k, v) in specs {
-            sqlx::query("INSERT INTO volume_type_extra_specs (type_id, key, value) VALUES ($1, $2, $3)")
-                .bind(type_id)
-                .bind(k)
-                .bind(v)
-                .execute(self.conn())
-                .await?;
-        }
-        Ok(())
+        self.replace_key_values("volume_type_extra_specs", "type_id", type_id, specs).await
     }
 
     /// Add `gb` to a pool's provisioned counter if the result stays within `limit_gb`.

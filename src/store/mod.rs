@@ -94,6 +94,26 @@ impl WriteTx<'_> {
         Ok(sql.query().execute(self.conn()).await?.rows_affected() == 1)
     }
 
+    /// Replace every `(key, value)` row of `owner` in a key/value side table (`table` and
+    /// `owner_col` are fixed names, never input): metadata of volumes and snapshots, extra specs.
+    pub(crate) async fn replace_key_values(
+        &mut self,
+        table: &str,
+        owner_col: &str,
+        owner: &str,
+        pairs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE {owner_col} = $1")))
+            .bind(owner)
+            .execute(self.conn())
+            .await?;
+        let insert = format!("INSERT INTO {table} ({owner_col}, key, value) VALUES ($1, $2, $3)");
+        for (k, v) in pairs {
+            sqlx::query(sqlx::AssertSqlSafe(insert.clone())).bind(owner).bind(k).bind(v).execute(self.conn()).await?;
+        }
+        Ok(())
+    }
+
     /// Set `name` and `description` of row `id` of `table` (each `Some` replaces, `None` keeps)
     /// and touch `updated_at`.
     pub(crate) async fn update_text(

@@ -219,16 +219,7 @@ impl WriteTx<'_> {
 
     /// Replace all metadata of a snapshot.
     pub async fn replace_snapshot_metadata(&mut self, id: &str, m: &BTreeMap<String, String>) -> Result<()> {
-        sqlx::query("DELETE FROM snapshot_metadata WHERE snapshot_id = $1").bind(id).execute(self.conn()).await?;
-        for (k, v) in m {
-            sqlx::query("INSERT INTO snapshot_metadata (snapshot_id, key, value) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(k)
-                .bind(v)
-                .execute(self.conn())
-                .await?;
-        }
-        Ok(())
+        self.replace_key_values("snapshot_metadata", "snapshot_id", id, m).await
     }
 
     /// Compare-and-set a snapshot's status; true when a row changed.

@@ -387,16 +387,7 @@ impl WriteTx<'_> {
         volume_id: &str,
         metadata: &BTreeMap<String, String>,
     ) -> Result<()> {
-        sqlx::query("DELETE FROM volume_metadata WHERE volume_id = $1").bind(volume_id).execute(self.conn()).await?;
-        for (k, v) in metadata {
-            sqlx::query("INSERT INTO volume_metadata (volume_id, key, value) VALUES ($1, $2, $3)")
-                .bind(volume_id)
-                .bind(k)
-                .bind(v)
-                .execute(self.conn())
-                .await?;
-        }
-        Ok(())
+        self.replace_key_values("volume_metadata", "volume_id", volume_id, metadata).await
     }
 
     /// Compare-and-set a volume's status: succeeds only when the current status is one of
