@@ -2,9 +2,17 @@
 //!
 //! The reader (this task) decodes request headers, checks each request before any I/O and reads
 //! WRITE payloads. Then:
-//! - a READ the page cache can serve (`preadv2(RWF_NOWAIT)`) is answered right here, no thread
-//!   hop; a READ that would wait for the disk becomes its own `spawn_blocking` job, so cache
-//!   misses run in parallel;
+//! - a READ of at least `SENDFILE_MIN` bytes that the page cache holds (`cachestat`), on a
+//!   socket, while several connections make such READs on the export, is sent by the writer with `sendfile`
+//!   (see `sink`): no copy through our memory, half the server CPU per byte. It is not used for
+//!   a lone connection: the client then receives page-cache pages instead of freshly written
+//!   socket buffers and copies them more slowly, and with one connection the client, not the
+//!   server, is the narrow end; an idle side connection, like the one fio keeps open, does not
+//!   count (measured: fio 1 MiB reads over one unix connection 2.2 GB/s
+//!   with sendfile, 3.4 GB/s without; nbdcopy over two connections 4.5 GB/s with, 3.6 without);
+//! - any other READ the page cache can serve (`preadv2(RWF_NOWAIT)`) is answered right here, no
+//!   thread hop; a READ that would wait for the disk becomes its own `spawn_blocking` job, so
+//!   cache misses run in parallel;
 //! - a WRITE of at most `INLINE_WRITE_MAX` bytes without FUA is a buffered `pwrite` right here
 //!   too (ext4 refuses `RWF_NOWAIT` for buffered writes, and a page-cache write costs less than
 //!   the two thread hand-offs of the queue); a later FLUSH covers it, as it returned first;
@@ -33,22 +41,42 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::io;
 use super::negotiate::Negotiated;
 use super::proto::{self, Request, Session};
-use super::server::{ExportEntry, NbdConfig, TrackGuard};
+use super::server::{BulkReader, ExportEntry, NbdConfig, TrackGuard};
+use super::sink::ReplySink;
 
-/// Encoded replies with the permits they hold until written.
+/// Encoded replies with the permits they hold until written, optionally followed by READ data
+/// the writer sends straight from the file (see `sink`).
 struct Reply {
     buf: Vec<u8>,
+    tail: Option<FileTail>,
     _permits: Vec<OwnedSemaphorePermit>,
 }
 
-/// READs up to this size are first tried inline with `RWF_NOWAIT`.
-const INLINE_MAX: u32 = 1024 * 1024;
+impl Reply {
+    fn bytes(buf: Vec<u8>, permits: Vec<OwnedSemaphorePermit>) -> Reply {
+        Reply { buf, tail: None, _permits: permits }
+    }
+}
+
+/// READ data to send from the export's file right after a reply's bytes.
+struct FileTail {
+    entry: Arc<ExportEntry>,
+    offset: u64,
+    len: usize,
+}
+
+/// READs up to this size are first tried inline with `RWF_NOWAIT`; larger ones are worth a
+/// thread hop, so that several copy in parallel on the blocking pool (fio 1 MiB reads over
+/// TCP: +9% with 256 KiB here rather than 1 MiB).
+const INLINE_MAX: u32 = 256 * 1024;
+/// READs of at least this size are sent with `sendfile` when cached and the transport allows.
+const SENDFILE_MIN: u32 = 64 * 1024;
 /// WRITEs up to this size without FUA are done inline on the reader (a buffered `pwrite`).
 const INLINE_WRITE_MAX: u32 = 64 * 1024;
 /// Inline replies are handed to the writer once this many bytes are pending (or earlier, when
@@ -126,7 +154,7 @@ fn drain(sh: Shared) {
                 break;
             }
             let (buf, permits) = run_batch(&sh.entry, &sh.session, chunk);
-            let _ = sh.tx.send(Reply { buf, _permits: permits });
+            let _ = sh.tx.send(Reply::bytes(buf, permits));
         }
     }
 }
@@ -149,13 +177,19 @@ impl Held {
         if self.inline.is_empty() {
             return;
         }
+        self.send_inline_then(sh, None);
+    }
+
+    /// Hand the inline replies to the writer, followed by `tail` (file data whose reply header
+    /// is the last thing in `inline`).
+    fn send_inline_then(&mut self, sh: &Shared, tail: Option<FileTail>) {
         let buf = std::mem::take(&mut self.inline);
         let permits = std::mem::take(&mut self.inline_permits);
         if buf.len() >= PENDING_BYTES / 2 {
             // It grew large: start the next one from the pool at a similar size.
             self.inline = io::pool::get(buf.len());
         }
-        let _ = sh.tx.send(Reply { buf, _permits: permits });
+        let _ = sh.tx.send(Reply { buf, tail, _permits: permits });
     }
 
     fn dispatch_batch(&mut self, sh: &Shared) {
@@ -218,8 +252,9 @@ impl Stop {
 pub(crate) async fn run<R, W>(mut rd: BufReader<R>, wr: W, neg: Negotiated, config: &NbdConfig, stop: Stop)
 where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: ReplySink,
 {
+    let mut send_file = wr.can_send_file();
     let Negotiated { entry, guard, session, .. } = neg;
     let (tx, rx) = mpsc::unbounded_channel::<Reply>();
     let mut writer = tokio::spawn(write_replies(wr, rx, stop.clone(), config.shutdown_grace));
@@ -232,6 +267,8 @@ where
     let bytes = Arc::new(Semaphore::new(max_bytes as usize));
     let mut held = Held::new();
     let mut nowait_reads = true;
+    // Counts this connection among the export's bulk readers once it makes a large READ.
+    let mut bulk: Option<BulkReader> = None;
 
     loop {
         if rd.buffer().len() < proto::REQUEST_HEADER_LEN {
@@ -310,6 +347,25 @@ where
         };
 
         if req.command == proto::CMD_READ {
+            // Large page-cache hits go out with sendfile: the writer sends the data from the
+            // file right after this header, with no copy through our memory.
+            if req.length >= SENDFILE_MIN && bulk.is_none() {
+                bulk = Some(sh.entry.bulk_reader());
+            }
+            if send_file && req.length >= SENDFILE_MIN && sh.entry.bulk_readers() > 1 {
+                match io::fully_cached(&sh.entry.file, req.offset, req.length as u64) {
+                    Ok(true) => {
+                        encode_read_prefix(&mut held.inline, &sh.session, &req);
+                        held.push_inline_permits(slot, bytes_permit);
+                        sh.entry.sendfile_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let tail = FileTail { entry: sh.entry.clone(), offset: req.offset, len: req.length as usize };
+                        held.send_inline_then(&sh, Some(tail));
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(_) => send_file = false,
+                }
+            }
             // Fast path: a page-cache hit is answered right here.
             if nowait_reads && req.length > 0 && req.length <= INLINE_MAX {
                 let start = held.inline.len();
@@ -336,7 +392,7 @@ where
                 read_reply(&mut buf, &sh2.entry, &sh2.session, &req);
                 let mut permits = vec![slot];
                 permits.extend(bytes_permit);
-                let _ = sh2.tx.send(Reply { buf, _permits: permits });
+                let _ = sh2.tx.send(Reply::bytes(buf, permits));
             });
             continue;
         }
@@ -386,12 +442,12 @@ where
     }
 }
 
-/// Send replies as they complete; batch whatever is ready into one flush.
+/// Send replies as they complete; batch whatever is ready into one write.
 async fn write_replies<W>(wr: W, mut rx: mpsc::UnboundedReceiver<Reply>, mut stop: Stop, grace: Duration)
 where
-    W: AsyncWrite + Unpin,
+    W: ReplySink,
 {
-    let mut wr = BufWriter::with_capacity(256 * 1024, wr);
+    let mut out = Out { sink: wr, buf: Vec::with_capacity(OUT_CAP) };
     let deadline = async move {
         stop.wait().await;
         tokio::time::sleep(grace).await;
@@ -403,13 +459,11 @@ where
             _ = &mut deadline => return,
         };
         let batch = async {
-            wr.write_all(&first.buf).await?;
-            io::pool::put(first.buf);
+            out.push(first).await?;
             while let Ok(m) = rx.try_recv() {
-                wr.write_all(&m.buf).await?;
-                io::pool::put(m.buf);
+                out.push(m).await?;
             }
-            wr.flush().await
+            out.flush().await
         };
         let ok = tokio::select! {
             r = batch => r.is_ok(),
@@ -419,7 +473,49 @@ where
             return;
         }
     }
-    let _ = tokio::time::timeout(grace, wr.shutdown()).await;
+    let _ = tokio::time::timeout(grace, out.sink.shutdown()).await;
+}
+
+/// Replies smaller than this are gathered and written together.
+const OUT_CAP: usize = 256 * 1024;
+
+/// The writer's output: small replies are gathered into one write; large ones go out directly;
+/// bytes ahead of file data are sent with `MSG_MORE`, so a header and its data share segments.
+struct Out<W> {
+    sink: W,
+    buf: Vec<u8>,
+}
+
+impl<W: ReplySink> Out<W> {
+    async fn push(&mut self, m: Reply) -> std::io::Result<()> {
+        if self.buf.len() + m.buf.len() <= OUT_CAP {
+            self.buf.extend_from_slice(&m.buf);
+        } else {
+            self.flush().await?;
+            if m.tail.is_some() {
+                self.sink.send_more(&m.buf).await?;
+            } else {
+                self.sink.write_all(&m.buf).await?;
+            }
+        }
+        io::pool::put(m.buf);
+        if let Some(t) = m.tail {
+            if !self.buf.is_empty() {
+                self.sink.send_more(&self.buf).await?;
+                self.buf.clear();
+            }
+            self.sink.send_file(&t.entry.file, t.offset, t.len).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.sink.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
 }
 
 /// Run a batch in order and encode every reply. FUA is deferred to one `fdatasync` after the

@@ -102,6 +102,60 @@ fn nowait_outcome(n: isize, want: usize) -> NoWait {
     }
 }
 
+/// `cachestat(2)` (Linux 6.5+): the syscall number is the same on every architecture that uses
+/// the unified table (all but alpha), and the libc crate does not name it for x86_64.
+const SYS_CACHESTAT: nix::libc::c_long = 451;
+
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |v| v as u64)
+    })
+}
+
+/// Whether every page of `[offset, offset + len)` is in the page cache, so that reading it (or
+/// `sendfile` from it) will not wait for the disk. `len` must be positive. Errors (ENOSYS on
+/// kernels before 6.5, EOPNOTSUPP on files without a page cache) mean "cannot tell".
+pub fn fully_cached(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    let page = page_size();
+    let first = offset / page;
+    let last = (offset + len - 1) / page;
+    let range = CachestatRange { off: offset, len };
+    let mut stat = Cachestat::default();
+    // SAFETY: cachestat reads `range` and writes one `struct cachestat` into `stat`; both are
+    // live, properly aligned `repr(C)` values matching the kernel's layout (five/two u64s), and
+    // the descriptor is open for the lifetime of `file`.
+    let rc = unsafe {
+        nix::libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const CachestatRange,
+            &mut stat as *mut Cachestat,
+            0u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat.nr_cache > last - first)
+}
+
 /// `preadv2` of up to `want` bytes at `offset` into the spare capacity of `buf`, growing its
 /// length by what was read (no zero-filling first). Returns the syscall's result.
 fn pread_spare(file: &File, buf: &mut Vec<u8>, want: usize, pos: i64, flags: i32) -> isize {

@@ -5,6 +5,7 @@
 //! - `negotiate`: the handshake;
 //! - `connection`: the transmission phase (reader, blocking I/O jobs, writer);
 //! - `io`: the blocking file calls behind each command;
+//! - `sink`: the write half of a connection, with `sendfile` on sockets;
 //! - [`server`]: the export registry and the TCP / unix-socket listeners.
 
 mod connection;
@@ -12,6 +13,7 @@ mod io;
 mod negotiate;
 pub mod proto;
 pub mod server;
+mod sink;
 
 pub use server::{ExportInfo, NbdConfig, NbdError, NbdServer};
 

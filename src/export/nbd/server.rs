@@ -14,6 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::net::SocketAddr;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use tokio::task::JoinHandle;
 use super::connection::{self, Stop};
 use super::negotiate::{self, NegotiateError, Outcome};
 use super::proto;
+use super::sink::ReplySink;
 
 /// Limits and timeouts of the server.
 #[derive(Debug, Clone)]
@@ -87,6 +89,8 @@ pub struct ExportInfo {
     pub readonly: bool,
     /// Live connections.
     pub connections: usize,
+    /// READ replies whose data went out with `sendfile` (zero-copy) so far.
+    pub sendfile_reads: u64,
 }
 
 /// Counts users (connections) and lets someone wait until there are none.
@@ -132,6 +136,9 @@ pub(crate) struct ExportEntry {
     pub file: File,
     stop: watch::Sender<bool>,
     conns: Arc<Tracker>,
+    bulk_readers: AtomicUsize,
+    /// READ replies sent with `sendfile`, for diagnostics and tests.
+    pub sendfile_reads: AtomicU64,
 }
 
 impl ExportEntry {
@@ -143,6 +150,26 @@ impl ExportEntry {
             return None;
         }
         Some((guard, rx))
+    }
+
+    /// Count the calling connection as one that reads in bulk, until the guard drops.
+    pub(crate) fn bulk_reader(self: &Arc<Self>) -> BulkReader {
+        self.bulk_readers.fetch_add(1, Ordering::Relaxed);
+        BulkReader(self.clone())
+    }
+
+    /// Connections that have made large READs (an idle side connection does not count).
+    pub(crate) fn bulk_readers(&self) -> usize {
+        self.bulk_readers.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection counted in [`ExportEntry::bulk_readers`]; uncounted on drop.
+pub(crate) struct BulkReader(Arc<ExportEntry>);
+
+impl Drop for BulkReader {
+    fn drop(&mut self) {
+        self.0.bulk_readers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -215,7 +242,16 @@ impl NbdServer {
         tracing::info!(export = %name, path = %path.display(), readonly, "nbd: export added");
         map.insert(
             name.clone(),
-            Arc::new(ExportEntry { name, path, readonly, file, stop: watch::channel(false).0, conns: Tracker::new() }),
+            Arc::new(ExportEntry {
+                name,
+                path,
+                readonly,
+                file,
+                stop: watch::channel(false).0,
+                conns: Tracker::new(),
+                bulk_readers: AtomicUsize::new(0),
+                sendfile_reads: AtomicU64::new(0),
+            }),
         );
         Ok(())
     }
@@ -242,6 +278,7 @@ impl NbdServer {
                 path: e.path.clone(),
                 readonly: e.readonly,
                 connections: e.conns.current(),
+                sendfile_reads: e.sendfile_reads.load(Ordering::Relaxed),
             })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
@@ -369,7 +406,7 @@ async fn accept_failed(e: std::io::Error) {
 fn spawn_connection<R, W>(inner: &Arc<Inner>, r: R, w: W, peer: String)
 where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: ReplySink,
 {
     let Ok(slot) = inner.slots.clone().try_acquire_owned() else {
         tracing::debug!(%peer, "nbd: connection limit reached, closing");
@@ -386,7 +423,7 @@ where
 async fn handle<R, W>(inner: Arc<Inner>, r: R, mut w: W, peer: String)
 where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: ReplySink,
 {
     let _conn = inner.conns.enter();
     let mut server_stop = inner.stop.subscribe();

@@ -5,7 +5,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 
 use super::proto::{self, *};
 use super::server::{NbdConfig, NbdServer};
@@ -34,10 +34,10 @@ fn fixture_with(config: NbdConfig) -> Fixture {
     Fixture { _dir: dir, path, server }
 }
 
-/// A connected raw client; the server side runs in a task.
-struct Client {
-    s: DuplexStream,
-    server_task: tokio::task::JoinHandle<()>,
+/// A connected raw client; over a pipe, the server side runs in a task.
+struct Client<S = DuplexStream> {
+    s: S,
+    server_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Fixture {
@@ -45,7 +45,7 @@ impl Fixture {
         let (c, s) = tokio::io::duplex(1 << 20);
         let server = self.server.clone();
         let server_task = tokio::spawn(async move { server.serve_stream(s).await });
-        Client { s: c, server_task }
+        Client { s: c, server_task: Some(server_task) }
     }
 }
 
@@ -61,7 +61,7 @@ enum Reply {
     Chunk { flags: u16, kind: u16, cookie: u64, payload: Vec<u8> },
 }
 
-impl Client {
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     async fn read_n(&mut self, n: usize) -> Vec<u8> {
         let mut b = vec![0u8; n];
         tokio::time::timeout(T, self.s.read_exact(&mut b)).await.expect("read timed out").expect("read");
@@ -224,7 +224,7 @@ async fn options_are_answered_per_protocol() {
     // ABORT is acknowledged, then the server hangs up.
     assert_eq!(c.option(OPT_ABORT, &[]).await[0].reply_type, REP_ACK);
     assert!(c.closed().await);
-    c.server_task.await.unwrap();
+    c.server_task.take().unwrap().await.unwrap();
 }
 
 #[tokio::test]
@@ -270,9 +270,9 @@ async fn framing_violations_close_the_connection() {
     assert!(c.closed().await);
 
     // Early disconnect in the middle of the greeting.
-    let c = fx.connect();
+    let mut c = fx.connect();
     drop(c.s);
-    c.server_task.await.unwrap();
+    c.server_task.take().unwrap().await.unwrap();
 
     tokio::time::timeout(T, async {
         while fx.server.connection_count() > 0 {
@@ -675,4 +675,133 @@ async fn pipelined_writes_fua_and_flush_are_all_answered_and_durable() {
     assert!(buf.iter().all(|&x| x == 6));
     f.read_exact_at(&mut buf, 7 * 65536 + 299_000).unwrap();
     assert!(buf[..1000].iter().all(|&x| x == 8));
+}
+
+/// Pseudo-random bytes, so a misplaced or reordered chunk cannot compare equal.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Pipelined READs of every size class on a real socket, answered out of order; each reply's
+/// data must equal the file's bytes at its offset.
+async fn check_pipelined_reads<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Client<S>, file: &[u8], structured: bool) {
+    let reads: Vec<(u64, u32)> = vec![
+        (0, 1 << 20),
+        (4097, 65_536),
+        (12_345, 300_001),
+        (SIZE - (1 << 20), 1 << 20),
+        (77, 4096),
+        ((3 << 20) + 1, 262_144),
+        (SIZE - 1, 1),
+        (5 << 20, 2 << 20),
+    ];
+    for (i, (off, len)) in reads.iter().enumerate() {
+        c.request(CMD_READ, 0, 100 + i as u64, *off, *len, &[]).await;
+    }
+    let mut seen = vec![false; reads.len()];
+    for _ in 0..reads.len() {
+        let (cookie, data) = if structured {
+            match c.reply().await {
+                Reply::Chunk { flags, kind: REPLY_TYPE_OFFSET_DATA, cookie, payload } => {
+                    assert_eq!(flags, REPLY_FLAG_DONE);
+                    let (off, _) = reads[(cookie - 100) as usize];
+                    assert_eq!(u64::from_be_bytes(payload[..8].try_into().unwrap()), off);
+                    (cookie, payload[8..].to_vec())
+                }
+                r => panic!("{r:?}"),
+            }
+        } else {
+            match c.reply().await {
+                Reply::Simple { error: 0, cookie } => {
+                    let (_, len) = reads[(cookie - 100) as usize];
+                    (cookie, c.read_n(len as usize).await)
+                }
+                r => panic!("{r:?}"),
+            }
+        };
+        let i = (cookie - 100) as usize;
+        assert!(!seen[i], "cookie {cookie} answered twice");
+        seen[i] = true;
+        let (off, len) = reads[i];
+        assert!(
+            data == file[off as usize..(off + len as u64) as usize],
+            "read {i} ({off}, {len}) differs from the file"
+        );
+    }
+}
+
+fn sendfile_reads(server: &NbdServer) -> u64 {
+    server.list().iter().find(|e| e.name == "vol").unwrap().sendfile_reads
+}
+
+#[tokio::test]
+async fn large_reads_over_sockets_use_sendfile_and_match_the_file() {
+    let fx = fixture();
+    let data = pattern(SIZE as usize, 42);
+    std::fs::OpenOptions::new().write(true).open(&fx.path).unwrap().write_all_at(&data, 0).unwrap();
+    let sock = fx._dir.path().join("nbd.sock");
+    fx.server.listen_unix(&sock).await.unwrap();
+    let tcp = fx.server.listen_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+
+    // One bulk reader alone never uses sendfile (the client is the narrow end then).
+    let mut a = Client { s: tokio::net::UnixStream::connect(&sock).await.unwrap(), server_task: None };
+    a.go("vol", true).await;
+    check_pipelined_reads(&mut a, &data, true).await;
+    assert_eq!(sendfile_reads(&fx.server), 0);
+
+    // A second one (simple replies, over TCP): from now on both send large cached reads with
+    // sendfile; the data still matches, in both reply formats and on both transports.
+    let mut b = Client { s: tokio::net::TcpStream::connect(tcp).await.unwrap(), server_task: None };
+    b.go("vol", false).await;
+    check_pipelined_reads(&mut b, &data, false).await;
+    check_pipelined_reads(&mut a, &data, true).await;
+    check_pipelined_reads(&mut b, &data, false).await;
+    let after = sendfile_reads(&fx.server);
+    assert!(after >= 10, "sendfile used for {after} reads");
+
+    // Pages not in the page cache are read on the blocking pool instead (never sendfile, which
+    // would wait for the disk on the runtime thread). Dropping clean pages needs them written
+    // back first.
+    let f = std::fs::File::open(&fx.path).unwrap();
+    f.sync_all().unwrap();
+    nix::fcntl::posix_fadvise(&f, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+    if super::io::fully_cached(&f, 5 << 20, 2 << 20).unwrap() {
+        eprintln!("skipping the uncached part: the kernel kept the pages cached");
+    } else {
+        c_read_uncached(&mut a, &data).await;
+        assert_eq!(sendfile_reads(&fx.server), after, "an uncached read went out with sendfile");
+    }
+
+    // A write between reads is seen by the next read on either connection.
+    let new = pattern(70_000, 7);
+    a.request(CMD_WRITE, 0, 1, 2 << 20, new.len() as u32, &new).await;
+    assert_eq!(chunk_error(&a.reply().await), None);
+    b.request(CMD_READ, 0, 2, 2 << 20, new.len() as u32, &[]).await;
+    assert_eq!(b.reply().await, Reply::Simple { error: 0, cookie: 2 });
+    assert!(b.read_n(new.len()).await == new);
+
+    a.request(CMD_DISC, 0, 0, 0, 0, &[]).await;
+    assert!(a.closed().await);
+    drop(b);
+    fx.server.shutdown().await;
+}
+
+/// One large READ of a range just dropped from the page cache.
+async fn c_read_uncached(c: &mut Client<tokio::net::UnixStream>, data: &[u8]) {
+    let (off, len) = (5u64 << 20, 2u32 << 20);
+    c.request(CMD_READ, 0, 200, off, len, &[]).await;
+    match c.reply().await {
+        Reply::Chunk { kind: REPLY_TYPE_OFFSET_DATA, cookie: 200, payload, .. } => {
+            assert!(payload[8..] == data[off as usize..(off + len as u64) as usize]);
+        }
+        r => panic!("{r:?}"),
+    }
 }
