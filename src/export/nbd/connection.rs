@@ -3,16 +3,16 @@
 //! The reader (this task) decodes request headers, checks each request before any I/O and reads
 //! WRITE payloads. Then:
 //! - a READ of at least `SENDFILE_MIN` bytes that the page cache holds (`cachestat`), on a
-//!   socket, while several connections make such READs on the export, is sent by the writer with `sendfile`
-//!   (see `sink`): no copy through our memory, half the server CPU per byte. It is not used for
-//!   a lone connection: the client then receives page-cache pages instead of freshly written
-//!   socket buffers and copies them more slowly, and with one connection the client, not the
-//!   server, is the narrow end; an idle side connection, like the one fio keeps open, does not
-//!   count (measured: fio 1 MiB reads over one unix connection 2.2 GB/s
-//!   with sendfile, 3.4 GB/s without; nbdcopy over two connections 4.5 GB/s with, 3.6 without);
-//! - any other READ the page cache can serve (`preadv2(RWF_NOWAIT)`) is answered right here, no
-//!   thread hop; a READ that would wait for the disk becomes its own `spawn_blocking` job, so
-//!   cache misses run in parallel;
+//!   socket, while several connections make such READs on the export, is sent by the writer
+//!   with `sendfile` (see `sink`): no copy through our memory, half the server CPU per byte.
+//!   A lone bulk reader does not get it: its client then copies out of page-cache pages rather
+//!   than freshly written socket buffers, more slowly, and with one connection the client, not
+//!   the server, is the narrow end (an idle side connection, like the one fio keeps open, does
+//!   not count). Measured: fio 1 MiB reads over one unix connection 2.2 GB/s with sendfile,
+//!   3.4 GB/s without; nbdcopy over two connections 4.5 GB/s with, 3.6 GB/s without;
+//! - any other READ of at most `INLINE_MAX` bytes the page cache can serve
+//!   (`preadv2(RWF_NOWAIT)`) is answered right here, no thread hop; larger READs and READs that
+//!   would wait for the disk become their own `spawn_blocking` job, so they copy in parallel;
 //! - a WRITE of at most `INLINE_WRITE_MAX` bytes without FUA is a buffered `pwrite` right here
 //!   too (ext4 refuses `RWF_NOWAIT` for buffered writes, and a page-cache write costs less than
 //!   the two thread hand-offs of the queue); a later FLUSH covers it, as it returned first;
@@ -22,7 +22,8 @@
 //!   group commit), and its replies travel as one message; a busy connection keeps its drainer
 //!   running, so it pays no thread wake-up per request;
 //! - a writer task sends replies in completion order (out of order across jobs, matched by
-//!   cookie), batching whatever is ready into one write.
+//!   cookie), batching whatever is ready into one write; the bytes ahead of `sendfile` data go
+//!   out with `MSG_MORE`, so a reply header shares its segment with the data.
 //!
 //! Invariants:
 //! - at most `max_requests` requests and `max_bytes` READ/WRITE payload bytes are in flight per
