@@ -29,73 +29,56 @@ pub(crate) trait ReplySink: AsyncWrite + Unpin + Send + 'static {
     fn send_more(&self, buf: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-/// A socket's readiness and `sendfile` on its descriptor.
-trait SendfileSocket: std::os::fd::AsFd + Sync {
+/// A socket's readiness and a non-blocking call on its descriptor.
+trait Socket: std::os::fd::AsFd + Sync {
     fn ready(&self) -> impl Future<Output = io::Result<()>> + Send;
-    fn try_sendfile(&self, file: &File, offset: &mut i64, len: usize) -> io::Result<usize>;
-    fn try_send_more(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Run `op` if the socket is writable; `WouldBlock` clears the readiness.
+    fn try_write_op(&self, op: impl FnOnce() -> io::Result<usize>) -> io::Result<usize>;
 }
 
-impl SendfileSocket for TcpStream {
-    async fn ready(&self) -> io::Result<()> {
-        self.writable().await
-    }
-    fn try_sendfile(&self, file: &File, offset: &mut i64, len: usize) -> io::Result<usize> {
-        self.try_io(Interest::WRITABLE, || sendfile(self, file, offset, len))
-    }
-    fn try_send_more(&self, buf: &[u8]) -> io::Result<usize> {
-        self.try_io(Interest::WRITABLE, || send_more(self, buf))
-    }
-}
-
-impl SendfileSocket for UnixStream {
-    async fn ready(&self) -> io::Result<()> {
-        self.writable().await
-    }
-    fn try_sendfile(&self, file: &File, offset: &mut i64, len: usize) -> io::Result<usize> {
-        self.try_io(Interest::WRITABLE, || sendfile(self, file, offset, len))
-    }
-    fn try_send_more(&self, buf: &[u8]) -> io::Result<usize> {
-        self.try_io(Interest::WRITABLE, || send_more(self, buf))
-    }
-}
-
-fn sendfile(sock: impl std::os::fd::AsFd, file: &File, offset: &mut i64, len: usize) -> io::Result<usize> {
-    nix::sys::sendfile::sendfile64(sock, file, Some(offset), len).map_err(io::Error::from)
-}
-
-fn send_more(sock: &impl std::os::fd::AsFd, buf: &[u8]) -> io::Result<usize> {
-    use nix::sys::socket::{send, MsgFlags};
-    use std::os::fd::AsRawFd;
-    send(sock.as_fd().as_raw_fd(), buf, MsgFlags::from_bits_retain(nix::libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL)
-        .map_err(io::Error::from)
-}
-
-/// Loop `send(MSG_MORE)` until all of `buf` went out.
-async fn send_all_more<S: SendfileSocket>(sock: &S, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        sock.ready().await?;
-        match sock.try_send_more(buf) {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Both socket types, through one macro: their tokio APIs match but share no trait.
+macro_rules! socket_sink {
+    ($stream:ty, $half:ty) => {
+        impl Socket for $stream {
+            async fn ready(&self) -> io::Result<()> {
+                self.writable().await
+            }
+            fn try_write_op(&self, op: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+                self.try_io(Interest::WRITABLE, op)
+            }
         }
-    }
-    Ok(())
+
+        impl ReplySink for $half {
+            fn can_send_file(&self) -> bool {
+                true
+            }
+            fn send_file(&self, file: &File, offset: u64, len: usize) -> impl Future<Output = io::Result<()>> + Send {
+                send_file_all::<$stream>(self.as_ref(), file, offset, len)
+            }
+            fn send_more(&self, buf: &[u8]) -> impl Future<Output = io::Result<()>> + Send {
+                send_more_all::<$stream>(self.as_ref(), buf)
+            }
+        }
+    };
 }
 
-/// Loop `sendfile` until `len` bytes went out, waiting for writability in between.
-async fn send_all<S: SendfileSocket>(sock: &S, file: &File, offset: u64, len: usize) -> io::Result<()> {
-    let mut pos = i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(nix::libc::EOVERFLOW))?;
+socket_sink!(TcpStream, tcp::OwnedWriteHalf);
+socket_sink!(UnixStream, unix::OwnedWriteHalf);
+
+/// Repeat `step` (bytes still to send → bytes sent) until `len` bytes went out, waiting for
+/// writability in between.
+async fn send_until_done<S: Socket>(
+    sock: &S,
+    len: usize,
+    mut step: impl FnMut(usize) -> io::Result<usize> + Send,
+) -> io::Result<()> {
     let mut left = len;
     while left > 0 {
         sock.ready().await?;
-        match sock.try_sendfile(file, &mut pos, left) {
-            // The file ended early: it cannot, as the range was checked; never spin on it.
-            Ok(0) => {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "sendfile: file shorter than the export"))
-            }
+        match sock.try_write_op(|| step(left)) {
+            // Zero progress on a non-empty request: the file ended early (it cannot, as the range
+            // was checked) or the socket is gone; never spin on it.
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "no progress sending a reply")),
             Ok(n) => left -= n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -104,28 +87,22 @@ async fn send_all<S: SendfileSocket>(sock: &S, file: &File, offset: u64, len: us
     Ok(())
 }
 
-impl ReplySink for tcp::OwnedWriteHalf {
-    fn can_send_file(&self) -> bool {
-        true
-    }
-    fn send_file(&self, file: &File, offset: u64, len: usize) -> impl Future<Output = io::Result<()>> + Send {
-        send_all::<TcpStream>(self.as_ref(), file, offset, len)
-    }
-    fn send_more(&self, buf: &[u8]) -> impl Future<Output = io::Result<()>> + Send {
-        send_all_more::<TcpStream>(self.as_ref(), buf)
-    }
+/// `sendfile` of `len` bytes of `file` at `offset`.
+async fn send_file_all<S: Socket>(sock: &S, file: &File, offset: u64, len: usize) -> io::Result<()> {
+    let mut pos = i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(nix::libc::EOVERFLOW))?;
+    send_until_done(sock, len, |left| {
+        nix::sys::sendfile::sendfile64(sock, file, Some(&mut pos), left).map_err(io::Error::from)
+    })
+    .await
 }
 
-impl ReplySink for unix::OwnedWriteHalf {
-    fn can_send_file(&self) -> bool {
-        true
-    }
-    fn send_file(&self, file: &File, offset: u64, len: usize) -> impl Future<Output = io::Result<()>> + Send {
-        send_all::<UnixStream>(self.as_ref(), file, offset, len)
-    }
-    fn send_more(&self, buf: &[u8]) -> impl Future<Output = io::Result<()>> + Send {
-        send_all_more::<UnixStream>(self.as_ref(), buf)
-    }
+/// `send(MSG_MORE)` of all of `buf`.
+async fn send_more_all<S: Socket>(sock: &S, buf: &[u8]) -> io::Result<()> {
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let flags = MsgFlags::from_bits_retain(nix::libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL;
+    let fd = sock.as_fd().as_raw_fd();
+    send_until_done(sock, buf.len(), |left| send(fd, &buf[buf.len() - left..], flags).map_err(io::Error::from)).await
 }
 
 /// Any other stream (in-memory pipes in tests): bytes only.
