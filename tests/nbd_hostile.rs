@@ -150,13 +150,19 @@ fn hostile_clients_never_crash_or_leak() {
         server.listen_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap()
     });
 
-    // Warm up (blocking pool threads, buffers) before taking the baseline.
+    // Warm up (blocking pool threads, buffers) before taking the baseline; the warm-up
+    // connection's descriptors must be gone again first.
+    let fds_initial = open_fds();
     let mut s = unix(&sock);
     go(&mut s, "vol");
     read_ok(&mut s, 1 << 20);
     drop(s);
     wait_idle(&server);
-    std::thread::sleep(Duration::from_millis(200));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds() > fds_initial {
+        assert!(Instant::now() < deadline, "the warm-up connection leaked descriptors");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let fds_before = open_fds();
     let rss_before = rss_kib();
 
