@@ -22,6 +22,7 @@ backend_tests!(
     vendor_tags_on_snapshots_and_backups,
     vendor_resource_instances_query_forms,
     tags_go_away_with_the_volume,
+    tags_and_metadata_go_away_with_the_snapshot,
     concurrent_tag_adds_respect_the_limit,
     client_token_makes_create_idempotent,
 );
@@ -609,6 +610,47 @@ async fn tags_go_away_with_the_volume(b: Backend) {
         json!({"total_count": 0})
     );
     api.get(&format!("/v2/{p}/cloudvolumes/{id}/tags")).await.expect_evs_error(404, "EVS.5404");
+    // The rows are gone, not hidden.
+    let tags = srv.db_query_pairs("SELECT resource_id, key FROM tags").await;
+    assert!(tags.iter().all(|(rid, _)| *rid != id), "tags left behind: {tags:?}");
+}
+
+async fn tags_and_metadata_go_away_with_the_snapshot(b: Backend) {
+    let srv = shared(&b);
+    let api = srv.api();
+    let p = project();
+    let vol = disk(&api, &p, "snap-doomed-src").await;
+    let r = api
+        .post(
+            &format!("/v3/{p}/snapshots"),
+            json!({"snapshot": {"volume_id": vol, "name": "doomed", "metadata": {"m": "1"}}}),
+        )
+        .await;
+    let snap = s(&r.expect(202).body["snapshot"], "id");
+    let deadline = std::time::Instant::now() + common::WAIT_TIMEOUT;
+    loop {
+        let st = api.get(&format!("/v3/{p}/snapshots/{snap}")).await.expect(200).body["snapshot"]["status"].clone();
+        if st == "available" {
+            break;
+        }
+        assert!(st == "creating" && std::time::Instant::now() < deadline, "snapshot {snap} is {st}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let base = format!("/v2/{p}/os-vendor-tags/snapshots/{snap}");
+    api.post(&base, json!({"tags": {"k": "v"}})).await.expect(200);
+    api.delete(&format!("/v3/{p}/snapshots/{snap}")).await.expect(202);
+    let deadline = std::time::Instant::now() + common::WAIT_TIMEOUT;
+    while api.get(&format!("/v3/{p}/snapshots/{snap}")).await.status != 404 {
+        assert!(std::time::Instant::now() < deadline, "snapshot {snap} was never deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(api.get(&format!("/v2/{p}/os-vendor-tags/snapshots")).await.expect(200).body, json!({"tags": {}}));
+    api.get(&base).await.expect_evs_error(404, "EVS.5404");
+    // The rows are gone, not hidden.
+    let metadata = srv.db_query_pairs("SELECT snapshot_id, key FROM snapshot_metadata").await;
+    assert!(metadata.iter().all(|(id, _)| *id != snap), "metadata left behind: {metadata:?}");
+    let tags = srv.db_query_pairs("SELECT resource_id, key FROM tags").await;
+    assert!(tags.iter().all(|(id, _)| *id != snap), "tags left behind: {tags:?}");
 }
 
 async fn concurrent_tag_adds_respect_the_limit(b: Backend) {

@@ -136,6 +136,26 @@ impl WriteTx<'_> {
         sql.query().execute(self.conn()).await?;
         Ok(())
     }
+
+    /// Remove a row of `table` (`volumes` or `snapshots`) with its metadata (table
+    /// `{singular}_metadata`, key `{singular}_id`) and its tags.
+    pub(crate) async fn delete_row_with_metadata_and_tags(
+        &mut self,
+        table: &str,
+        singular: &str,
+        id: &str,
+    ) -> Result<()> {
+        let metadata = format!("DELETE FROM {singular}_metadata WHERE {singular}_id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(metadata)).bind(id).execute(self.conn()).await?;
+        sqlx::query("DELETE FROM tags WHERE resource_type = $1 AND resource_id = $2")
+            .bind(table)
+            .bind(id)
+            .execute(self.conn())
+            .await?;
+        let row = format!("DELETE FROM {table} WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(row)).bind(id).execute(self.conn()).await?;
+        Ok(())
+    }
 }
 
 static MIGRATOR_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

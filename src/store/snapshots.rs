@@ -274,13 +274,7 @@ impl WriteTx<'_> {
 
     /// Remove a snapshot row, its metadata and tags.
     pub async fn delete_snapshot_row(&mut self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM snapshot_metadata WHERE snapshot_id = $1").bind(id).execute(self.conn()).await?;
-        sqlx::query("DELETE FROM tags WHERE resource_type = 'snapshots' AND resource_id = $1")
-            .bind(id)
-            .execute(self.conn())
-            .await?;
-        sqlx::query("DELETE FROM snapshots WHERE id = $1").bind(id).execute(self.conn()).await?;
-        Ok(())
+        self.delete_row_with_metadata_and_tags("snapshots", "snapshot", id).await
     }
 
     /// How many snapshots a volume has (inside this transaction).

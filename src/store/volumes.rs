@@ -414,15 +414,9 @@ impl WriteTx<'_> {
         self.update_text("volumes", id, name, description, now).await
     }
 
-    /// Remove a volume row (metadata cascades).
+    /// Remove a volume row with its metadata and tags.
     pub async fn delete_volume_row(&mut self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM volume_metadata WHERE volume_id = $1").bind(id).execute(self.conn()).await?;
-        sqlx::query("DELETE FROM tags WHERE resource_type = 'volumes' AND resource_id = $1")
-            .bind(id)
-            .execute(self.conn())
-            .await?;
-        sqlx::query("DELETE FROM volumes WHERE id = $1").bind(id).execute(self.conn()).await?;
-        Ok(())
+        self.delete_row_with_metadata_and_tags("volumes", "volume", id).await
     }
 
     /// Record a volume's new size (after an extend).

@@ -404,7 +404,8 @@ impl TestServer {
         self.db_query_pairs("SELECT id, status FROM jobs ORDER BY id").await
     }
 
-    async fn db_query_pairs(&self, sql: &'static str) -> Vec<(String, String)> {
+    /// The first two (text) columns of every row `sql` selects, read straight from the database.
+    pub async fn db_query_pairs(&self, sql: &'static str) -> Vec<(String, String)> {
         use sqlx::Row;
         sqlx::any::install_default_drivers();
         let url = self.database_url();
