@@ -21,16 +21,19 @@
 //!   queued, in order, with one `fdatasync` at the end when any of it asked for FUA or FLUSH (a
 //!   group commit), and its replies travel as one message; a busy connection keeps its drainer
 //!   running, so it pays no thread wake-up per request;
-//! - a writer task sends replies in completion order (out of order across jobs, matched by
-//!   cookie), batching whatever is ready into one write; the bytes ahead of `sendfile` data go
-//!   out with `MSG_MORE`, so a reply header shares its segment with the data.
+//! - a writer sends replies in completion order (out of order across jobs, matched by cookie),
+//!   batching whatever is ready into one write; the bytes ahead of `sendfile` data go out with
+//!   `MSG_MORE`, so a reply header shares its segment with the data. It runs as its own task
+//!   until the connection makes a READ over `INLINE_MAX`, then inside the reader's task
+//!   (`WriterSlot`).
 //!
 //! Invariants:
 //! - at most `max_requests` requests and `max_bytes` READ/WRITE payload bytes are in flight per
 //!   connection (permits travel with the reply and are released once it is written), so a client
 //!   that stops reading replies stalls itself, not the server's memory;
 //! - the reader hands over everything it holds (inline replies, the batch) before it waits for
-//!   anything (socket, permits), so nothing it holds can be what it waits for;
+//!   anything (socket, permits), so nothing it holds can be what it waits for, and every wait
+//!   also polls the writer, which may run inside the reader's task;
 //! - a reply to a FUA write or a FLUSH is sent only after `fdatasync` returned, and a FLUSH
 //!   covers every write that was answered before it arrived (those ran in earlier or the same
 //!   job, all on the one shared descriptor);
@@ -258,9 +261,13 @@ where
     let mut send_file = wr.can_send_file();
     let Negotiated { entry, guard, session, .. } = neg;
     let (tx, rx) = mpsc::unbounded_channel::<Reply>();
-    let mut writer = tokio::spawn(write_replies(wr, rx, stop.clone(), config.shutdown_grace));
+    let (call_home, home) = tokio::sync::oneshot::channel();
+    let out = Out { sink: wr, buf: Vec::with_capacity(OUT_CAP) };
+    let grace = config.shutdown_grace;
+    let mut writer = WriterSlot::Task(tokio::spawn(write_replies(out, rx, stop.clone(), grace, Some(home))));
+    let mut call_home = Some(call_home);
     let mut writer_done = false;
-    let stopped = stop.stopped();
+    let stopped = stop.clone().stopped();
     tokio::pin!(stopped);
     let sh = Shared { entry, session, tx, queue: Arc::new(Queue::default()), _guard: Arc::new(guard) };
     let slots = Arc::new(Semaphore::new(config.max_requests_per_connection.max(1)));
@@ -276,11 +283,14 @@ where
             held.release(&sh);
         }
         let mut hb = [0u8; proto::REQUEST_HEADER_LEN];
+        // New requests come before writing: a moved-in writer would otherwise make them wait
+        // behind a large `send` (read_exact is not cancel-safe, but the writer branch ends the
+        // connection anyway).
         tokio::select! {
             biased;
             _ = &mut stopped => break,
-            _ = &mut writer => { writer_done = true; break }
             r = rd.read_exact(&mut hb) => if r.is_err() { break },
+            _ = &mut writer => { writer_done = true; break }
         }
         let req = match proto::parse_request(&hb) {
             Ok(r) => r,
@@ -299,6 +309,7 @@ where
                 tokio::select! {
                     biased;
                     _ = &mut stopped => break,
+                    _ = &mut writer => { writer_done = true; break }
                     p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 }
             }
@@ -315,6 +326,7 @@ where
                 let ok = tokio::select! {
                     biased;
                     _ = &mut stopped => false,
+                    _ = &mut writer => { writer_done = true; false }
                     r = discard => matches!(r, Ok(n) if n == payload as u64),
                 };
                 if !ok {
@@ -339,6 +351,7 @@ where
                     tokio::select! {
                         biased;
                         _ = &mut stopped => break,
+                        _ = &mut writer => { writer_done = true; break }
                         p = bytes.clone().acquire_many_owned(cost) => match p { Ok(p) => Some(p), Err(_) => break },
                     }
                 }
@@ -386,6 +399,28 @@ where
                     }
                 }
             }
+            // A connection that streams reads too large to answer inline runs its writer in
+            // this task from now on (see `WriterSlot`).
+            if req.length > INLINE_MAX {
+                if let Some(tx_home) = call_home.take() {
+                    held.release(&sh);
+                    let _ = tx_home.send(());
+                    let back = tokio::select! {
+                        biased;
+                        _ = &mut stopped => break,
+                        r = &mut writer => r,
+                    };
+                    match back {
+                        Some((out, rx)) => {
+                            writer = WriterSlot::Here(Box::pin(write_replies(out, rx, stop.clone(), grace, None)));
+                        }
+                        None => {
+                            writer_done = true;
+                            break;
+                        }
+                    }
+                }
+            }
             // A miss: its own job, so several disk reads can be in flight.
             let sh2 = sh.clone();
             tokio::task::spawn_blocking(move || {
@@ -408,6 +443,7 @@ where
             let ok = tokio::select! {
                 biased;
                 _ = &mut stopped => false,
+                _ = &mut writer => { writer_done = true; false }
                 r = take.read_to_end(&mut v) => matches!(r, Ok(n) if n == req.length as usize),
             };
             if !ok {
@@ -444,20 +480,39 @@ where
 }
 
 /// Send replies as they complete; batch whatever is ready into one write.
-async fn write_replies<W>(wr: W, mut rx: mpsc::UnboundedReceiver<Reply>, mut stop: Stop, grace: Duration)
+/// Returns its output and queue when called home (between batches), `None` once done.
+async fn write_replies<W>(
+    mut out: Out<W>,
+    mut rx: mpsc::UnboundedReceiver<Reply>,
+    mut stop: Stop,
+    grace: Duration,
+    home: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Option<WriterState<W>>
 where
     W: ReplySink,
 {
-    let mut out = Out { sink: wr, buf: Vec::with_capacity(OUT_CAP) };
     let deadline = async move {
         stop.wait().await;
         tokio::time::sleep(grace).await;
     };
     tokio::pin!(deadline);
+    let called_home = async move {
+        match home {
+            Some(h) => {
+                if h.await.is_err() {
+                    std::future::pending::<()>().await
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::pin!(called_home);
     loop {
         let first = tokio::select! {
+            biased;
+            _ = &mut called_home => return Some((out, rx)),
             m = rx.recv() => match m { Some(m) => m, None => break },
-            _ = &mut deadline => return,
+            _ = &mut deadline => return None,
         };
         let batch = async {
             out.push(first).await?;
@@ -471,10 +526,38 @@ where
             _ = &mut deadline => false,
         };
         if !ok {
-            return;
+            return None;
         }
     }
     let _ = tokio::time::timeout(grace, out.sink.shutdown()).await;
+    None
+}
+
+/// The writer's output and queue, as handed from its own task to the reader's.
+type WriterState<W> = (Out<W>, mpsc::UnboundedReceiver<Reply>);
+
+/// Where the writer runs. At first in its own task, so small replies are written on another
+/// core while the reader goes on (4k random I/O: 10–20% more IOPS than with one task). Once the
+/// connection makes a READ over `INLINE_MAX` (copied on the blocking pool), it moves into the
+/// reader's task for good: every large reply then comes from a blocking job anyway, and the
+/// reader, polling new requests before writing (see the header wait), hands the next copies to
+/// the pool before it spends its turn on a 1 MiB `send` (fio 1 MiB reads, one connection: TCP
+/// 3.0–3.1 GB/s instead of 2.9, unix 3.1–3.5 instead of 2.2–2.7). The reader polls it in every
+/// wait, so replies, and the permits they release, always progress.
+enum WriterSlot<W> {
+    Task(tokio::task::JoinHandle<Option<WriterState<W>>>),
+    Here(std::pin::Pin<Box<dyn std::future::Future<Output = Option<WriterState<W>>> + Send>>),
+}
+
+impl<W: ReplySink> std::future::Future for WriterSlot<W> {
+    type Output = Option<WriterState<W>>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            WriterSlot::Task(h) => std::pin::Pin::new(h).poll(cx).map(|r| r.ok().flatten()),
+            WriterSlot::Here(f) => f.as_mut().poll(cx),
+        }
+    }
 }
 
 /// Replies smaller than this are gathered and written together.

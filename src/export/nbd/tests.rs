@@ -805,3 +805,60 @@ async fn c_read_uncached(c: &mut Client<tokio::net::UnixStream>, data: &[u8]) {
         r => panic!("{r:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_bulk_reader_keeps_answering_everything_and_still_closes_on_removal() {
+    let fx = fixture_with(NbdConfig { shutdown_grace: Duration::from_millis(200), ..Default::default() });
+    let data = pattern(SIZE as usize, 9);
+    std::fs::OpenOptions::new().write(true).open(&fx.path).unwrap().write_all_at(&data, 0).unwrap();
+    let mut c = fx.connect();
+    c.go("vol", true).await;
+    // Reads over 256 KiB move the connection's writer into its reader task; everything after
+    // that must still be answered: pipelined large and small reads, writes, FUA, FLUSH.
+    check_pipelined_reads(&mut c, &data, true).await;
+    let mut file = data.clone();
+    let small = pattern(4096, 3);
+    let mut expect = Vec::new();
+    // More requests than the connection's 64 slots: the reader must let the writer run while
+    // it waits for one.
+    for i in 0..100u64 {
+        let cookie = 1000 + i;
+        match i % 4 {
+            0 => c.request(CMD_READ, 0, cookie, i * 65_536, 4096, &[]).await,
+            1 => {
+                let off = (1 << 20) + i * 8192;
+                c.request(CMD_WRITE, if i % 8 == 1 { CMD_FLAG_FUA } else { 0 }, cookie, off, 4096, &small).await;
+                file[off as usize..off as usize + 4096].copy_from_slice(&small);
+            }
+            2 => c.request(CMD_READ, 0, cookie, (3 << 20) + i, 600_000, &[]).await,
+            _ => c.request(CMD_FLUSH, 0, cookie, 0, 0, &[]).await,
+        }
+        expect.push(cookie);
+    }
+    let mut seen = Vec::new();
+    for _ in 0..expect.len() {
+        let r = c.reply().await;
+        assert_eq!(chunk_error(&r), None, "{r:?}");
+        let cookie = cookie_of(&r);
+        if let Reply::Chunk { kind: REPLY_TYPE_OFFSET_DATA, payload, .. } = &r {
+            let off = u64::from_be_bytes(payload[..8].try_into().unwrap()) as usize;
+            // Reads do not overlap the writes of this batch, so the original data is expected.
+            assert!(payload[8..] == data[off..off + payload.len() - 8], "read {cookie} differs");
+        }
+        seen.push(cookie);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, expect);
+    let mut on_disk = vec![0u8; file.len()];
+    std::fs::File::open(&fx.path).unwrap().read_exact_at(&mut on_disk, 0).unwrap();
+    assert!(on_disk == file, "the writes did not land");
+
+    // A client that stops reading replies stalls itself; removing the export still closes the
+    // connection within the grace period.
+    for i in 0..64u64 {
+        c.request(CMD_READ, 0, 5000 + i, 0, 1 << 20, &[]).await;
+    }
+    assert!(tokio::time::timeout(T, fx.server.remove_export("vol")).await.unwrap());
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(T, c.s.read_to_end(&mut rest)).await.expect("connection not closed");
+}
