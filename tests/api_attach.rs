@@ -363,15 +363,7 @@ async fn loop_device_filesystem_survives_snapshot_and_clone() {
         .await
         .expect(202);
     let sid = s(&snap.body["snapshot"], "id");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let st = api.get(&format!("/v3/{p}/snapshots/{sid}")).await.expect(200).body["snapshot"]["status"].clone();
-        if st == "available" {
-            break;
-        }
-        assert!(st == "creating" && std::time::Instant::now() < deadline, "snapshot {sid} is {st}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    api.wait_snapshot_available(&p, &sid).await;
     let clone = new_volume(&api, &p, json!({"snapshot_id": sid})).await;
     let (caid, cdev) = attach_loop(&api, &p, &clone).await;
     post_v(&api, &format!("/v3/{p}/attachments/{caid}/action"), json!({"os-complete": {}})).await.expect(204);

@@ -627,15 +627,7 @@ async fn tags_and_metadata_go_away_with_the_snapshot(b: Backend) {
         )
         .await;
     let snap = s(&r.expect(202).body["snapshot"], "id");
-    let deadline = std::time::Instant::now() + common::WAIT_TIMEOUT;
-    loop {
-        let st = api.get(&format!("/v3/{p}/snapshots/{snap}")).await.expect(200).body["snapshot"]["status"].clone();
-        if st == "available" {
-            break;
-        }
-        assert!(st == "creating" && std::time::Instant::now() < deadline, "snapshot {snap} is {st}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    api.wait_snapshot_available(&p, &snap).await;
     let base = format!("/v2/{p}/os-vendor-tags/snapshots/{snap}");
     api.post(&base, json!({"tags": {"k": "v"}})).await.expect(200);
     api.delete(&format!("/v3/{p}/snapshots/{snap}")).await.expect(202);

@@ -15,18 +15,6 @@ async fn status(api: &Api, p: &str, id: &str) -> String {
     s(&api.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200).body["volume"], "status")
 }
 
-async fn wait_snapshot(api: &Api, p: &str, sid: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let st = api.get(&format!("/v3/{p}/snapshots/{sid}")).await.expect(200).body["snapshot"]["status"].clone();
-        if st == "available" {
-            return;
-        }
-        assert!(st == "creating" && std::time::Instant::now() < deadline, "snapshot {sid} is {st}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 async fn transfer_accept_and_wrong_key(b: Backend) {
     let srv = shared(&b);
     let api = srv.api();
@@ -89,7 +77,7 @@ async fn transfer_cancel_and_refusals(b: Backend) {
     assert_eq!(status(&api, &a, &id).await, "available");
     // Attached volumes and volumes with snapshots (legacy API) are refused; nothing changes.
     let snap = api.post(&format!("/v3/{a}/snapshots"), json!({"snapshot": {"volume_id": id}})).await.expect(202);
-    wait_snapshot(&api, &a, &s(&snap.body["snapshot"], "id")).await;
+    api.wait_snapshot_available(&a, &s(&snap.body["snapshot"], "id")).await;
     api.post(&format!("/v3/{a}/os-volume-transfer"), json!({"transfer": {"volume_id": id}}))
         .await
         .expect_fault(400, "badRequest");
@@ -117,7 +105,7 @@ async fn transfer_with_snapshots_and_quota(b: Backend) {
     let id = s(&api.cinder_create_available(&a, json!({"size": 2})).await, "id");
     let snap = api.post(&format!("/v3/{a}/snapshots"), json!({"snapshot": {"volume_id": id}})).await.expect(202);
     let sid = s(&snap.body["snapshot"], "id");
-    wait_snapshot(&api, &a, &sid).await;
+    api.wait_snapshot_available(&a, &sid).await;
     let r = api
         .request(
             reqwest::Method::POST,
