@@ -5,6 +5,7 @@
 
 #[macro_use]
 mod common;
+mod snapkit;
 
 use std::path::Path;
 use std::process::Command;
@@ -363,7 +364,7 @@ async fn loop_device_filesystem_survives_snapshot_and_clone() {
         .await
         .expect(202);
     let sid = s(&snap.body["snapshot"], "id");
-    api.wait_snapshot_available(&p, &sid).await;
+    snapkit::wait_snapshot(&api, &p, &sid, &["available"]).await;
     let clone = new_volume(&api, &p, json!({"snapshot_id": sid})).await;
     let (caid, cdev) = attach_loop(&api, &p, &clone).await;
     post_v(&api, &format!("/v3/{p}/attachments/{caid}/action"), json!({"os-complete": {}})).await.expect(204);

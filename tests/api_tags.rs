@@ -4,6 +4,7 @@
 
 #[macro_use]
 mod common;
+mod snapkit;
 
 use std::collections::BTreeSet;
 
@@ -627,15 +628,11 @@ async fn tags_and_metadata_go_away_with_the_snapshot(b: Backend) {
         )
         .await;
     let snap = s(&r.expect(202).body["snapshot"], "id");
-    api.wait_snapshot_available(&p, &snap).await;
+    snapkit::wait_snapshot(&api, &p, &snap, &["available"]).await;
     let base = format!("/v2/{p}/os-vendor-tags/snapshots/{snap}");
     api.post(&base, json!({"tags": {"k": "v"}})).await.expect(200);
     api.delete(&format!("/v3/{p}/snapshots/{snap}")).await.expect(202);
-    let deadline = std::time::Instant::now() + common::WAIT_TIMEOUT;
-    while api.get(&format!("/v3/{p}/snapshots/{snap}")).await.status != 404 {
-        assert!(std::time::Instant::now() < deadline, "snapshot {snap} was never deleted");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    snapkit::wait_snapshot_gone(&api, &p, &snap).await;
     assert_eq!(api.get(&format!("/v2/{p}/os-vendor-tags/snapshots")).await.expect(200).body, json!({"tags": {}}));
     api.get(&base).await.expect_evs_error(404, "EVS.5404");
     // The rows are gone, not hidden.

@@ -2,6 +2,7 @@
 
 #[macro_use]
 mod common;
+mod snapkit;
 
 use serde_json::json;
 
@@ -77,7 +78,7 @@ async fn transfer_cancel_and_refusals(b: Backend) {
     assert_eq!(status(&api, &a, &id).await, "available");
     // Attached volumes and volumes with snapshots (legacy API) are refused; nothing changes.
     let snap = api.post(&format!("/v3/{a}/snapshots"), json!({"snapshot": {"volume_id": id}})).await.expect(202);
-    api.wait_snapshot_available(&a, &s(&snap.body["snapshot"], "id")).await;
+    snapkit::wait_snapshot(&api, &a, &s(&snap.body["snapshot"], "id"), &["available"]).await;
     api.post(&format!("/v3/{a}/os-volume-transfer"), json!({"transfer": {"volume_id": id}}))
         .await
         .expect_fault(400, "badRequest");
@@ -105,7 +106,7 @@ async fn transfer_with_snapshots_and_quota(b: Backend) {
     let id = s(&api.cinder_create_available(&a, json!({"size": 2})).await, "id");
     let snap = api.post(&format!("/v3/{a}/snapshots"), json!({"snapshot": {"volume_id": id}})).await.expect(202);
     let sid = s(&snap.body["snapshot"], "id");
-    api.wait_snapshot_available(&a, &sid).await;
+    snapkit::wait_snapshot(&api, &a, &sid, &["available"]).await;
     let r = api
         .request(
             reqwest::Method::POST,

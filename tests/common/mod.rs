@@ -820,21 +820,6 @@ impl Api {
         self.wait_volume_status(project, id, &["available"]).await
     }
 
-    /// Poll `GET /v3/{p}/snapshots/{id}` until the snapshot is `available` (panics if it leaves
-    /// `creating` for anything else).
-    pub async fn wait_snapshot_available(&self, project: &str, id: &str) {
-        let deadline = Instant::now() + WAIT_TIMEOUT;
-        loop {
-            let r = self.get(&format!("/v3/{project}/snapshots/{id}")).await.expect(200);
-            let st = r.body["snapshot"]["status"].as_str().unwrap_or_default().to_string();
-            if st == "available" {
-                return;
-            }
-            assert!(st == "creating" && Instant::now() < deadline, "snapshot {id} is {st}: {}", r.text);
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
     /// Poll until `GET /v3/{p}/volumes/{id}` answers 404.
     pub async fn wait_volume_gone(&self, project: &str, id: &str) {
         let deadline = Instant::now() + WAIT_TIMEOUT;
