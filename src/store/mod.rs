@@ -138,13 +138,10 @@ impl WriteTx<'_> {
     }
 
     /// Remove a row of `table` (`volumes` or `snapshots`) with its metadata (table
-    /// `{singular}_metadata`, key `{singular}_id`) and its tags.
-    pub(crate) async fn delete_row_with_metadata_and_tags(
-        &mut self,
-        table: &str,
-        singular: &str,
-        id: &str,
-    ) -> Result<()> {
+    /// `volume_metadata` / `snapshot_metadata`, keyed by `volume_id` / `snapshot_id`) and its
+    /// tags (`resource_type` is the table name).
+    pub(crate) async fn delete_row_with_metadata_and_tags(&mut self, table: &'static str, id: &str) -> Result<()> {
+        let singular = table.strip_suffix('s').unwrap_or(table);
         let metadata = format!("DELETE FROM {singular}_metadata WHERE {singular}_id = $1");
         sqlx::query(sqlx::AssertSqlSafe(metadata)).bind(id).execute(self.conn()).await?;
         sqlx::query("DELETE FROM tags WHERE resource_type = $1 AND resource_id = $2")

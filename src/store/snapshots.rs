@@ -274,7 +274,7 @@ impl WriteTx<'_> {
 
     /// Remove a snapshot row, its metadata and tags.
     pub async fn delete_snapshot_row(&mut self, id: &str) -> Result<()> {
-        self.delete_row_with_metadata_and_tags("snapshots", "snapshot", id).await
+        self.delete_row_with_metadata_and_tags("snapshots", id).await
     }
 
     /// How many snapshots a volume has (inside this transaction).

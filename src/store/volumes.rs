@@ -416,7 +416,7 @@ impl WriteTx<'_> {
 
     /// Remove a volume row with its metadata and tags.
     pub async fn delete_volume_row(&mut self, id: &str) -> Result<()> {
-        self.delete_row_with_metadata_and_tags("volumes", "volume", id).await
+        self.delete_row_with_metadata_and_tags("volumes", id).await
     }
 
     /// Record a volume's new size (after an extend).
