@@ -3,13 +3,18 @@
 //! The reader (this task) decodes request headers, checks each request before any I/O and reads
 //! WRITE payloads. Then:
 //! - a READ of at least `SENDFILE_MIN` bytes that the page cache holds (`cachestat`), on a
-//!   socket, while several connections make such READs on the export, is sent by the writer
-//!   with `sendfile` (see `sink`): no copy through our memory, half the server CPU per byte.
-//!   A lone bulk reader does not get it: its client then copies out of page-cache pages rather
-//!   than freshly written socket buffers, more slowly, and with one connection the client, not
-//!   the server, is the narrow end (an idle side connection, like the one fio keeps open, does
-//!   not count). Measured: fio 1 MiB reads over one unix connection 2.2 GB/s with sendfile,
-//!   3.4 GB/s without; nbdcopy over two connections 4.5 GB/s with, 3.6 GB/s without;
+//!   socket, is sent by the writer with `sendfile` (see `sink`) while several connections make
+//!   such READs on the export, or while another READ of this connection is still copying on the
+//!   blocking pool: no copy through our memory, a fraction of the server CPU per byte. The
+//!   client then copies out of page-cache pages rather than freshly written socket buffers,
+//!   which costs it about a fifth more, so a lone bulk reader whose copies keep up (the client
+//!   is the narrow end) keeps `pread` + `send`, and one whose copies fall behind (the server is
+//!   the narrow end, as when client and server share a small machine) sends the surplus with
+//!   `sendfile`, which balances the two. An idle side connection, like the one fio keeps open,
+//!   does not count as a reader. Measured on 2 vCPUs, fio 1 MiB reads at QD8 over one
+//!   connection: always `sendfile` 2.1–2.4 GB/s (client-bound), never 1.9–2.4 (server-bound),
+//!   this rule 2.5–2.6 (nbdkit 2.2–2.3); nbdcopy over several connections 4.5 GB/s with
+//!   `sendfile`, 3.6 GB/s without;
 //! - any other READ of at most `INLINE_MAX` bytes the page cache can serve
 //!   (`preadv2(RWF_NOWAIT)`) is answered right here, no thread hop; larger READs and READs that
 //!   would wait for the disk become their own `spawn_blocking` job, so they copy in parallel;
@@ -42,6 +47,7 @@
 //! - on stop (export removed, server shutdown) the reader stops at once; replies to requests in
 //!   flight are still sent for up to `shutdown_grace`, then the socket is dropped.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,6 +122,32 @@ struct Shared {
     queue: Arc<Queue>,
     // In-flight jobs keep the connection counted as a user of the export until they finish.
     _guard: Arc<TrackGuard>,
+}
+
+/// READ jobs of one connection still copying on the blocking pool.
+#[derive(Default)]
+struct Copying(AtomicUsize);
+
+impl Copying {
+    /// Count one job until the returned guard is dropped (also when the job panics).
+    fn start(self: &Arc<Self>) -> CopyGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        CopyGuard(self.clone())
+    }
+
+    /// Whether a copy is still running: the copies are not keeping up with the requests.
+    fn busy(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// One running READ job, counted in [`Copying`] while it lives.
+struct CopyGuard(Arc<Copying>);
+
+impl Drop for CopyGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Batched requests waiting for this connection's drainer: one blocking job that runs rounds
@@ -277,6 +309,7 @@ where
     let mut nowait_reads = true;
     // Counts this connection among the export's bulk readers once it makes a large READ.
     let mut bulk: Option<BulkReader> = None;
+    let copying = Arc::new(Copying::default());
 
     loop {
         if rd.buffer().len() < proto::REQUEST_HEADER_LEN {
@@ -361,17 +394,18 @@ where
         };
 
         if req.command == proto::CMD_READ {
-            // Large page-cache hits go out with sendfile: the writer sends the data from the
-            // file right after this header, with no copy through our memory.
+            // Large page-cache hits go out with sendfile (the writer sends the data from the
+            // file right after this header, with no copy through our memory) when several
+            // connections read in bulk or this one's copies are behind (see the module doc).
             if req.length >= SENDFILE_MIN && bulk.is_none() {
                 bulk = Some(sh.entry.bulk_reader());
             }
-            if send_file && req.length >= SENDFILE_MIN && sh.entry.bulk_readers() > 1 {
+            if send_file && req.length >= SENDFILE_MIN && (sh.entry.bulk_readers() > 1 || copying.busy()) {
                 match io::fully_cached(&sh.entry.file, req.offset, req.length as u64) {
                     Ok(true) => {
                         encode_read_prefix(&mut held.inline, &sh.session, &req);
                         held.push_inline_permits(slot, bytes_permit);
-                        sh.entry.sendfile_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        sh.entry.sendfile_reads.fetch_add(1, Ordering::Relaxed);
                         let tail = FileTail { entry: sh.entry.clone(), offset: req.offset, len: req.length as usize };
                         held.send_inline_then(&sh, Some(tail));
                         continue;
@@ -423,9 +457,11 @@ where
             }
             // A miss: its own job, so several disk reads can be in flight.
             let sh2 = sh.clone();
+            let copy = copying.start();
             tokio::task::spawn_blocking(move || {
                 let mut buf = io::pool::get(proto::OFFSET_DATA_PREFIX_LEN + req.length as usize);
                 read_reply(&mut buf, &sh2.entry, &sh2.session, &req);
+                drop(copy);
                 let mut permits = vec![slot];
                 permits.extend(bytes_permit);
                 let _ = sh2.tx.send(Reply::bytes(buf, permits));
