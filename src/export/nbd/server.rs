@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use nix::sys::socket::{setsockopt, sockopt};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
@@ -27,6 +28,14 @@ use super::connection::{self, Stop};
 use super::negotiate::{self, NegotiateError, Outcome};
 use super::proto;
 use super::sink::ReplySink;
+
+/// Send buffer asked for on unix-socket connections (the kernel doubles it and caps it at
+/// `net.core.wmem_max`). The default, `net.core.wmem_default` (208 KiB), holds a fifth of a
+/// 1 MiB READ reply, so the writer and the client would take turns on every reply; TCP needs
+/// nothing, it grows its buffer itself up to `net.ipv4.tcp_wmem`. Measured (2 vCPUs, fio 1 MiB
+/// reads at QD8 over one unix connection): 1.6–1.8 GB/s with the default, 2.8–3.0 GB/s with
+/// this (nbdkit 1.6–1.8); 2.0 GB/s where `wmem_max` is left at its usual 208 KiB.
+const UNIX_SNDBUF: usize = 4 << 20;
 
 /// Limits and timeouts of the server.
 #[derive(Debug, Clone)]
@@ -341,6 +350,8 @@ impl NbdServer {
                 };
                 match accepted {
                     Ok((stream, _)) => {
+                        // Best effort: the default buffer only costs speed.
+                        let _ = setsockopt(&stream, sockopt::SndBuf, &UNIX_SNDBUF);
                         let (r, w) = stream.into_split();
                         spawn_connection(&inner, r, w, "unix".to_string());
                     }
