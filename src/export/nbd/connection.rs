@@ -11,10 +11,10 @@
 //!   is the narrow end) keeps `pread` + `send`, and one whose copies fall behind (the server is
 //!   the narrow end, as when client and server share a small machine) sends the surplus with
 //!   `sendfile`, which balances the two. An idle side connection, like the one fio keeps open,
-//!   does not count as a reader. Measured on 2 vCPUs, fio 1 MiB reads at QD8 over one
-//!   connection: always `sendfile` 2.1–2.4 GB/s (client-bound), never 1.9–2.4 (server-bound),
-//!   this rule 2.5–2.6 (nbdkit 2.2–2.3); nbdcopy over several connections 4.5 GB/s with
-//!   `sendfile`, 3.6 GB/s without;
+//!   does not count as a reader. Measured on 2 vCPUs, fio 1 MiB reads at QD8 over one TCP
+//!   connection, MiB/s: always `sendfile` 2,050–2,430 (client-bound), never 1,880–2,400
+//!   (server-bound), this rule 2,450–3,020 (nbdkit 2,160–2,550); nbdcopy over several
+//!   connections 4.5 GB/s with `sendfile`, 3.6 GB/s without;
 //! - any other READ of at most `INLINE_MAX` bytes the page cache can serve
 //!   (`preadv2(RWF_NOWAIT)`) is answered right here, no thread hop; larger READs and READs that
 //!   would wait for the disk become their own `spawn_blocking` job, so they copy in parallel;
