@@ -33,8 +33,8 @@ use super::sink::ReplySink;
 /// `net.core.wmem_max`). The default, `net.core.wmem_default` (208 KiB), holds a fifth of a
 /// 1 MiB READ reply, so the writer and the client would take turns on every reply; TCP needs
 /// nothing, it grows its buffer itself up to `net.ipv4.tcp_wmem`. Measured (2 vCPUs, fio 1 MiB
-/// reads at QD8 over one unix connection): 1.6–1.8 GB/s with the default, 2.8–3.0 GB/s with
-/// this (nbdkit 1.6–1.8); 2.0 GB/s where `wmem_max` is left at its usual 208 KiB.
+/// reads at QD8 over one unix connection, MiB/s): 1,616–1,667 with the default, 2,503–2,936
+/// with this (nbdkit 1,564–1,597); 1,930–2,008 where `wmem_max` is left at its usual 208 KiB.
 const UNIX_SNDBUF: usize = 4 << 20;
 
 /// Limits and timeouts of the server.
