@@ -611,9 +611,7 @@ async fn tags_go_away_with_the_volume(b: Backend) {
         json!({"total_count": 0})
     );
     api.get(&format!("/v2/{p}/cloudvolumes/{id}/tags")).await.expect_evs_error(404, "EVS.5404");
-    // The rows are gone, not hidden.
-    let tags = srv.db_query_pairs("SELECT resource_id, key FROM tags").await;
-    assert!(tags.iter().all(|(rid, _)| *rid != id), "tags left behind: {tags:?}");
+    assert_no_rows_for(&srv, "SELECT resource_id, key FROM tags", &id).await;
 }
 
 async fn tags_and_metadata_go_away_with_the_snapshot(b: Backend) {
@@ -635,11 +633,15 @@ async fn tags_and_metadata_go_away_with_the_snapshot(b: Backend) {
     snapkit::wait_snapshot_gone(&api, &p, &snap).await;
     assert_eq!(api.get(&format!("/v2/{p}/os-vendor-tags/snapshots")).await.expect(200).body, json!({"tags": {}}));
     api.get(&base).await.expect_evs_error(404, "EVS.5404");
-    // The rows are gone, not hidden.
-    let metadata = srv.db_query_pairs("SELECT snapshot_id, key FROM snapshot_metadata").await;
-    assert!(metadata.iter().all(|(id, _)| *id != snap), "metadata left behind: {metadata:?}");
-    let tags = srv.db_query_pairs("SELECT resource_id, key FROM tags").await;
-    assert!(tags.iter().all(|(id, _)| *id != snap), "tags left behind: {tags:?}");
+    assert_no_rows_for(&srv, "SELECT snapshot_id, key FROM snapshot_metadata", &snap).await;
+    assert_no_rows_for(&srv, "SELECT resource_id, key FROM tags", &snap).await;
+}
+
+/// The rows are gone from the database, not just hidden by the API: no (id, key) row that
+/// `sql` selects belongs to `id`.
+async fn assert_no_rows_for(srv: &TestServer, sql: &'static str, id: &str) {
+    let rows = srv.db_query_pairs(sql).await;
+    assert!(rows.iter().all(|(rid, _)| rid != id), "rows of {id} left behind ({sql}): {rows:?}");
 }
 
 async fn concurrent_tag_adds_respect_the_limit(b: Backend) {
