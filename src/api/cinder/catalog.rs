@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::views;
+use super::views::{self, Audience};
 use super::CinderError;
 use crate::api::common::caller;
 use crate::service::Services;
@@ -15,7 +15,7 @@ type Res = Result<Response, CinderError>;
 
 pub(super) async fn list_types(State(svc): State<Services>, Path(p): Path<String>, headers: HeaderMap) -> Res {
     let c = caller(&svc, &headers, &p)?;
-    let types: Vec<Value> = svc.visible_types(&c).iter().map(views::volume_type).collect();
+    let types: Vec<Value> = svc.visible_types(&c).iter().map(|t| views::volume_type(Audience::of(&c), t)).collect();
     Ok(Json(json!({"volume_types": types})).into_response())
 }
 

@@ -15,7 +15,7 @@ mod volumes;
 
 /// View helpers the EVS API reuses (links, host string).
 pub(crate) mod views_shared {
-    pub use super::views::{host_of, links_for, snapshot, volume_attachments, ViewCtx};
+    pub use super::views::{host_of, links_for, snapshot, volume_attachments, Audience, SnapshotView, ViewCtx};
 }
 
 use axum::http::StatusCode;

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::views::{self, ViewCtx};
+use super::views::{self, Audience, SnapshotView, ViewCtx};
 use super::CinderError;
 use crate::api::common::{
     base_url, caller, next_link, opt_bool, opt_nullable_string, opt_string, opt_string_map, parse_json, parse_query,
@@ -70,8 +70,8 @@ pub(super) async fn create(
     let caller = caller(&svc, &headers, &p)?;
     let snap = svc.create_snapshot(&caller, parse_create(&body)?).await?;
     let base = base_url(&svc, &headers);
-    let c = ViewCtx { base: &base, api: api_of(&uri), version, node: &svc.config.node };
-    Ok((StatusCode::ACCEPTED, Json(json!({"snapshot": views::snapshot(&c, &snap, true)}))).into_response())
+    let c = ViewCtx { base: &base, api: api_of(&uri), version, node: &svc.config.node, audience: Audience::of(&caller) };
+    Ok((StatusCode::ACCEPTED, Json(json!({"snapshot": views::snapshot(&c, &snap, SnapshotView::Written)}))).into_response())
 }
 
 async fn list(svc: &Services, p: &str, uri: &Uri, headers: &HeaderMap, version: ApiVersion, detail: bool) -> Res {
@@ -82,9 +82,9 @@ async fn list(svc: &Services, p: &str, uri: &Uri, headers: &HeaderMap, version: 
     let more = snaps.len() as i64 > limit;
     snaps.truncate(limit as usize);
     let base = base_url(svc, headers);
-    let c = ViewCtx { base: &base, api: api_of(uri), version, node: &svc.config.node };
+    let c = ViewCtx { base: &base, api: api_of(uri), version, node: &svc.config.node, audience: Audience::of(&caller) };
     let mut body = Map::new();
-    body.insert("snapshots".into(), Value::Array(snaps.iter().map(|s| views::snapshot(&c, s, detail)).collect()));
+    body.insert("snapshots".into(), Value::Array(snaps.iter().map(|s| views::snapshot(&c, s, if detail { SnapshotView::Read } else { SnapshotView::Summary })).collect()));
     if let (true, Some(last)) = (more, snaps.last()) {
         body.insert("snapshots_links".into(), next_link(&base, uri.path(), &q, limit, &last.id));
     }
@@ -121,8 +121,8 @@ pub(super) async fn show(
     let caller = caller(&svc, &headers, &p)?;
     let snap = svc.get_snapshot(&caller, &id).await?;
     let base = base_url(&svc, &headers);
-    let c = ViewCtx { base: &base, api: api_of(&uri), version, node: &svc.config.node };
-    Ok(Json(json!({"snapshot": views::snapshot(&c, &snap, true)})).into_response())
+    let c = ViewCtx { base: &base, api: api_of(&uri), version, node: &svc.config.node, audience: Audience::of(&caller) };
+    Ok(Json(json!({"snapshot": views::snapshot(&c, &snap, SnapshotView::Read)})).into_response())
 }
 
 pub(super) async fn update(
@@ -136,8 +136,8 @@ pub(super) async fn update(
     let caller = caller(&svc, &headers, &p)?;
     let snap = svc.update_snapshot(&caller, &id, parse_update(&body)?).await?;
     let base = base_url(&svc, &headers);
-    let c = ViewCtx { base: &base, api: api_of(&uri), version, node: &svc.config.node };
-    Ok(Json(json!({"snapshot": views::snapshot(&c, &snap, true)})).into_response())
+    let c = ViewCtx { base: &base, api: api_of(&uri), version, node: &svc.config.node, audience: Audience::of(&caller) };
+    Ok(Json(json!({"snapshot": views::snapshot(&c, &snap, SnapshotView::Written)})).into_response())
 }
 
 pub(super) async fn delete(

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::views;
+use super::views::{self, Audience};
 use super::CinderError;
 use crate::api::common::{caller, opt_bool, opt_nullable_string, opt_string, opt_string_map, parse_json, take_object};
 use crate::error::Error;
@@ -23,7 +23,7 @@ pub(super) async fn show(
 ) -> Res {
     let c = caller(&svc, &headers, &p)?;
     let t = svc.get_volume_type(&c, &id)?;
-    Ok(Json(json!({"volume_type": views::volume_type(&t)})).into_response())
+    Ok(Json(json!({"volume_type": views::volume_type(Audience::of(&c), &t)})).into_response())
 }
 
 pub(super) async fn create(State(svc): State<Services>, Path(p): Path<String>, headers: HeaderMap, body: Bytes) -> Res {
@@ -42,7 +42,7 @@ pub(super) async fn create(State(svc): State<Services>, Path(p): Path<String>, h
             opt_string_map(&o, "extra_specs", "EVS.5400")?.unwrap_or_default(),
         )
         .await?;
-    Ok(Json(json!({"volume_type": views::volume_type(&t)})).into_response())
+    Ok(Json(json!({"volume_type": views::volume_type_written(&t, Audience::of(&c).member)})).into_response())
 }
 
 pub(super) async fn update(
@@ -59,7 +59,7 @@ pub(super) async fn update(
         is_public: opt_bool(&o, "is_public", "EVS.5400")?,
     };
     let t = svc.update_volume_type(&c, &id, change).await?;
-    Ok(Json(json!({"volume_type": views::volume_type(&t)})).into_response())
+    Ok(Json(json!({"volume_type": views::volume_type_written(&t, false)})).into_response())
 }
 
 pub(super) async fn delete(

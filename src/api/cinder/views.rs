@@ -1,10 +1,52 @@
-//! Cinder response bodies. A field introduced in microversion 3.N appears only when the request
-//! negotiated at least 3.N.
+//! Cinder response bodies, built as Cinder's view builders and API extensions build them.
+//!
+//! Three inputs decide which fields a body carries, and only these (no route adds or removes
+//! fields afterwards):
+//! - the negotiated microversion: a field introduced in 3.N appears only at 3.N or later
+//!   (`/v2` and requests without a header act as 3.0);
+//! - the kind of call ([`Call`]): Cinder's extension attributes (`os-vol-host-attr:*`,
+//!   `os-vol-mig-status-attr:*`, `os-vol-tenant-attr:*`, `os-extended-snapshot-attributes:*`)
+//!   extend only GET show and the detail lists; create, update and action answers carry the
+//!   plain view;
+//! - the caller's roles ([`Audience`]): host, migration, provider and cluster fields, the
+//!   attachment's host name and the type's `qos_specs_id` and non-user-visible extra specs are
+//!   for admins; the tenant attribute for every reader of the project.
 
 use serde_json::{json, Map, Value};
 
 use crate::api::ApiVersion;
-use crate::model::{AttachStatus, Attachment, Snapshot, SnapshotStatus, Volume, VolumeType};
+use crate::model::{AttachStatus, Attachment, Role, Snapshot, SnapshotStatus, Volume, VolumeType};
+use crate::service::Caller;
+
+/// The kind of call a body answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// Create, update or action: the plain view.
+    Write,
+    /// GET of one resource or a detail list: the plain view plus the extension attributes the
+    /// caller may see.
+    Read,
+}
+
+/// What the caller may see, from its roles (Cinder's policy checks with `fatal=False`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Audience {
+    /// Admin: host, migration, provider and cluster fields; every extra spec.
+    pub admin: bool,
+    /// Member or admin of the project (Cinder's `TYPE_ACCESS_POLICY`).
+    pub member: bool,
+}
+
+impl Audience {
+    /// The audience of a caller.
+    pub fn of(c: &Caller) -> Audience {
+        let top = c.roles.iter().copied().max().unwrap_or(Role::Reader);
+        Audience { admin: c.is_admin || top == Role::Admin, member: c.is_admin || top >= Role::Member }
+    }
+
+    /// Everything (EVS bodies, which have no role rules of this kind).
+    pub const ADMIN: Audience = Audience { admin: true, member: true };
+}
 
 /// What a view needs besides the record.
 pub struct ViewCtx<'a> {
@@ -16,6 +58,8 @@ pub struct ViewCtx<'a> {
     pub version: ApiVersion,
     /// This node's name, for `os-vol-host-attr:host`.
     pub node: &'a str,
+    /// Who asks.
+    pub audience: Audience,
 }
 
 /// `self` and `bookmark` links of a resource.
@@ -41,8 +85,9 @@ pub fn host_of(node: &str, v: &Volume) -> String {
     format!("{node}@{pool}#{pool}", pool = v.pool)
 }
 
-/// The full volume body.
-pub fn volume_detail(ctx: &ViewCtx, v: &Volume) -> Value {
+/// The full volume body of Cinder's detail view; `call` adds the extension attributes.
+pub fn volume_detail(ctx: &ViewCtx, v: &Volume, call: Call) -> Value {
+    let admin = ctx.audience.admin;
     let mut o = Map::new();
     let mut put = |k: &str, val: Value| {
         o.insert(k.to_string(), val);
@@ -55,7 +100,7 @@ pub fn volume_detail(ctx: &ViewCtx, v: &Volume) -> Value {
     put("availability_zone", json!(v.availability_zone));
     put("created_at", json!(v.created_at));
     put("updated_at", json!(v.updated_at));
-    put("attachments", volume_attachments(v));
+    put("attachments", attachments_for(v, admin));
     put("links", links(ctx, &v.project_id, "volumes", &v.id));
     put("metadata", json!(v.metadata));
     put("volume_type", json!(v.volume_type_name));
@@ -67,21 +112,29 @@ pub fn volume_detail(ctx: &ViewCtx, v: &Volume) -> Value {
     put("replication_status", Value::Null);
     put("consistencygroup_id", Value::Null);
     put("user_id", json!(v.user_id));
-    put("os-vol-tenant-attr:tenant_id", json!(v.project_id));
-    put("os-vol-host-attr:host", json!(host_of(ctx.node, v)));
-    put("os-vol-mig-status-attr:migstat", Value::Null);
-    put("os-vol-mig-status-attr:name_id", Value::Null);
+    if admin {
+        put("migration_status", Value::Null);
+    }
+    if call == Call::Read {
+        // VolumeTenantAttribute: every reader of the project; host and migration: admins.
+        put("os-vol-tenant-attr:tenant_id", json!(v.project_id));
+        if admin {
+            put("os-vol-host-attr:host", json!(host_of(ctx.node, v)));
+            put("os-vol-mig-status-attr:migstat", Value::Null);
+            put("os-vol-mig-status-attr:name_id", Value::Null);
+        }
+    }
     if ctx.version.at_least(13) {
         put("group_id", Value::Null);
     }
-    if ctx.version.at_least(21) {
+    if ctx.version.at_least(21) && admin {
         put("provider_id", Value::Null);
     }
     if ctx.version.at_least(48) {
         put("shared_targets", if ctx.version.at_least(69) { Value::Null } else { json!(false) });
         put("service_uuid", Value::Null);
     }
-    if ctx.version.at_least(61) {
+    if ctx.version.at_least(61) && admin {
         put("cluster_name", Value::Null);
     }
     if ctx.version.at_least(63) {
@@ -116,21 +169,65 @@ pub fn volume_v1(node: &str, v: &Volume) -> Value {
     })
 }
 
-/// A volume type.
-pub fn volume_type(t: &VolumeType) -> Value {
-    json!({
+/// Extra specs a non-admin sees (Cinder's `USER_VISIBLE_EXTRA_SPECS`).
+const USER_VISIBLE_EXTRA_SPECS: [&str; 3] = ["RESKEY:availability_zones", "multiattach", "replication_enabled"];
+
+/// A volume type as GET show and list answer it (Cinder's v3 types view plus the type-access
+/// extension): extra specs trimmed to the user-visible ones for non-admins, `qos_specs_id` for
+/// admins, `os-volume-type-access:is_public` for members and admins.
+pub fn volume_type(audience: Audience, t: &VolumeType) -> Value {
+    let specs: Map<String, Value> = t
+        .extra_specs
+        .iter()
+        .filter(|(k, _)| audience.admin || USER_VISIBLE_EXTRA_SPECS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let mut o = json!({
         "id": t.id,
         "name": t.name,
         "description": t.description,
         "is_public": t.is_public,
-        "os-volume-type-access:is_public": t.is_public,
-        "extra_specs": t.extra_specs,
-        "qos_specs_id": null,
-    })
+        "extra_specs": specs,
+    });
+    if audience.admin {
+        o["qos_specs_id"] = Value::Null;
+    }
+    if audience.member {
+        o["os-volume-type-access:is_public"] = json!(t.is_public);
+    }
+    o
 }
 
-/// A snapshot body; `detail` adds the `os-extended-snapshot-attributes:*` fields.
-pub fn snapshot(ctx: &ViewCtx, s: &Snapshot, detail: bool) -> Value {
+/// A volume type as create (`with_access`: the type-access extension extends create) and update
+/// answer it: Cinder's legacy types view, all extra specs, no `qos_specs_id`.
+pub fn volume_type_written(t: &VolumeType, with_access: bool) -> Value {
+    let mut o = json!({
+        "id": t.id,
+        "name": t.name,
+        "description": t.description,
+        "is_public": t.is_public,
+        "extra_specs": t.extra_specs,
+    });
+    if with_access {
+        o["os-volume-type-access:is_public"] = json!(t.is_public);
+    }
+    o
+}
+
+/// How a snapshot is shown: Cinder's summary list entry (no 3.x fields), the detail view
+/// (create, update), or the detail view with the extended attributes (show, detail list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotView {
+    /// `GET /snapshots`.
+    Summary,
+    /// Create and update answers.
+    Written,
+    /// `GET /snapshots/{id}` and `GET /snapshots/detail`.
+    Read,
+}
+
+/// A snapshot body (see [`SnapshotView`]).
+pub fn snapshot(ctx: &ViewCtx, s: &Snapshot, view: SnapshotView) -> Value {
     let mut o = Map::new();
     let mut put = |k: &str, val: Value| {
         o.insert(k.to_string(), val);
@@ -144,25 +241,33 @@ pub fn snapshot(ctx: &ViewCtx, s: &Snapshot, detail: bool) -> Value {
     put("created_at", json!(s.created_at));
     put("updated_at", json!(s.updated_at));
     put("metadata", json!(s.metadata));
-    if detail {
+    if view == SnapshotView::Read {
         let progress = if s.status == SnapshotStatus::Creating { "0%" } else { "100%" };
         put("os-extended-snapshot-attributes:progress", json!(progress));
         put("os-extended-snapshot-attributes:project_id", json!(s.project_id));
     }
-    if ctx.version.at_least(14) {
-        put("group_snapshot_id", Value::Null);
-    }
-    if ctx.version.at_least(41) {
-        put("user_id", json!(s.user_id));
-    }
-    if ctx.version.at_least(65) {
-        put("consumes_quota", json!(true));
+    if view != SnapshotView::Summary {
+        if ctx.version.at_least(14) {
+            put("group_snapshot_id", Value::Null);
+        }
+        if ctx.version.at_least(41) {
+            put("user_id", json!(s.user_id));
+        }
+        if ctx.version.at_least(65) {
+            put("consumes_quota", json!(true));
+        }
     }
     Value::Object(o)
 }
 
-/// The `attachments` list of a volume body: completed attachments only, as Cinder lists them.
+/// The `attachments` list of a volume body: completed attachments only, as Cinder lists them,
+/// with the host name (EVS shows it to everyone).
 pub fn volume_attachments(v: &Volume) -> Value {
+    attachments_for(v, true)
+}
+
+/// The `attachments` list; the attached host's name only for admins, as Cinder.
+fn attachments_for(v: &Volume, show_host: bool) -> Value {
     Value::Array(
         v.attachments
             .iter()
@@ -173,7 +278,7 @@ pub fn volume_attachments(v: &Volume) -> Value {
                     "attachment_id": a.id,
                     "volume_id": v.id,
                     "server_id": a.instance_uuid,
-                    "host_name": a.attached_host,
+                    "host_name": if show_host { json!(a.attached_host) } else { Value::Null },
                     "device": a.mountpoint,
                     "attached_at": a.attach_time,
                 })

@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::list_query::list_request;
-use super::views::{self, ViewCtx};
+use super::views::{self, Audience, Call, ViewCtx};
 use super::CinderError;
 use crate::api::common::{
     base_url, caller, next_link, opt_bool, opt_nullable_string, opt_strict_int, opt_string, opt_string_map, parse_json,
@@ -16,7 +16,7 @@ use crate::api::common::{
 };
 use crate::api::ApiVersion;
 use crate::error::Error;
-use crate::service::{CreateVolume, Services, UpdateVolume, VolumeSource};
+use crate::service::{Caller, CreateVolume, Services, UpdateVolume, VolumeSource};
 
 type Res = Result<Response, CinderError>;
 
@@ -29,8 +29,8 @@ fn api_of(headers_path: &str) -> &'static str {
     }
 }
 
-fn ctx<'a>(svc: &'a Services, base: &'a str, api: &'a str, version: ApiVersion) -> ViewCtx<'a> {
-    ViewCtx { base, api, version, node: &svc.config.node }
+fn ctx<'a>(svc: &'a Services, caller: &Caller, base: &'a str, api: &'a str, version: ApiVersion) -> ViewCtx<'a> {
+    ViewCtx { base, api, version, node: &svc.config.node, audience: Audience::of(caller) }
 }
 
 /// First of `name`/`display_name` that is present.
@@ -70,9 +70,9 @@ pub(super) async fn create(
     }
     let created = svc.create_volumes(&caller, req).await?;
     let base = base_url(&svc, &headers);
-    let c = ctx(&svc, &base, api_of(uri.path()), version);
+    let c = ctx(&svc, &caller, &base, api_of(uri.path()), version);
     let v = created.volumes.first().ok_or_else(|| Error::internal("create returned no volume"))?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"volume": views::volume_detail(&c, v)}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({"volume": views::volume_detail(&c, v, Call::Write)}))).into_response())
 }
 
 async fn list(
@@ -92,11 +92,11 @@ async fn list(
     page.volumes.truncate(limit as usize);
     let base = base_url(svc, headers);
     let api = api_of(uri.path());
-    let c = ctx(svc, &base, api, version);
+    let c = ctx(svc, &caller, &base, api, version);
     let items: Vec<Value> = page
         .volumes
         .iter()
-        .map(|v| if detail { views::volume_detail(&c, v) } else { views::volume_summary(&c, v) })
+        .map(|v| if detail { views::volume_detail(&c, v, Call::Read) } else { views::volume_summary(&c, v) })
         .collect();
     let mut body = Map::new();
     body.insert("volumes".into(), Value::Array(items));
@@ -140,8 +140,8 @@ pub(super) async fn show(
     let caller = caller(&svc, &headers, &p)?;
     let v = svc.get_volume(&caller, &id).await?;
     let base = base_url(&svc, &headers);
-    let c = ctx(&svc, &base, api_of(uri.path()), version);
-    Ok(Json(json!({"volume": views::volume_detail(&c, &v)})).into_response())
+    let c = ctx(&svc, &caller, &base, api_of(uri.path()), version);
+    Ok(Json(json!({"volume": views::volume_detail(&c, &v, Call::Read)})).into_response())
 }
 
 pub(super) async fn show_v1(
@@ -175,8 +175,8 @@ pub(super) async fn update(
     };
     let v = svc.update_volume(&caller, &id, upd).await?;
     let base = base_url(&svc, &headers);
-    let c = ctx(&svc, &base, api_of(uri.path()), version);
-    Ok(Json(json!({"volume": views::volume_detail(&c, &v)})).into_response())
+    let c = ctx(&svc, &caller, &base, api_of(uri.path()), version);
+    Ok(Json(json!({"volume": views::volume_detail(&c, &v, Call::Write)})).into_response())
 }
 
 pub(super) async fn delete(

@@ -23,8 +23,14 @@ use crate::service::{Services, UpdateVolume};
 type Res = Result<Response, EvsError>;
 
 fn view(base: &str, s: &Snapshot) -> Value {
-    let ctx = views_shared::ViewCtx { base, api: "v2", version: ApiVersion(0), node: "" };
-    let mut v = views_shared::snapshot(&ctx, s, true);
+    let ctx = views_shared::ViewCtx {
+        base,
+        api: "v2",
+        version: ApiVersion(0),
+        node: "",
+        audience: views_shared::Audience::ADMIN,
+    };
+    let mut v = views_shared::snapshot(&ctx, s, views_shared::SnapshotView::Read);
     if let Some(o) = v.as_object_mut() {
         o.insert("service_type".into(), json!("EVS"));
         o.insert("dedicated_storage_id".into(), Value::Null);
