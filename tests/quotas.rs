@@ -132,6 +132,7 @@ async fn quota_routes_show_update_reset_and_classes(b: Backend) {
         .await
         .expect(200);
     assert_eq!(r.body["quota_class_set"]["snapshots"], 7, "{}", r.text);
+    assert!(r.body["quota_class_set"].get("id").is_none(), "update answers without id, as Cinder: {}", r.text);
     let r = api.get(&format!("/v3/{p}/os-quota-class-sets/{class}")).await.expect(200);
     assert_eq!(r.body["quota_class_set"]["snapshots"], 7);
     assert_eq!(r.body["quota_class_set"]["id"], class.as_str());

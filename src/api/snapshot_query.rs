@@ -1,11 +1,11 @@
 //! Snapshot list parameters shared by the Cinder and EVS snapshot lists: `marker`/`limit`/
-//! `offset`, `name`, `status`, `volume_id`, `id`, `all_tenants`, `sort_dir` (always by creation).
+//! `offset`, `name`, `status`, `volume_id`, `id`, `all_tenants`, `sort_key`/`sort_dir` (or `sort=key:dir`).
 
 use super::common::{bad_query, query_get};
 use crate::error::Result;
 use crate::model::SnapshotStatus;
 use crate::service::Caller;
-use crate::store::{ListSnapshots, SnapshotFilter, SortDir};
+use crate::store::{ListSnapshots, SnapshotFilter, SnapshotSortKey, SortDir};
 
 /// Longest page.
 pub const MAX_LIMIT: i64 = 1000;
@@ -27,10 +27,19 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListSnap
     };
     let limit = int("limit")?.unwrap_or(MAX_LIMIT).min(MAX_LIMIT);
     let offset = int("offset")?.unwrap_or(0);
-    match query_get(q, "sort_key").or_else(|| query_get(q, "sort").map(|s| s.split(':').next().unwrap_or(s))) {
-        None | Some("created_at") => {}
-        Some(k) => return Err(bad_query("EVS.1039", format!("invalid sort_key {k:?}: snapshots sort by created_at"))),
-    }
+    let sort_key =
+        match query_get(q, "sort_key").or_else(|| query_get(q, "sort").map(|s| s.split(':').next().unwrap_or(s))) {
+            None => SnapshotSortKey::CreatedAt,
+            Some(k) => SnapshotSortKey::parse(k).ok_or_else(|| {
+                bad_query(
+                    "EVS.1039",
+                    format!(
+                        "Invalid input received: Invalid sort key {k:?}: one of id, name, display_name, status, \
+                         size, volume_size, created_at, updated_at, volume_id."
+                    ),
+                )
+            })?,
+        };
     let sort_dir =
         match query_get(q, "sort_dir").or_else(|| query_get(q, "sort").and_then(|s| s.split_once(':').map(|x| x.1))) {
             None | Some("desc") => SortDir::Desc,
@@ -51,5 +60,5 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListSnap
         volume_id: query_get(q, "volume_id").map(str::to_string),
     };
     let marker = query_get(q, "marker").map(str::to_string);
-    Ok((ListSnapshots { filter, sort_dir, limit: Some(limit + 1), offset, marker }, limit))
+    Ok((ListSnapshots { filter, sort_key, sort_dir, limit: Some(limit + 1), offset, marker }, limit))
 }

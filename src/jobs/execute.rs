@@ -143,6 +143,7 @@ async fn delete_volume(svc: &Services, job: &Job) -> Result<()> {
                 .db
                 .list_snapshots(&crate::store::ListSnapshots {
                     filter: crate::store::SnapshotFilter { volume_id: Some(v.id.clone()), ..Default::default() },
+                    sort_key: crate::store::SnapshotSortKey::CreatedAt,
                     sort_dir: crate::store::SortDir::Asc,
                     limit: None,
                     offset: 0,

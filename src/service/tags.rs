@@ -306,6 +306,7 @@ impl Services {
                         ids: Some(ids),
                         ..Default::default()
                     },
+                    sort_key: crate::store::SnapshotSortKey::CreatedAt,
                     sort_dir: SortDir::Desc,
                     limit: None,
                     offset: 0,

@@ -69,6 +69,7 @@ impl Services {
         let snapshots = self
             .list_snapshots(&ListSnapshots {
                 filter: SnapshotFilter { volume_id: Some(v.id.clone()), ..Default::default() },
+                sort_key: crate::store::SnapshotSortKey::CreatedAt,
                 sort_dir: SortDir::Asc,
                 limit: None,
                 offset: 0,
@@ -192,7 +193,7 @@ impl Services {
         if !tx.cas_volume_status(&v.id, &[VolumeStatus::AwaitingTransfer], VolumeStatus::Available, &now).await? {
             return Err(Error::invalid_status("EVS.5400", "Invalid volume: it is no longer awaiting transfer."));
         }
-        tx.move_volume_to_project(&v.id, &caller.project_id, &now).await?;
+        tx.move_volume_to_project(&v.id, &caller.project_id, caller.user_id.as_deref(), &now).await?;
         tx.commit().await?;
         Ok(t)
     }

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 
 pub use attachments::{AttachmentFilter, VolumeFlag};
 pub use jobs::NewJob;
-pub use snapshots::{ListSnapshots, SnapshotFilter};
+pub use snapshots::{ListSnapshots, SnapshotFilter, SnapshotSortKey};
 pub use sql::Arg;
 pub use tags::{TagMatch, TagQuery, TagResource};
 pub use transfers::TransferRow;

@@ -28,11 +28,70 @@ pub struct SnapshotFilter {
     pub volume_id: Option<String>,
 }
 
-/// A snapshot list request (sorted by `created_at`, ties by id).
+/// Columns a snapshot list can be sorted by (the snapshot columns Cinder accepts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotSortKey {
+    /// `id`
+    Id,
+    /// `name` / `display_name`
+    Name,
+    /// `status`
+    Status,
+    /// `size` / `volume_size`
+    Size,
+    /// `created_at` (the default)
+    CreatedAt,
+    /// `updated_at`
+    UpdatedAt,
+    /// `volume_id`
+    VolumeId,
+}
+
+impl SnapshotSortKey {
+    /// Parse an API sort key, Cinder's aliases included.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "id" => Self::Id,
+            "name" | "display_name" => Self::Name,
+            "status" => Self::Status,
+            "size" | "volume_size" => Self::Size,
+            "created_at" => Self::CreatedAt,
+            "updated_at" => Self::UpdatedAt,
+            "volume_id" => Self::VolumeId,
+            _ => return None,
+        })
+    }
+    fn column(self) -> &'static str {
+        match self {
+            Self::Id => "s.id",
+            Self::Name => "COALESCE(s.name, '')",
+            Self::Status => "s.status",
+            Self::Size => "s.size_gb",
+            Self::CreatedAt => "s.created_at",
+            Self::UpdatedAt => "COALESCE(s.updated_at, '')",
+            Self::VolumeId => "s.volume_id",
+        }
+    }
+    fn marker_value(self, m: &Snapshot) -> Arg {
+        match self {
+            Self::Id => Arg::Text(m.id.clone()),
+            Self::Name => Arg::Text(m.name.clone().unwrap_or_default()),
+            Self::Status => Arg::Text(m.status.as_str().to_string()),
+            Self::Size => Arg::Int(m.size_gb),
+            Self::CreatedAt => Arg::Text(m.created_at.clone()),
+            Self::UpdatedAt => Arg::Text(m.updated_at.clone().unwrap_or_default()),
+            Self::VolumeId => Arg::Text(m.volume_id.clone()),
+        }
+    }
+}
+
+/// A snapshot list request (ties broken by id in the same direction).
 #[derive(Debug, Clone)]
 pub struct ListSnapshots {
     /// Which rows.
     pub filter: SnapshotFilter,
+    /// Order.
+    pub sort_key: SnapshotSortKey,
     /// Direction.
     pub sort_dir: SortDir,
     /// Page size (`None` = all).
@@ -110,7 +169,7 @@ impl Db {
             Some(m) => Some(
                 self.get_snapshot(q.filter.project_id.as_deref(), m)
                     .await?
-                    .ok_or_else(|| Error::invalid("EVS.1024", format!("marker [{m}] not found")))?,
+                    .ok_or_else(|| Error::not_found(format!("Marker {m} could not be found.")).with_code("EVS.1024"))?,
             ),
             None => None,
         };
@@ -120,16 +179,18 @@ impl Db {
             SortDir::Asc => (">", "ASC"),
             SortDir::Desc => ("<", "DESC"),
         };
+        let col = q.sort_key.column();
         if let Some(m) = &marker {
-            sql.push(&format!(" AND (s.created_at {cmp} "))
-                .bind(Arg::Text(m.created_at.clone()))
-                .push(" OR (s.created_at = ")
-                .bind(Arg::Text(m.created_at.clone()))
+            let mv = q.sort_key.marker_value(m);
+            sql.push(&format!(" AND ({col} {cmp} "))
+                .bind(mv.clone())
+                .push(&format!(" OR ({col} = "))
+                .bind(mv)
                 .push(&format!(" AND s.id {cmp} "))
                 .bind(Arg::Text(m.id.clone()))
                 .push("))");
         }
-        sql.push(&format!(" ORDER BY s.created_at {dir}, s.id {dir}"));
+        sql.push(&format!(" ORDER BY {col} {dir}, s.id {dir}"));
         sql.push(" LIMIT ").bind(Arg::Int(q.limit.unwrap_or(i64::MAX / 2)));
         sql.push(" OFFSET ").bind(Arg::Int(q.offset.max(0)));
         let rows = sql.query().fetch_all(self.pool()).await?;

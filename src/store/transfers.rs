@@ -97,11 +97,19 @@ impl WriteTx<'_> {
     }
 
     /// Move a volume, its snapshots and their tags to `project_id`.
-    pub async fn move_volume_to_project(&mut self, volume_id: &str, project_id: &str, now: &str) -> Result<()> {
-        sqlx::query("UPDATE volumes SET project_id = $1, updated_at = $2 WHERE id = $3")
+    pub async fn move_volume_to_project(
+        &mut self,
+        volume_id: &str,
+        project_id: &str,
+        user_id: Option<&str>,
+        now: &str,
+    ) -> Result<()> {
+        // The accepting user becomes the owner of the volume and its snapshots, as in Cinder.
+        sqlx::query("UPDATE volumes SET project_id = $1, updated_at = $2, user_id = COALESCE($4, user_id) WHERE id = $3")
             .bind(project_id)
             .bind(now)
             .bind(volume_id)
+            .bind(user_id)
             .execute(self.conn())
             .await?;
         sqlx::query(
@@ -112,10 +120,13 @@ impl WriteTx<'_> {
         .bind(volume_id)
         .execute(self.conn())
         .await?;
-        sqlx::query("UPDATE snapshots SET project_id = $1, updated_at = $2 WHERE volume_id = $3")
-            .bind(project_id)
-            .bind(now)
-            .bind(volume_id)
+        sqlx::query(
+            "UPDATE snapshots SET project_id = $1, updated_at = $2, user_id = COALESCE($4, user_id) WHERE volume_id = $3",
+        )
+        .bind(project_id)
+        .bind(now)
+        .bind(volume_id)
+        .bind(user_id)
             .execute(self.conn())
             .await?;
         Ok(())

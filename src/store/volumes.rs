@@ -273,13 +273,14 @@ impl Db {
 
     /// A page of volumes (metadata included) and optionally the total count.
     ///
-    /// An unknown marker is `Invalid` (EVS.1024), like Cinder's "marker not found".
+    /// An unknown marker is `NotFound` with EVS.1024: Cinder answers 404 (`MarkerNotFound`), EVS
+    /// 400 as its code says.
     pub async fn list_volumes(&self, q: &ListVolumes) -> Result<VolumePage> {
         let marker = match &q.marker {
             Some(m) => Some(
                 self.get_volume(q.filter.project_id.as_deref(), m)
                     .await?
-                    .ok_or_else(|| Error::invalid("EVS.1024", format!("marker [{m}] not found")))?,
+                    .ok_or_else(|| Error::not_found(format!("Marker {m} could not be found.")).with_code("EVS.1024"))?,
             ),
             None => None,
         };

@@ -150,7 +150,10 @@ pub(super) async fn update_class(
     svc.validate_quota_update(&limits)?;
     svc.db.set_class_quotas(&class, &limits).await?;
     let all = svc.class_limits(&class).await?;
-    Ok(Json(json!({"quota_class_set": limits_body(&class, &all)})).into_response())
+    // Cinder's update answers the set without the `id` that show adds.
+    let mut set = limits_body(&class, &all);
+    set.remove("id");
+    Ok(Json(json!({"quota_class_set": set})).into_response())
 }
 
 pub(super) async fn limits(State(svc): State<Services>, Path(p): Path<String>, headers: HeaderMap) -> Res {

@@ -31,6 +31,11 @@ fn api_of(uri: &Uri) -> &'static str {
 /// Parse the body of a snapshot create (`{"snapshot": {...}}`), shared with the EVS API.
 pub(crate) fn parse_create(body: &[u8]) -> Result<CreateSnapshot, Error> {
     let o = take_object(parse_json(body)?, "snapshot", "EVS.5400")?;
+    // Cinder's schema allows `volume_id: null`, and the lookup of volume None then fails: 404
+    // (EVS still answers 400, its code's status). A missing key is a schema error: 400.
+    if o.get("volume_id").is_some_and(Value::is_null) {
+        return Err(Error::not_found("Volume None could not be found.").with_code("EVS.1002"));
+    }
     let volume_id = opt_string(&o, "volume_id", "EVS.1002")?
         .ok_or_else(|| Error::invalid("EVS.1002", "Invalid input received: 'volume_id' is a required property"))?;
     Ok(CreateSnapshot {
@@ -79,7 +84,8 @@ async fn list(svc: &Services, p: &str, uri: &Uri, headers: &HeaderMap, version: 
     let q = parse_query(uri.query())?;
     let (req, limit) = list_request(&caller, &q)?;
     let mut snaps = svc.list_snapshots(&req).await?;
-    let more = snaps.len() as i64 > limit;
+    // Cinder links to a next page whenever this one is full, even if nothing follows.
+    let more = snaps.len() as i64 >= limit;
     snaps.truncate(limit as usize);
     let base = base_url(svc, headers);
     let c = ViewCtx { base: &base, api: api_of(uri), version, node: &svc.config.node, audience: Audience::of(&caller) };

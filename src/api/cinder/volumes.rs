@@ -88,7 +88,8 @@ async fn list(
     let (mut req, limit) = list_request(&caller, &q)?;
     req.with_count = req.with_count && version.at_least(45);
     let mut page = svc.list_volumes(&req).await?;
-    let more = page.volumes.len() as i64 > limit;
+    // Cinder links to a next page whenever this one is full, even if nothing follows.
+    let more = page.volumes.len() as i64 >= limit;
     page.volumes.truncate(limit as usize);
     let base = base_url(svc, headers);
     let api = api_of(uri.path());
