@@ -437,13 +437,16 @@ async fn bad_list_parameters_are_400(b: Backend) {
         "sort_dir=sideways".to_string(),
         "sort=size:sideways".to_string(),
         "sort=bogus:asc".to_string(),
-        format!("marker={unknown_marker}"),
     ] {
-        for list in ["volumes", "volumes/detail"] {
+        for list in ["volumes", "volumes/detail", "snapshots", "snapshots/detail"] {
             let r = api.get(&format!("/v3/{p}/{list}?{q}")).await;
             assert_eq!(r.status, 400, "{list}?{q} answered {}: {}", r.status, r.text);
             r.expect_fault(400, "badRequest");
         }
+    }
+    // An unknown marker is Cinder's MarkerNotFound: 404 on both lists.
+    for list in ["volumes", "volumes/detail", "snapshots", "snapshots/detail"] {
+        api.get(&format!("/v3/{p}/{list}?marker={unknown_marker}")).await.expect_fault(404, "itemNotFound");
     }
 }
 
