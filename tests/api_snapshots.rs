@@ -485,7 +485,8 @@ async fn snapshot_list_paging_and_filters(b: Backend) {
     let mut sorted_ids = ids.clone();
     sorted_ids.sort();
     assert_eq!(snapshot_ids(&api, &format!("/v3/{p}/snapshots?sort_key=id&sort_dir=asc")).await, sorted_ids);
-    let after = snapshot_ids(&api, &format!("/v3/{p}/snapshots?sort_key=id&sort_dir=asc&marker={}", sorted_ids[1])).await;
+    let after =
+        snapshot_ids(&api, &format!("/v3/{p}/snapshots?sort_key=id&sort_dir=asc&marker={}", sorted_ids[1])).await;
     assert_eq!(after, sorted_ids[2..].to_vec(), "the marker is placed by the sort key");
     for key in ["status", "size", "volume_size", "created_at", "updated_at", "volume_id"] {
         assert_eq!(snapshot_ids(&api, &format!("/v3/{p}/snapshots?sort_key={key}")).await.len(), 5, "{key}");

@@ -28,6 +28,7 @@ backend_tests!(
     reader_cannot_write_member_and_admin_can,
     aksk_signatures_pass_and_fail_with_the_right_codes,
     tokens_expire,
+    views_follow_the_call_and_the_callers_roles,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -156,6 +157,11 @@ impl Client {
     }
     async fn delete(&self, path: &str) -> Resp {
         self.req(Method::DELETE, path, None).await
+    }
+    /// GET with `OpenStack-API-Version: volume 3.<minor>`.
+    async fn get_at(&self, path: &str, minor: u32) -> Resp {
+        let v = format!("volume 3.{minor}");
+        self.api.request(Method::GET, path, &[("X-Auth-Token", &self.token), ("OpenStack-API-Version", &v)], None).await
     }
 
     /// Create a Cinder volume and wait until it is available.
@@ -810,4 +816,112 @@ async fn tokens_expire(backend: Backend) {
     }
     // A new login works again.
     Client::login(&f.server.api(), "alice", "proj-a").await.get(&format!("/v3/{a}/volumes")).await.expect(200);
+}
+
+/// The keys of a JSON object, for messages.
+fn keys(v: &Value) -> Vec<String> {
+    v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// Cinder's view rules (issue 10, A): extension attributes only on show and detail lists, and
+/// admin-only fields only for admins; for volumes, snapshots and types, per role.
+async fn views_follow_the_call_and_the_callers_roles(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let a = f.a.as_str();
+    const TENANT: &str = "os-vol-tenant-attr:tenant_id";
+    const ADMIN_ONLY: [&str; 4] = [
+        "os-vol-host-attr:host",
+        "os-vol-mig-status-attr:migstat",
+        "os-vol-mig-status-attr:name_id",
+        "migration_status",
+    ];
+
+    // Create and update answer the plain view: no extension attribute for anyone.
+    let r = f.alice.post(&format!("/v3/{a}/volumes"), json!({"volume": {"size": 1, "name": "v"}})).await.expect(202);
+    let vol = &r.body["volume"];
+    for k in ADMIN_ONLY.iter().chain([&TENANT]) {
+        assert!(vol.get(*k).is_none(), "create answer has {k}: {:?}", keys(vol));
+    }
+    let id = s(vol, "id");
+    f.alice.wait_status(a, &id, "available").await;
+    let r = f.boss.put(&format!("/v3/{a}/volumes/{id}"), json!({"volume": {"name": "w"}})).await.expect(200);
+    let upd = &r.body["volume"];
+    for k in ["os-vol-host-attr:host", TENANT, "os-vol-mig-status-attr:migstat"] {
+        assert!(upd.get(k).is_none(), "update answer has {k}: {:?}", keys(upd));
+    }
+    assert!(upd.get("migration_status").is_some(), "admins see migration_status in every volume view");
+
+    // Show and detail: the tenant for every reader, host and migration for admins only.
+    for (who, c, admin) in [("admin", &f.boss, true), ("member", &f.alice, false), ("reader", &f.rita, false)] {
+        let show = c.get(&format!("/v3/{a}/volumes/{id}")).await.expect(200).body["volume"].clone();
+        let detail = c.get(&format!("/v3/{a}/volumes/detail")).await.expect(200).body["volumes"][0].clone();
+        for v in [&show, &detail] {
+            assert_eq!(v[TENANT], a, "{who}: {:?}", keys(v));
+            for k in ADMIN_ONLY {
+                assert_eq!(v.get(k).is_some(), admin, "{who} and {k}: {:?}", keys(v));
+            }
+        }
+        if admin {
+            assert!(show["os-vol-host-attr:host"].as_str().is_some_and(|h| h.contains('@') && h.contains('#')));
+        }
+        // provider_id (3.21) and cluster_name (3.61) are admin-only; group_id (3.13) is for all.
+        let v = c.get_at(&format!("/v3/{a}/volumes/{id}"), 61).await.expect(200).body["volume"].clone();
+        assert!(v.get("group_id").is_some(), "{who}");
+        assert_eq!(v.get("provider_id").is_some(), admin, "{who}: {:?}", keys(&v));
+        assert_eq!(v.get("cluster_name").is_some(), admin, "{who}: {:?}", keys(&v));
+        // The summary list is id, name, links only.
+        let sum = c.get(&format!("/v3/{a}/volumes")).await.expect(200).body["volumes"][0].clone();
+        assert_eq!(keys(&sum), ["id", "links", "name"], "{who}");
+    }
+
+    // Snapshots: the extended attributes on show and detail only; 3.x fields not in the summary list.
+    const PROGRESS: &str = "os-extended-snapshot-attributes:progress";
+    const PROJECT: &str = "os-extended-snapshot-attributes:project_id";
+    let r = f.alice.post(&format!("/v3/{a}/snapshots"), json!({"snapshot": {"volume_id": id}})).await.expect(202);
+    let snap = &r.body["snapshot"];
+    assert!(snap.get(PROGRESS).is_none() && snap.get(PROJECT).is_none(), "create: {:?}", keys(snap));
+    let sid = s(snap, "id");
+    let deadline = Instant::now() + common::WAIT_TIMEOUT;
+    while f.alice.get(&format!("/v3/{a}/snapshots/{sid}")).await.expect(200).body["snapshot"]["status"] != "available" {
+        assert!(Instant::now() < deadline, "snapshot {sid} never available");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for c in [&f.alice, &f.rita] {
+        let show = c.get(&format!("/v3/{a}/snapshots/{sid}")).await.expect(200).body["snapshot"].clone();
+        assert_eq!(show[PROJECT], a);
+        assert_eq!(show[PROGRESS], "100%");
+        let detail = c.get_at(&format!("/v3/{a}/snapshots/detail"), 41).await.expect(200).body["snapshots"][0].clone();
+        assert!(detail.get(PROJECT).is_some() && detail.get("user_id").is_some(), "{:?}", keys(&detail));
+        let sum = c.get_at(&format!("/v3/{a}/snapshots"), 41).await.expect(200).body["snapshots"][0].clone();
+        for k in [PROJECT, PROGRESS, "user_id", "group_snapshot_id"] {
+            assert!(sum.get(k).is_none(), "summary list has {k}: {:?}", keys(&sum));
+        }
+    }
+    let upd = f.alice.put(&format!("/v3/{a}/snapshots/{sid}"), json!({"snapshot": {"name": "n"}})).await.expect(200);
+    assert!(upd.body["snapshot"].get(PROJECT).is_none(), "update: {}", upd.text);
+
+    // Types: create and update use the legacy view; qos_specs_id and every extra spec for admins on
+    // GET; the access attribute for members and admins.
+    let body = json!({"volume_type": {"name": unique("t"), "extra_specs": {"volume_backend_name": "default", "multiattach": "<is> True"}}});
+    let r = f.boss.post(&format!("/v3/{a}/types"), body).await.expect(200);
+    let t = &r.body["volume_type"];
+    assert!(t.get("qos_specs_id").is_none(), "create: {:?}", keys(t));
+    assert_eq!(t["os-volume-type-access:is_public"], true, "create carries the access attribute");
+    let tid = s(t, "id");
+    let r = f.boss.put(&format!("/v3/{a}/types/{tid}"), json!({"volume_type": {"description": "d"}})).await.expect(200);
+    let t = &r.body["volume_type"];
+    assert!(t.get("qos_specs_id").is_none() && t.get("os-volume-type-access:is_public").is_none(), "{:?}", keys(t));
+    for (who, c, admin, member) in
+        [("admin", &f.boss, true, true), ("member", &f.alice, false, true), ("reader", &f.rita, false, false)]
+    {
+        let t = c.get(&format!("/v3/{a}/types/{tid}")).await.expect(200).body["volume_type"].clone();
+        assert_eq!(t.get("qos_specs_id").is_some(), admin, "{who}: {:?}", keys(&t));
+        assert_eq!(t.get("os-volume-type-access:is_public").is_some(), member, "{who}: {:?}", keys(&t));
+        assert_eq!(t["extra_specs"].get("volume_backend_name").is_some(), admin, "{who}: {}", t["extra_specs"]);
+        assert_eq!(t["extra_specs"]["multiattach"], "<is> True", "user-visible spec for {who}");
+        let listed = c.get(&format!("/v3/{a}/types")).await.expect(200).body["volume_types"].clone();
+        let entry = listed.as_array().and_then(|l| l.iter().find(|x| x["id"] == tid.as_str())).cloned();
+        let entry = entry.unwrap_or_else(|| panic!("{who}: type {tid} not listed"));
+        assert_eq!(entry.get("qos_specs_id").is_some(), admin, "{who} list: {:?}", keys(&entry));
+    }
 }

@@ -165,14 +165,13 @@ impl Db {
 
     /// A page of snapshots (metadata included).
     pub async fn list_snapshots(&self, q: &ListSnapshots) -> Result<Vec<Snapshot>> {
-        let marker = match &q.marker {
-            Some(m) => Some(
-                self.get_snapshot(q.filter.project_id.as_deref(), m)
-                    .await?
-                    .ok_or_else(|| Error::not_found(format!("Marker {m} could not be found.")).with_code("EVS.1024"))?,
-            ),
-            None => None,
-        };
+        let marker =
+            match &q.marker {
+                Some(m) => Some(self.get_snapshot(q.filter.project_id.as_deref(), m).await?.ok_or_else(|| {
+                    Error::not_found(format!("Marker {m} could not be found.")).with_code("EVS.1024")
+                })?),
+                None => None,
+            };
         let mut sql = Sql::new(&format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots s"));
         push_filter(&mut sql, &q.filter);
         let (cmp, dir) = match q.sort_dir {

@@ -105,13 +105,15 @@ impl WriteTx<'_> {
         now: &str,
     ) -> Result<()> {
         // The accepting user becomes the owner of the volume and its snapshots, as in Cinder.
-        sqlx::query("UPDATE volumes SET project_id = $1, updated_at = $2, user_id = COALESCE($4, user_id) WHERE id = $3")
-            .bind(project_id)
-            .bind(now)
-            .bind(volume_id)
-            .bind(user_id)
-            .execute(self.conn())
-            .await?;
+        sqlx::query(
+            "UPDATE volumes SET project_id = $1, updated_at = $2, user_id = COALESCE($4, user_id) WHERE id = $3",
+        )
+        .bind(project_id)
+        .bind(now)
+        .bind(volume_id)
+        .bind(user_id)
+        .execute(self.conn())
+        .await?;
         sqlx::query(
             "UPDATE tags SET project_id = $1 WHERE (resource_type = 'volumes' AND resource_id = $2) \
              OR (resource_type = 'snapshots' AND resource_id IN (SELECT id FROM snapshots WHERE volume_id = $2))",

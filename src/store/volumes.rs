@@ -276,14 +276,13 @@ impl Db {
     /// An unknown marker is `NotFound` with EVS.1024: Cinder answers 404 (`MarkerNotFound`), EVS
     /// 400 as its code says.
     pub async fn list_volumes(&self, q: &ListVolumes) -> Result<VolumePage> {
-        let marker = match &q.marker {
-            Some(m) => Some(
-                self.get_volume(q.filter.project_id.as_deref(), m)
-                    .await?
-                    .ok_or_else(|| Error::not_found(format!("Marker {m} could not be found.")).with_code("EVS.1024"))?,
-            ),
-            None => None,
-        };
+        let marker =
+            match &q.marker {
+                Some(m) => Some(self.get_volume(q.filter.project_id.as_deref(), m).await?.ok_or_else(|| {
+                    Error::not_found(format!("Marker {m} could not be found.")).with_code("EVS.1024")
+                })?),
+                None => None,
+            };
         let mut sql =
             Sql::new(&format!("SELECT {VOLUME_COLUMNS} FROM volumes v JOIN volume_types t ON t.id = v.volume_type_id"));
         push_filter(&mut sql, &q.filter);

@@ -75,8 +75,10 @@ pub(super) async fn create(
     let caller = caller(&svc, &headers, &p)?;
     let snap = svc.create_snapshot(&caller, parse_create(&body)?).await?;
     let base = base_url(&svc, &headers);
-    let c = ViewCtx { base: &base, api: api_of(&uri), version, node: &svc.config.node, audience: Audience::of(&caller) };
-    Ok((StatusCode::ACCEPTED, Json(json!({"snapshot": views::snapshot(&c, &snap, SnapshotView::Written)}))).into_response())
+    let c =
+        ViewCtx { base: &base, api: api_of(&uri), version, node: &svc.config.node, audience: Audience::of(&caller) };
+    Ok((StatusCode::ACCEPTED, Json(json!({"snapshot": views::snapshot(&c, &snap, SnapshotView::Written)})))
+        .into_response())
 }
 
 async fn list(svc: &Services, p: &str, uri: &Uri, headers: &HeaderMap, version: ApiVersion, detail: bool) -> Res {
@@ -90,7 +92,15 @@ async fn list(svc: &Services, p: &str, uri: &Uri, headers: &HeaderMap, version: 
     let base = base_url(svc, headers);
     let c = ViewCtx { base: &base, api: api_of(uri), version, node: &svc.config.node, audience: Audience::of(&caller) };
     let mut body = Map::new();
-    body.insert("snapshots".into(), Value::Array(snaps.iter().map(|s| views::snapshot(&c, s, if detail { SnapshotView::Read } else { SnapshotView::Summary })).collect()));
+    body.insert(
+        "snapshots".into(),
+        Value::Array(
+            snaps
+                .iter()
+                .map(|s| views::snapshot(&c, s, if detail { SnapshotView::Read } else { SnapshotView::Summary }))
+                .collect(),
+        ),
+    );
     if let (true, Some(last)) = (more, snaps.last()) {
         body.insert("snapshots_links".into(), next_link(&base, uri.path(), &q, limit, &last.id));
     }
@@ -127,7 +137,8 @@ pub(super) async fn show(
     let caller = caller(&svc, &headers, &p)?;
     let snap = svc.get_snapshot(&caller, &id).await?;
     let base = base_url(&svc, &headers);
-    let c = ViewCtx { base: &base, api: api_of(&uri), version, node: &svc.config.node, audience: Audience::of(&caller) };
+    let c =
+        ViewCtx { base: &base, api: api_of(&uri), version, node: &svc.config.node, audience: Audience::of(&caller) };
     Ok(Json(json!({"snapshot": views::snapshot(&c, &snap, SnapshotView::Read)})).into_response())
 }
 
@@ -142,7 +153,8 @@ pub(super) async fn update(
     let caller = caller(&svc, &headers, &p)?;
     let snap = svc.update_snapshot(&caller, &id, parse_update(&body)?).await?;
     let base = base_url(&svc, &headers);
-    let c = ViewCtx { base: &base, api: api_of(&uri), version, node: &svc.config.node, audience: Audience::of(&caller) };
+    let c =
+        ViewCtx { base: &base, api: api_of(&uri), version, node: &svc.config.node, audience: Audience::of(&caller) };
     Ok(Json(json!({"snapshot": views::snapshot(&c, &snap, SnapshotView::Written)})).into_response())
 }
 
