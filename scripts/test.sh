@@ -7,7 +7,11 @@
 # On a fresh machine it installs what the suite needs and reuses it on later runs:
 #   - Debian packages, only when a command is missing (need_pkg);
 #   - a Python venv with the real clients (Huawei EVS SDK, cinder and openstack CLIs), OUTSIDE
-#     the clone: ${CINDERBLOCK_CLIENT_VENV:-/var/tmp/cinderblock-venv-clients}.
+#     the clone: ${CINDERBLOCK_CLIENT_VENV:-/var/tmp/cinderblock-venv-clients};
+#   - a second venv with OpenStack's conformance suite, tempest (tests/tempest/requirements.txt):
+#     ${CINDERBLOCK_TEMPEST_VENV:-/var/tmp/cinderblock-venv-tempest}. After `cargo test`, tempest's
+#     volume API suite runs against a live daemon (tests/tempest/run.sh) on SQLite, and on
+#     PostgreSQL too when TEST_DATABASE_URL is set; any tempest failure fails the run.
 #
 # Environment:
 #   CARGO_TARGET_DIR              build dir (default /var/tmp/cinderblock-target)
@@ -16,6 +20,8 @@
 #                                 0: a venv that cannot be installed only skips them
 #   CINDERBLOCK_REQUIRE_PRIVILEGED=1  privileged tests fail instead of skipping (CI sets it)
 #   TEST_DATABASE_URL             postgres://… : integration tests also run on PostgreSQL
+#   CINDERBLOCK_TEMPEST           1 (default): run tempest after cargo test; 0: skip it (it is
+#                                 also skipped when extra arguments select part of the suite)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,6 +32,9 @@ export CINDERBLOCK_CLIENT_VENV=${CINDERBLOCK_CLIENT_VENV:-/var/tmp/cinderblock-v
 export CINDERBLOCK_REQUIRE_CLIENTS=${CINDERBLOCK_REQUIRE_CLIENTS:-1}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export CINDERBLOCK_TEMPEST_VENV=${CINDERBLOCK_TEMPEST_VENV:-/var/tmp/cinderblock-venv-tempest}
+RUN_TEMPEST=${CINDERBLOCK_TEMPEST:-1}
+[ "$#" -eq 0 ] || RUN_TEMPEST=0
 
 CLIENT_REQUIREMENTS="$ROOT/tests/clients/requirements.txt"
 START=$(date +%s)
@@ -185,6 +194,42 @@ if ! install_client_venv; then
 fi
 
 # ---------------------------------------------------------------------------------------------
+# Tempest venv: its own (tempest pins oslo and keystoneauth versions other than the CLIs'),
+# created once and re-installed only when tests/tempest/requirements.txt changes.
+TEMPEST_REQUIREMENTS="$ROOT/tests/tempest/requirements.txt"
+install_tempest_venv() {
+    local venv=$CINDERBLOCK_TEMPEST_VENV python marker attempt
+    python=$(command -v python3)
+    marker="$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])') $(sha256sum "$TEMPEST_REQUIREMENTS" | cut -d' ' -f1)"
+    mkdir -p "$(dirname "$venv")"
+    exec 8>"$venv.lock"
+    flock 8
+    if [ -x "$venv/bin/tempest" ] && [ "$(cat "$venv/.cinderblock-requirements" 2>/dev/null)" = "$marker" ]; then
+        log "tempest venv $venv is up to date"
+        exec 8>&-
+        return 0
+    fi
+    log "installing tempest into $venv (from $TEMPEST_REQUIREMENTS)"
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    for attempt in 1 2 3; do
+        if "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --retries 5 \
+            -r "$TEMPEST_REQUIREMENTS" && [ -x "$venv/bin/tempest" ]; then
+            printf '%s' "$marker" >"$venv/.cinderblock-requirements"
+            exec 8>&-
+            return 0
+        fi
+        warn "pip install of tempest failed (attempt $attempt of 3)"
+        sleep $((attempt * 5))
+    done
+    exec 8>&-
+    return 1
+}
+if [ "$RUN_TEMPEST" = "1" ]; then
+    need_pkg psql postgresql-client
+    install_tempest_venv || die "could not install tempest into $CINDERBLOCK_TEMPEST_VENV (set CINDERBLOCK_TEMPEST=0 to skip it)"
+fi
+
+# ---------------------------------------------------------------------------------------------
 # The suite.
 log "cargo $(cargo --version | cut -d' ' -f2), target dir $CARGO_TARGET_DIR"
 log "TEST_DATABASE_URL=${TEST_DATABASE_URL:-<unset: SQLite only>}  CINDERBLOCK_REQUIRE_PRIVILEGED=${CINDERBLOCK_REQUIRE_PRIVILEGED:-0}  CINDERBLOCK_REQUIRE_CLIENTS=$CINDERBLOCK_REQUIRE_CLIENTS"
@@ -223,8 +268,29 @@ if [ "$STATUS" -ne 0 ] && [ "$FAILED" -eq 0 ]; then
     FAILED=1
 fi
 echo "tests: $PASSED passed, $FAILED failed, $IGNORED skipped"
+
+# ---------------------------------------------------------------------------------------------
+# Tempest: OpenStack's conformance suite against the daemon cargo just built, on each database.
+TEMPEST_STATUS=0
+if [ "$RUN_TEMPEST" = "1" ]; then
+    DBS=(sqlite)
+    [ -n "${TEST_DATABASE_URL:-}" ] && DBS+=("$TEST_DATABASE_URL")
+    for db in "${DBS[@]}"; do
+        log "tempest (tempest.api.volume) on ${db%%:*}"
+        T0=$(date +%s)
+        if ! "$ROOT/tests/tempest/run.sh" "$CARGO_TARGET_DIR/debug/cinderblock" "$db"; then
+            TEMPEST_STATUS=1
+        fi
+        log "tempest on ${db%%:*} took $(( $(date +%s) - T0 ))s"
+    done
+fi
+echo "total time: $(( $(date +%s) - START ))s"
 if [ "$STATUS" -ne 0 ]; then
     exit "$STATUS"
+fi
+if [ "$TEMPEST_STATUS" -ne 0 ]; then
+    echo "ERROR: tempest failed (see above)" >&2
+    exit 1
 fi
 if [ "$PASSED" -eq 0 ]; then
     echo "ERROR: no test ran" >&2

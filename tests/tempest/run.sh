@@ -7,7 +7,8 @@
 # PostgreSQL server URL (postgres://user@host:port/db): a fresh database is created on that
 # server for the run and dropped afterwards. The daemon runs in keystone mode with two file pools
 # (`default`, `second`) and three pre-provisioned accounts (admin, primary, alt); tempest.conf is
-# tests/tempest/tempest.conf.in with the placeholders filled. Extra environment:
+# tests/tempest/tempest.conf.in with the placeholders filled; tests/tempest/exclude.txt lists the
+# tests of features not built yet. Extra environment:
 #   CINDERBLOCK_TEMPEST_VENV    venv holding tempest (default /var/tmp/cinderblock-venv-tempest)
 #   CINDERBLOCK_TEMPEST_REGEX   test selection (default '^tempest\.api\.volume\.')
 #   CINDERBLOCK_TEMPEST_CONCURRENCY  workers (default 4)
@@ -146,7 +147,10 @@ sed -e "s#@BASE@#$BASE#g" -e "s#@ACCOUNTS@#$WORK/accounts.yaml#g" "$HERE/tempest
 cd tempest-ws
 echo "tempest $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("tempest"))') against $BASE ($DB_LABEL), regex $REGEX"
 set +e
-"$VENV/bin/tempest" run --regex "$REGEX" --concurrency "$CONCURRENCY" >"$WORK/tempest-run.txt" 2>&1
+# exclude.txt names the tests of features cinderblock does not have yet, each group with the
+# reason; nothing else may be excluded.
+"$VENV/bin/tempest" run --regex "$REGEX" --exclude-list "$HERE/exclude.txt" --concurrency "$CONCURRENCY" \
+    >"$WORK/tempest-run.txt" 2>&1
 RC=$?
 set -e
 # Failed tests with their tracebacks, then the totals.
