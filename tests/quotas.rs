@@ -12,6 +12,7 @@ backend_tests!(
     concurrent_creates_never_pass_the_last_slot,
     limits_are_enforced_with_each_apis_error,
     quota_routes_show_update_reset_and_classes,
+    cinder_checks_quota_before_capacity_in_cinders_words,
 );
 
 async fn concurrent_creates_never_pass_the_last_slot(b: Backend) {
@@ -136,4 +137,42 @@ async fn quota_routes_show_update_reset_and_classes(b: Backend) {
     let r = api.get(&format!("/v3/{p}/os-quota-class-sets/{class}")).await.expect(200);
     assert_eq!(r.body["quota_class_set"]["snapshots"], 7);
     assert_eq!(r.body["quota_class_set"]["id"], class.as_str());
+}
+
+/// Cinder's order and words: the quota is checked before the pool (a size over both is 413
+/// `VolumeSizeExceedsAvailableQuota`, not the pool's 400), the size bound on Cinder routes is
+/// Cinder's (not EVS's 32768 GiB), and nothing is created by a refused request.
+async fn cinder_checks_quota_before_capacity_in_cinders_words(b: Backend) {
+    let srv = shared(&b);
+    let api = srv.api();
+    let p = project();
+    api.put(&format!("/v3/{p}/os-quota-sets/{p}"), json!({"quota_set": {"gigabytes": 5}})).await.expect(200);
+    // 100,000 GiB is past the quota and past the pool's space (and past EVS's bound).
+    let r =
+        api.post(&format!("/v3/{p}/volumes"), json!({"volume": {"size": 100000}})).await.expect_fault(413, "overLimit");
+    assert!(r.text.contains("VolumeSizeExceedsAvailableQuota"), "{}", r.text);
+    assert!(r.text.contains("Requested 100000G, quota is 5G and 0G has been consumed"), "{}", r.text);
+    api.put(&format!("/v3/{p}/os-quota-sets/{p}"), json!({"quota_set": {"gigabytes": -1}})).await.expect(200);
+    // Without a quota the pool refuses it: Cinder's bound is not EVS's 32768 GiB.
+    let r = api
+        .post(&format!("/v3/{p}/volumes"), json!({"volume": {"size": 100000}}))
+        .await
+        .expect_fault(400, "badRequest");
+    assert!(r.text.contains("Insufficient free virtual space"), "{}", r.text);
+    let r =
+        api.post(&format!("/v3/{p}/volumes"), json!({"volume": {"size": "abc"}})).await.expect_fault(400, "badRequest");
+    assert!(r.text.contains("Invalid input for field/attribute size"), "{}", r.text);
+    api.post(&format!("/v3/{p}/volumes"), json!({"volume": {"size": 0}})).await.expect_fault(400, "badRequest");
+    // EVS keeps its own bound.
+    api.post(
+        &format!("/v2/{p}/cloudvolumes"),
+        json!({"volume": {"availability_zone": "nova", "volume_type": "SSD", "size": 40000}}),
+    )
+    .await
+    .expect_evs_error(400, "EVS.1010");
+    api.put(&format!("/v3/{p}/os-quota-sets/{p}"), json!({"quota_set": {"volumes": 0}})).await.expect(200);
+    let r = api.post(&format!("/v3/{p}/volumes"), json!({"volume": {"size": 1}})).await.expect_fault(413, "overLimit");
+    assert!(r.text.contains("VolumeLimitExceeded: Maximum number of volumes allowed (0)"), "{}", r.text);
+    let listed = api.get(&format!("/v3/{p}/volumes")).await.expect(200).body["volumes"].clone();
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "refused creates leave nothing: {listed}");
 }

@@ -38,7 +38,10 @@ pub fn opt_string(o: &Map<String, Value>, key: &str, code: &'static str) -> Resu
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(Error::invalid(code, format!("Invalid input for field '{key}': {other} is not a string"))),
+        Some(other) => Err(Error::invalid(
+            code,
+            format!("Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'string'"),
+        )),
     }
 }
 
@@ -48,14 +51,22 @@ pub fn opt_nullable_string(o: &Map<String, Value>, key: &str, code: &'static str
         None => Ok(None),
         Some(Value::Null) => Ok(Some(None)),
         Some(Value::String(s)) => Ok(Some(Some(s.clone()))),
-        Some(other) => Err(Error::invalid(code, format!("Invalid input for field '{key}': {other} is not a string"))),
+        Some(other) => Err(Error::invalid(
+            code,
+            format!("Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'string'"),
+        )),
     }
 }
 
 /// An optional integer as Cinder's schema accepts it: a JSON integer or a string of digits
 /// (no fractions, no booleans).
 pub fn opt_strict_int(o: &Map<String, Value>, key: &str, code: &'static str) -> Result<Option<i64>> {
-    let bad = |v: &Value| Error::invalid(code, format!("Invalid input for field '{key}': {v} is not an integer"));
+    let bad = |v: &Value| {
+        Error::invalid(
+            code,
+            format!("Invalid input for field/attribute {key}. Value: {v}. {v} is not of type 'integer'"),
+        )
+    };
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v @ Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| bad(v)),
@@ -71,10 +82,16 @@ pub fn opt_bool(o: &Map<String, Value>, key: &str, code: &'static str) -> Result
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(s)) => parse_bool(s)
-            .map(Some)
-            .ok_or_else(|| Error::invalid(code, format!("Invalid input for field '{key}': {s:?} is not a boolean"))),
-        Some(other) => Err(Error::invalid(code, format!("Invalid input for field '{key}': {other} is not a boolean"))),
+        Some(Value::String(s)) => parse_bool(s).map(Some).ok_or_else(|| {
+            Error::invalid(
+                code,
+                format!("Invalid input for field/attribute {key}. Value: {s}. {s:?} is not of type 'boolean'"),
+            )
+        }),
+        Some(other) => Err(Error::invalid(
+            code,
+            format!("Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'boolean'"),
+        )),
     }
 }
 
@@ -90,7 +107,12 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 /// An optional integer: a JSON integer, a float (the integer part is used, as EVS documents)
 /// or a string of digits.
 pub fn opt_int(o: &Map<String, Value>, key: &str, code: &'static str) -> Result<Option<i64>> {
-    let bad = |v: &Value| Error::invalid(code, format!("Invalid input for field '{key}': {v} is not an integer"));
+    let bad = |v: &Value| {
+        Error::invalid(
+            code,
+            format!("Invalid input for field/attribute {key}. Value: {v}. {v} is not of type 'integer'"),
+        )
+    };
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v @ Value::Number(n)) => {
@@ -126,14 +148,17 @@ pub fn opt_string_map(
                     other => {
                         return Err(Error::invalid(
                             code,
-                            format!("Invalid input for field '{key}': value of {k:?} must be a string, got {other}"),
+                            format!("Invalid input for field/attribute {key}. Value of {k:?}: {other}. {other} is not of type 'string'"),
                         ))
                     }
                 }
             }
             Ok(Some(out))
         }
-        Some(other) => Err(Error::invalid(code, format!("Invalid input for field '{key}': {other} is not an object"))),
+        Some(other) => Err(Error::invalid(
+            code,
+            format!("Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'object'"),
+        )),
     }
 }
 

@@ -34,7 +34,9 @@ pub use snapshots::{CreateSnapshot, UpdateSnapshot};
 pub use tags::{validate_tag_query, TagChange, TaggedPage, TaggedResource, MAX_MATCH_CHARS, MAX_TAGS};
 pub use transfers::{CreateTransfer, CreatedTransfer};
 pub use types::TypeChange;
-pub use volumes::{CreateVolume, CreatedVolumes, UpdateVolume, VolumeSource, MAX_BATCH, MAX_SIZE_GB};
+pub use volumes::{
+    CreateVolume, CreatedVolumes, UpdateVolume, VolumeSource, CINDER_MAX_SIZE_GB, MAX_BATCH, MAX_SIZE_GB,
+};
 
 /// Who is calling, as established by the API layer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -159,7 +159,10 @@ impl Services {
             if *max >= 0 && size > *max {
                 return Err(quota_error(
                     "EVS.1042",
-                    format!("Volume size {size}G is larger than the per volume gigabytes quota of {max}G."),
+                    format!(
+                        "VolumeSizeExceedsLimit: Requested volume size {size}G is larger than maximum allowed \
+                         limit {max}G."
+                    ),
                 ));
             }
         }
@@ -181,12 +184,23 @@ impl Services {
             let limit = limits.get(&res).copied().unwrap_or(-1);
             let used = usage.get(&res).copied().unwrap_or(0);
             if limit >= 0 && used + add > limit {
-                return Err(quota_error(
-                    code,
+                // Cinder's exception names and words: clients match on them.
+                let msg = if res.starts_with("gigabytes") {
                     format!(
-                        "Quota exceeded for {res}: requested {add}, quota is {limit} and {used} has been consumed."
-                    ),
-                ));
+                        "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed {res} quota. \
+                         Requested {add}G, quota is {limit}G and {used}G has been consumed."
+                    )
+                } else if res.starts_with("volumes") {
+                    format!(
+                        "VolumeLimitExceeded: Maximum number of volumes allowed ({limit}) exceeded for quota '{res}'."
+                    )
+                } else {
+                    format!(
+                        "SnapshotLimitExceeded: Maximum number of snapshots allowed ({limit}) exceeded for quota \
+                         '{res}'."
+                    )
+                };
+                return Err(quota_error(code, msg));
             }
         }
         Ok(())

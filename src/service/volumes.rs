@@ -13,8 +13,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{now_timestamp, JobKind, SnapshotStatus, Volume, VolumeStatus, GIB};
 use crate::store::{ListVolumes, NewJob, VolumePage};
 
-/// Largest volume in GiB (EVS data disks go to 32 TiB).
+/// Largest volume in GiB on EVS routes (EVS data disks go to 32 TiB).
 pub const MAX_SIZE_GB: i64 = 32768;
+/// Largest volume in GiB on Cinder routes: Cinder's schema bound (`DB_MAX_INT`); quotas and
+/// pool capacity refuse sizes the machine cannot hold.
+pub const CINDER_MAX_SIZE_GB: i64 = 0x7FFF_FFFF;
 /// Most disks one EVS create may make.
 pub const MAX_BATCH: i64 = 100;
 /// Longest name or description, in characters (reference 6.1.1).
@@ -61,6 +64,8 @@ pub struct CreateVolume {
     /// EVS `X-Client-Token`: a repeat with the same token in the same project answers the
     /// first create's reply and creates nothing (see `client_tokens.rs`).
     pub client_token: Option<String>,
+    /// Largest size the API allows ([`MAX_SIZE_GB`] on EVS, [`CINDER_MAX_SIZE_GB`] on Cinder).
+    pub max_size_gb: i64,
 }
 
 /// What a create produced.
@@ -212,10 +217,13 @@ impl Services {
             (None, Some(src)) => src.size_gb,
             (None, None) => return Err(Error::invalid("EVS.1010", "size is required")),
         };
-        if !(1..=MAX_SIZE_GB).contains(&size) {
+        if !(1..=req.max_size_gb).contains(&size) {
             return Err(Error::invalid(
                 "EVS.1010",
-                format!("Invalid volume size {size}: must be 1 to {MAX_SIZE_GB} GB"),
+                format!(
+                    "Invalid input for field/attribute size. Value: {size}. The size must be 1 to {} GB.",
+                    req.max_size_gb
+                ),
             ));
         }
         if let Some(src) = &source {
@@ -307,7 +315,8 @@ impl Services {
             None => self.place(&az, &vtype)?,
         };
         let total_gb = size * req.count;
-        let limit_gb = self.capacity_limit_gb(pool, total_gb)?;
+        // Cinder checks the quota before the pool: a request over both gets the quota's 413.
+        let capacity = self.capacity_limit_gb(pool, total_gb);
 
         let now = now_timestamp();
         let job_id = new_job_id();
@@ -360,6 +369,7 @@ impl Services {
             ..Default::default()
         };
         self.check_quota(&mut tx, &caller.project_id, &delta, &limits).await?;
+        let limit_gb = capacity?;
         if !tx.reserve_pool_capacity(&pool.config.name, total_gb, limit_gb).await? {
             return Err(no_space(&pool.config.name, total_gb));
         }

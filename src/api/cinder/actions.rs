@@ -65,12 +65,24 @@ pub(super) async fn volume_action(
             let snap = opt_string(&args, "snapshot_id", "EVS.2045")?
                 .ok_or_else(|| Error::invalid("EVS.2045", "Invalid input received: 'snapshot_id' is required"))?;
             // An unknown volume is 404 before anything is said about the snapshot.
-            svc.get_volume(&c, &id).await?;
+            let v = svc.get_volume(&c, &id).await?;
             let s = svc.get_snapshot(&c, &snap).await?;
             if s.volume_id != id {
                 return Err(Error::invalid(
                     "EVS.5400",
                     format!("Invalid input received: snapshot {snap} does not belong to volume {id}."),
+                )
+                .into());
+            }
+            // Cinder's rule on its revert route (EVS rollback has none: an extended volume rolls
+            // back to an older, smaller snapshot and keeps its size there).
+            if v.size_gb != s.size_gb {
+                return Err(Error::invalid(
+                    "EVS.5400",
+                    format!(
+                        "Can't revert volume {id} to its latest snapshot {snap}. The volume size must be equal to \
+                         the snapshot size."
+                    ),
                 )
                 .into());
             }

@@ -64,6 +64,7 @@ pub(super) async fn create(
             backup_id: opt_string(&o, "backup_id", "EVS.1006")?,
         },
         client_token: None,
+        max_size_gb: crate::service::CINDER_MAX_SIZE_GB,
     };
     if req.size_gb.is_none() && req.source == VolumeSource::default() {
         return Err(Error::invalid("EVS.1010", "Invalid input received: size is required for an empty volume").into());

@@ -49,6 +49,7 @@ pub(super) async fn create(State(svc): State<Services>, Path(p): Path<String>, h
             backup_id: opt_string(&o, "backup_id", "EVS.1006")?,
         },
         client_token: super::client_token::from_headers(&headers)?,
+        max_size_gb: crate::service::MAX_SIZE_GB,
     };
     let created = svc.create_volumes(&caller, req).await?;
     let ids: Vec<&str> = created.volume_ids.iter().map(String::as_str).collect();
