@@ -29,6 +29,7 @@ backend_tests!(
     aksk_signatures_pass_and_fail_with_the_right_codes,
     tokens_expire,
     views_follow_the_call_and_the_callers_roles,
+    routes_answer_404_and_405_before_policy,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -924,4 +925,35 @@ async fn views_follow_the_call_and_the_callers_roles(backend: Backend) {
         let entry = entry.unwrap_or_else(|| panic!("{who}: type {tid} not listed"));
         assert_eq!(entry.get("qos_specs_id").is_some(), admin, "{who} list: {:?}", keys(&entry));
     }
+}
+
+/// Each route names its policy action where it is registered, and the check runs after
+/// routing: an unknown path is 404 and a known path with a wrong method 405 for every role
+/// (never a 403 from a table that does not know the route), in the API's own error body;
+/// without credentials everything is 401 first.
+async fn routes_answer_404_and_405_before_policy(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let a = f.a.as_str();
+    let va = f.alice.volume(a, "routed").await;
+    for who in [&f.rita, &f.alice, &f.boss] {
+        who.get(&format!("/v3/{a}/no-such-collection")).await.expect_fault(404, "itemNotFound");
+        who.delete(&format!("/v3/{a}/volumes/detail")).await.expect_fault(405, "badMethod");
+        who.req(Method::PATCH, &format!("/v3/{a}/volumes/{va}"), Some(json!({}))).await.expect_fault(405, "badMethod");
+        who.put(&format!("/v3/{a}/snapshots"), json!({})).await.expect_fault(405, "badMethod");
+        who.delete(&format!("/v2/{a}/cloudvolumes/detail")).await.expect(405);
+    }
+    // The policy still decides once the route matched: an admin-only action and a write.
+    f.alice
+        .post(&format!("/v3/{a}/volumes/{va}/action"), json!({"os-reset_status": {"status": "error"}}))
+        .await
+        .expect_fault(403, "forbidden");
+    f.rita.delete(&format!("/v3/{a}/volumes/{va}")).await.expect_fault(403, "forbidden");
+    assert_eq!(
+        s(&f.alice.get(&format!("/v3/{a}/volumes/{va}")).await.expect(200).body["volume"], "status"),
+        "available"
+    );
+    // No credentials: 401 whatever the path or method.
+    let anon = f.server.api();
+    assert_eq!(anon.request(Method::DELETE, &format!("/v3/{a}/volumes/detail"), &[], None).await.status, 401);
+    assert_eq!(anon.request(Method::GET, &format!("/v3/{a}/no-such-collection"), &[], None).await.status, 401);
 }

@@ -10,6 +10,7 @@ mod auth;
 pub mod cinder;
 mod common;
 pub mod evs;
+mod guard;
 mod identity;
 mod microversion;
 pub mod signature;

@@ -100,6 +100,11 @@ pub fn required_role(action: &str) -> Role {
     POLICY.iter().find(|(a, _)| *a == action).map(|(_, r)| *r).unwrap_or(Admin)
 }
 
+/// True when `action` is in [`POLICY`] (routes may name only these).
+pub fn is_known(action: &str) -> bool {
+    POLICY.iter().any(|(a, _)| *a == action)
+}
+
 /// The highest of `roles` (`None` when empty).
 pub fn effective_role(roles: &[Role]) -> Option<Role> {
     roles.iter().copied().max()

@@ -15,11 +15,36 @@ use serde_json::{json, Map, Value};
 
 use super::CinderError;
 use crate::api::common::{caller, opt_bool, opt_int, opt_string, parse_json};
+use crate::api::guard::body_action;
 use crate::api::ApiVersion;
 use crate::error::{Error, ErrorKind};
 use crate::model::AttachMode;
 use crate::service::{AttachRequest, Services};
 use crate::store::VolumeFlag;
+
+/// The policy action of a volume `…/action` body (Cinder's and EVS's action keys).
+pub(crate) fn volume_action_policy(body: &[u8]) -> &'static str {
+    body_action(body, volume_action_key)
+}
+
+/// Action key → policy action; unknown keys are updates the handler rejects.
+fn volume_action_key(key: &str) -> &'static str {
+    match key {
+        "os-extend" => "evs:volumes:extend",
+        "os-attach" | "os-reserve" | "os-unreserve" | "os-initialize_connection" => "evs:volumes:attach",
+        "os-detach" | "os-terminate_connection" | "os-begin_detaching" | "os-roll_detaching" => "evs:volumes:detach",
+        "os-show_image_metadata" => "evs:volumes:get",
+        "os-volume_upload_image" => "evs:volumes:uploadImage",
+        "revert" => "evs:snapshots:rollback",
+        "os-retype" => "evs:volumes:retype",
+        "os-reset_status" => "evs:volumes:resetStatus",
+        "os-force_delete" => "evs:volumes:forceDelete",
+        "os-force_detach" => "evs:volumes:forceDetach",
+        "os-migrate_volume" | "os-migrate_volume_completion" => "evs:volumes:migrate",
+        "os-unmanage" => "evs:volumes:manage",
+        _ => "evs:volumes:update",
+    }
+}
 
 /// The one `{"action-name": {...}}` pair of an action body.
 pub(crate) fn split_action(body: &[u8]) -> Result<(String, Map<String, Value>), Error> {
@@ -160,5 +185,39 @@ pub(super) async fn volume_action(
             Ok(StatusCode::OK.into_response())
         }
         other => Err(Error::invalid("EVS.5400", format!("There is no such action: {other}")).into()),
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use crate::service::policy;
+
+    #[test]
+    fn every_action_key_names_a_policy_action() {
+        let keys = [
+            "os-extend",
+            "os-attach",
+            "os-reserve",
+            "os-detach",
+            "os-show_image_metadata",
+            "os-volume_upload_image",
+            "revert",
+            "os-retype",
+            "os-reset_status",
+            "os-force_delete",
+            "os-force_detach",
+            "os-migrate_volume",
+            "os-unmanage",
+            "os-update_snapshot_status",
+            "",
+            "x",
+        ];
+        for k in keys {
+            let a = volume_action_key(k);
+            assert!(policy::is_known(a), "{a} is not in POLICY");
+        }
+        assert_eq!(volume_action_policy(br#"{"os-reset_status":{}}"#), "evs:volumes:resetStatus");
+        assert_eq!(volume_action_policy(br#"{"os-extend":{},"os-force_delete":{}}"#), "evs:volumes:forceDelete");
     }
 }

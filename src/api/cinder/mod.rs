@@ -20,10 +20,10 @@ pub(crate) mod views_shared {
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use super::guard::{delete_as, get_as, post_as, put_as, Act};
 use crate::error::{Error, ErrorKind};
 use crate::service::Services;
 
@@ -32,67 +32,130 @@ const PREFIXES: [&str; 2] = ["/v2", "/v3"];
 
 pub(super) fn routes() -> Router<Services> {
     let mut r = Router::new()
-        .route("/v1/{p}/volumes/{id}", get(volumes::show_v1))
-        .route("/v3/{p}/attachments", get(attachments::list_summary).post(attachments::create))
-        .route("/v3/{p}/attachments/detail", get(attachments::list_detail))
-        .route("/v3/{p}/attachments/{id}", get(attachments::show).put(attachments::update).delete(attachments::delete))
-        .route("/v3/{p}/attachments/{id}/action", post(attachments::action));
+        .route("/v1/{p}/volumes/{id}", get_as("evs:volumes:get", volumes::show_v1))
+        .route(
+            "/v3/{p}/attachments",
+            get_as("evs:attachments:list", attachments::list_summary)
+                .merge(post_as("evs:attachments:create", attachments::create)),
+        )
+        .route("/v3/{p}/attachments/detail", get_as("evs:attachments:list", attachments::list_detail))
+        .route(
+            "/v3/{p}/attachments/{id}",
+            get_as("evs:attachments:get", attachments::show)
+                .merge(put_as("evs:attachments:update", attachments::update))
+                .merge(delete_as("evs:attachments:delete", attachments::delete)),
+        )
+        .route("/v3/{p}/attachments/{id}/action", post_as("evs:attachments:complete", attachments::action));
     for pre in PREFIXES {
         r = r
-            .route(&format!("{pre}/{{p}}/volumes"), get(volumes::list_summary).post(volumes::create))
-            .route(&format!("{pre}/{{p}}/volumes/detail"), get(volumes::list_detail))
+            .route(
+                &format!("{pre}/{{p}}/volumes"),
+                get_as("evs:volumes:list", volumes::list_summary).merge(post_as("evs:volumes:create", volumes::create)),
+            )
+            .route(&format!("{pre}/{{p}}/volumes/detail"), get_as("evs:volumes:list", volumes::list_detail))
             .route(
                 &format!("{pre}/{{p}}/volumes/{{id}}"),
-                get(volumes::show).put(volumes::update).delete(volumes::delete),
+                get_as("evs:volumes:get", volumes::show)
+                    .merge(put_as("evs:volumes:update", volumes::update))
+                    .merge(delete_as("evs:volumes:delete", volumes::delete)),
             )
-            .route(&format!("{pre}/{{p}}/volumes/{{id}}/action"), post(actions::volume_action))
-            .route(&format!("{pre}/{{p}}/snapshots"), get(snapshots::list_summary).post(snapshots::create))
-            .route(&format!("{pre}/{{p}}/snapshots/detail"), get(snapshots::list_detail))
+            .route(
+                &format!("{pre}/{{p}}/volumes/{{id}}/action"),
+                post_as(Act::Body(actions::volume_action_policy), actions::volume_action),
+            )
+            .route(
+                &format!("{pre}/{{p}}/snapshots"),
+                get_as("evs:snapshots:list", snapshots::list_summary)
+                    .merge(post_as("evs:snapshots:create", snapshots::create)),
+            )
+            .route(&format!("{pre}/{{p}}/snapshots/detail"), get_as("evs:snapshots:list", snapshots::list_detail))
             .route(
                 &format!("{pre}/{{p}}/snapshots/{{id}}"),
-                get(snapshots::show).put(snapshots::update).delete(snapshots::delete),
+                get_as("evs:snapshots:get", snapshots::show)
+                    .merge(put_as("evs:snapshots:update", snapshots::update))
+                    .merge(delete_as("evs:snapshots:delete", snapshots::delete)),
             );
-        for coll in ["volumes", "snapshots"] {
+        for (coll, read, write, delete) in [
+            ("volumes", "evs:volumes:get", "evs:volumes:update", "evs:volumes:delete"),
+            ("snapshots", "evs:snapshots:get", "evs:snapshots:update", "evs:snapshots:delete"),
+        ] {
             r = r
                 .route(
                     &format!("{pre}/{{p}}/{coll}/{{id}}/metadata"),
-                    get(metadata::get_all).post(metadata::merge).put(metadata::replace),
+                    get_as(read, metadata::get_all)
+                        .merge(post_as(write, metadata::merge))
+                        .merge(put_as(write, metadata::replace)),
                 )
                 .route(
                     &format!("{pre}/{{p}}/{coll}/{{id}}/metadata/{{key}}"),
-                    get(metadata::get_key).put(metadata::put_key).delete(metadata::delete_key),
+                    get_as(read, metadata::get_key)
+                        .merge(put_as(write, metadata::put_key))
+                        .merge(delete_as(delete, metadata::delete_key)),
                 );
         }
         r = r
-            .route(&format!("{pre}/{{p}}/types"), get(catalog::list_types).post(types::create))
-            .route(&format!("{pre}/{{p}}/types/{{id}}"), get(types::show).put(types::update).delete(types::delete))
-            .route(&format!("{pre}/{{p}}/types/{{id}}/extra_specs"), get(types::get_specs).post(types::add_specs))
+            .route(
+                &format!("{pre}/{{p}}/types"),
+                get_as("evs:types:get", catalog::list_types).merge(post_as("evs:types:manage", types::create)),
+            )
+            .route(
+                &format!("{pre}/{{p}}/types/{{id}}"),
+                get_as("evs:types:get", types::show)
+                    .merge(put_as("evs:types:manage", types::update))
+                    .merge(delete_as("evs:types:manage", types::delete)),
+            )
+            .route(
+                &format!("{pre}/{{p}}/types/{{id}}/extra_specs"),
+                get_as("evs:types:get", types::get_specs).merge(post_as("evs:types:manage", types::add_specs)),
+            )
             .route(
                 &format!("{pre}/{{p}}/types/{{id}}/extra_specs/{{key}}"),
-                get(types::get_spec).put(types::put_spec).delete(types::delete_spec),
+                get_as("evs:types:get", types::get_spec)
+                    .merge(put_as("evs:types:manage", types::put_spec))
+                    .merge(delete_as("evs:types:manage", types::delete_spec)),
             )
-            .route(&format!("{pre}/{{p}}/types/{{id}}/os-volume-type-access"), get(types::list_access))
-            .route(&format!("{pre}/{{p}}/types/{{id}}/action"), post(types::action))
-            .route(&format!("{pre}/{{p}}/os-availability-zone"), get(catalog::availability_zones))
-            .route(&format!("{pre}/{{p}}/extensions"), get(catalog::extensions))
+            .route(
+                &format!("{pre}/{{p}}/types/{{id}}/os-volume-type-access"),
+                get_as("evs:types:access", types::list_access),
+            )
+            .route(&format!("{pre}/{{p}}/types/{{id}}/action"), post_as("evs:types:access", types::action))
+            .route(&format!("{pre}/{{p}}/os-availability-zone"), get_as(Act::Open, catalog::availability_zones))
+            .route(&format!("{pre}/{{p}}/extensions"), get_as(Act::Open, catalog::extensions))
             .route(
                 &format!("{pre}/{{p}}/os-quota-sets/{{target}}"),
-                get(quotas::show).put(quotas::update).delete(quotas::reset),
+                get_as("evs:quotas:get", quotas::show)
+                    .merge(put_as("evs:quotas:update", quotas::update))
+                    .merge(delete_as("evs:quotas:delete", quotas::reset)),
             )
-            .route(&format!("{pre}/{{p}}/os-quota-sets/{{target}}/defaults"), get(quotas::defaults))
+            .route(
+                &format!("{pre}/{{p}}/os-quota-sets/{{target}}/defaults"),
+                get_as("evs:quotas:get", quotas::defaults),
+            )
             .route(
                 &format!("{pre}/{{p}}/os-quota-class-sets/{{class}}"),
-                get(quotas::show_class).put(quotas::update_class),
+                get_as("evs:quotaClasses:get", quotas::show_class)
+                    .merge(put_as("evs:quotaClasses:update", quotas::update_class)),
             )
-            .route(&format!("{pre}/{{p}}/limits"), get(quotas::limits));
+            .route(&format!("{pre}/{{p}}/limits"), get_as("evs:limits:get", quotas::limits));
         let transfer_collections: &[&str] =
             if pre == "/v3" { &["os-volume-transfer", "volume-transfers"] } else { &["os-volume-transfer"] };
         for coll in transfer_collections {
             r = r
-                .route(&format!("{pre}/{{p}}/{coll}"), get(transfers::list_summary).post(transfers::create))
-                .route(&format!("{pre}/{{p}}/{coll}/detail"), get(transfers::list_detail))
-                .route(&format!("{pre}/{{p}}/{coll}/{{id}}"), get(transfers::show).delete(transfers::delete))
-                .route(&format!("{pre}/{{p}}/{coll}/{{id}}/accept"), post(transfers::accept));
+                .route(
+                    &format!("{pre}/{{p}}/{coll}"),
+                    get_as("evs:transfers:list", transfers::list_summary)
+                        .merge(post_as("evs:transfers:create", transfers::create)),
+                )
+                .route(&format!("{pre}/{{p}}/{coll}/detail"), get_as("evs:transfers:list", transfers::list_detail))
+                .route(
+                    &format!("{pre}/{{p}}/{coll}/{{id}}"),
+                    get_as("evs:transfers:get", transfers::show)
+                        .merge(delete_as("evs:transfers:delete", transfers::delete)),
+                )
+                .route(
+                    &format!("{pre}/{{p}}/{coll}/{{id}}/accept"),
+                    post_as("evs:transfers:accept", transfers::accept),
+                );
         }
     }
     r

@@ -11,39 +11,57 @@ mod volumes;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::api::cinder::actions::volume_action_policy;
+use crate::api::guard::{delete_as, get_as, post_as, put_as, Act};
 use crate::error::{Error, ErrorKind};
 use crate::service::Services;
 
 pub(super) fn routes() -> Router<Services> {
+    let volume_action = || post_as(Act::Body(volume_action_policy), snapshots::volume_action);
     let mut r = Router::new()
-        .route("/v1/{p}/jobs/{job_id}", get(jobs::show))
-        .route("/v2.1/{p}/cloudvolumes", post(volumes::create))
-        .route("/v2.1/{p}/cloudvolumes/{id}", get(volumes::show))
-        .route("/v2.1/{p}/cloudvolumes/{id}/action", post(snapshots::volume_action));
+        .route("/v1/{p}/jobs/{job_id}", get_as("evs:jobs:get", jobs::show))
+        .route("/v2.1/{p}/cloudvolumes", post_as("evs:volumes:create", volumes::create))
+        .route("/v2.1/{p}/cloudvolumes/{id}", get_as("evs:volumes:get", volumes::show))
+        .route("/v2.1/{p}/cloudvolumes/{id}/action", volume_action());
     // Cinder v3 clients reach the same EVS routes under /v3 (ENDPOINTS.md).
     for pre in ["/v2", "/v3"] {
         r = r
-            .route(&format!("{pre}/{{p}}/cloudvolumes"), post(volumes::create).get(volumes::list_summary))
-            .route(&format!("{pre}/{{p}}/cloudvolumes/detail"), get(volumes::list_detail))
-            .route(&format!("{pre}/{{p}}/os-vendor-volumes/detail"), get(volumes::list_detail))
+            .route(
+                &format!("{pre}/{{p}}/cloudvolumes"),
+                post_as("evs:volumes:create", volumes::create).merge(get_as("evs:volumes:list", volumes::list_summary)),
+            )
+            .route(&format!("{pre}/{{p}}/cloudvolumes/detail"), get_as("evs:volumes:list", volumes::list_detail))
+            .route(&format!("{pre}/{{p}}/os-vendor-volumes/detail"), get_as("evs:volumes:list", volumes::list_detail))
             .route(
                 &format!("{pre}/{{p}}/cloudvolumes/{{id}}"),
-                get(volumes::show).put(volumes::update).delete(volumes::delete),
+                get_as("evs:volumes:get", volumes::show)
+                    .merge(put_as("evs:volumes:update", volumes::update))
+                    .merge(delete_as("evs:volumes:delete", volumes::delete)),
             )
-            .route(&format!("{pre}/{{p}}/os-vendor-volumes/{{id}}"), get(volumes::show))
-            .route(&format!("{pre}/{{p}}/cloudvolumes/{{id}}/action"), post(snapshots::volume_action))
-            .route(&format!("{pre}/{{p}}/cloudsnapshots"), post(snapshots::create).get(snapshots::list))
-            .route(&format!("{pre}/{{p}}/cloudsnapshots/detail"), get(snapshots::list))
+            .route(&format!("{pre}/{{p}}/os-vendor-volumes/{{id}}"), get_as("evs:volumes:get", volumes::show))
+            .route(&format!("{pre}/{{p}}/cloudvolumes/{{id}}/action"), volume_action())
+            .route(
+                &format!("{pre}/{{p}}/cloudsnapshots"),
+                post_as("evs:snapshots:create", snapshots::create).merge(get_as("evs:snapshots:list", snapshots::list)),
+            )
+            .route(&format!("{pre}/{{p}}/cloudsnapshots/detail"), get_as("evs:snapshots:list", snapshots::list))
             .route(
                 &format!("{pre}/{{p}}/cloudsnapshots/{{id}}"),
-                get(snapshots::show).put(snapshots::update).delete(snapshots::delete),
+                get_as("evs:snapshots:get", snapshots::show)
+                    .merge(put_as("evs:snapshots:update", snapshots::update))
+                    .merge(delete_as("evs:snapshots:delete", snapshots::delete)),
             )
-            .route(&format!("{pre}/{{p}}/cloudsnapshots/{{id}}/rollback"), post(snapshots::rollback))
-            .route(&format!("{pre}/{{p}}/os-vendor-snapshots/{{id}}/rollback"), post(snapshots::rollback));
+            .route(
+                &format!("{pre}/{{p}}/cloudsnapshots/{{id}}/rollback"),
+                post_as("evs:snapshots:rollback", snapshots::rollback),
+            )
+            .route(
+                &format!("{pre}/{{p}}/os-vendor-snapshots/{{id}}/rollback"),
+                post_as("evs:snapshots:rollback", snapshots::rollback),
+            );
     }
     r = tags::routes(r);
     r

@@ -29,13 +29,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use super::views;
 use super::EvsError;
 use crate::api::common::{base_url, caller, opt_int, opt_string_map, parse_json, parse_query, query_get};
+use crate::api::guard::{delete_as, get_as, json_field, post_as, put_as, Act};
 use crate::error::{Error, Result};
 use crate::model::Snapshot;
 use crate::service::{Services, TagChange, TaggedResource};
@@ -51,27 +51,82 @@ pub(super) fn routes(mut r: Router<Services>) -> Router<Services> {
     for pre in ["/v2", "/v3"] {
         for disks in ["cloudvolumes", "os-vendor-volumes"] {
             r = r
-                .route(&format!("{pre}/{{p}}/{disks}/{{id}}/tags"), get(volume_tags))
-                .route(&format!("{pre}/{{p}}/{disks}/{{id}}/tags/action"), post(volume_tags_action))
-                .route(&format!("{pre}/{{p}}/{disks}/resource_instances/action"), post(resource_instances_action));
+                .route(&format!("{pre}/{{p}}/{disks}/{{id}}/tags"), get_as("evs:volumeTags:getById", volume_tags))
+                .route(
+                    &format!("{pre}/{{p}}/{disks}/{{id}}/tags/action"),
+                    post_as(Act::Body(tags_action_policy), volume_tags_action),
+                )
+                .route(
+                    &format!("{pre}/{{p}}/{disks}/resource_instances/action"),
+                    post_as("evs:volumeTags:get", resource_instances_action),
+                );
         }
         let vt = format!("{pre}/{{p}}/os-vendor-tags/{{rt}}");
+        // The deprecated routes name the resource type in the path; so does their action.
+        let list = Act::Path(|p| vendor_tag_action(p, "list"));
+        let get = Act::Path(|p| vendor_tag_action(p, "get"));
+        let by_id = Act::Path(|p| vendor_tag_action(p, "getById"));
+        let create = Act::Path(|p| vendor_tag_action(p, "create"));
+        let update = Act::Path(|p| vendor_tag_action(p, "update"));
+        let delete = Act::Path(|p| vendor_tag_action(p, "delete"));
         r = r
-            .route(&format!("{pre}/{{p}}/cloudvolumes/tags"), get(volume_project_tags))
-            .route(&vt, get(vendor_project_tags))
-            .route(&format!("{vt}/resource_instances"), get(vendor_resource_instances))
-            .route(&format!("{vt}/{{rid}}"), get(vendor_get).post(vendor_add).put(vendor_reset))
+            .route(&format!("{pre}/{{p}}/cloudvolumes/tags"), get_as("evs:volumeTags:list", volume_project_tags))
+            .route(&vt, get_as(list, vendor_project_tags))
+            .route(&format!("{vt}/resource_instances"), get_as(get, vendor_resource_instances))
+            .route(
+                &format!("{vt}/{{rid}}"),
+                get_as(by_id, vendor_get).merge(post_as(create, vendor_add)).merge(put_as(update, vendor_reset)),
+            )
             // A tag whose key is `action` is reached through this route too.
             .route(
                 &format!("{vt}/{{rid}}/action"),
-                post(vendor_batch_delete)
-                    .get(vendor_action_key_get)
-                    .put(vendor_action_key_put)
-                    .delete(vendor_action_key_delete),
+                post_as(delete, vendor_batch_delete)
+                    .merge(get_as(by_id, vendor_action_key_get))
+                    .merge(put_as(update, vendor_action_key_put))
+                    .merge(delete_as(delete, vendor_action_key_delete)),
             )
-            .route(&format!("{vt}/{{rid}}/{{key}}"), get(vendor_key_get).put(vendor_key_put).delete(vendor_key_delete));
+            .route(
+                &format!("{vt}/{{rid}}/{{key}}"),
+                get_as(by_id, vendor_key_get)
+                    .merge(put_as(update, vendor_key_put))
+                    .merge(delete_as(delete, vendor_key_delete)),
+            );
     }
     r
+}
+
+/// `POST …/tags/action`: `{"action": "delete"}` deletes, anything else creates.
+fn tags_action_policy(body: &[u8]) -> &'static str {
+    match json_field(body, "action").as_deref() {
+        Some("delete") => "evs:volumeTags:delete",
+        _ => "evs:volumeTags:create",
+    }
+}
+
+/// The action of a deprecated `os-vendor-tags/{resource_type}/…` route: the resource type
+/// (the path segment after `os-vendor-tags`) picks the action family.
+fn vendor_tag_action(path: &str, what: &str) -> &'static str {
+    let kind = path.split('/').skip_while(|s| *s != "os-vendor-tags").nth(1).unwrap_or("");
+    match (kind, what) {
+        ("snapshots", "list") => "evs:snapshotTags:list",
+        ("snapshots", "get") => "evs:snapshotTags:get",
+        ("snapshots", "getById") => "evs:snapshotTags:getById",
+        ("snapshots", "create") => "evs:snapshotTags:create",
+        ("snapshots", "update") => "evs:snapshotTags:update",
+        ("snapshots", _) => "evs:snapshotTags:delete",
+        ("backups", "list") => "evs:backupTags:list",
+        ("backups", "get") => "evs:backupTags:get",
+        ("backups", "getById") => "evs:backupTags:getById",
+        ("backups", "create") => "evs:backupTags:create",
+        ("backups", "update") => "evs:backupTags:update",
+        ("backups", _) => "evs:backupTags:delete",
+        (_, "list") => "evs:volumeTags:list",
+        (_, "get") => "evs:volumeTags:get",
+        (_, "getById") => "evs:volumeTags:getById",
+        (_, "create") => "evs:volumeTags:create",
+        (_, "update") => "evs:volumeTags:update",
+        _ => "evs:volumeTags:delete",
+    }
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -612,5 +667,24 @@ mod tests {
         assert!(parse_tags_action(br#"{"action":"create","tags":[{"key":"k"}]}"#).is_err());
         assert!(parse_tags_action(br#"{"action":"update","tags":[]}"#).is_err());
         assert!(parse_tags_action(br#"{"tags":[]}"#).is_err());
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use crate::service::policy;
+
+    #[test]
+    fn tag_routes_name_known_actions() {
+        for kind in ["volumes", "snapshots", "backups", "other"] {
+            for what in ["list", "get", "getById", "create", "update", "delete"] {
+                let a = vendor_tag_action(&format!("/v2/p/os-vendor-tags/{kind}/x"), what);
+                assert!(policy::is_known(a), "{a} is not in POLICY");
+            }
+        }
+        assert_eq!(vendor_tag_action("/v2/p/os-vendor-tags/snapshots/x", "getById"), "evs:snapshotTags:getById");
+        assert_eq!(tags_action_policy(br#"{"action":"delete","tags":[]}"#), "evs:volumeTags:delete");
+        assert!(policy::is_known(tags_action_policy(b"{}")));
     }
 }
