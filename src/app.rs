@@ -45,6 +45,8 @@ fn open_pools(config: &Config) -> Result<HashMap<String, PoolRuntime>> {
 /// Run the daemon until a shutdown signal.
 pub async fn serve(config: Config) -> Result<()> {
     let db = open_db(&config).await?;
+    // Password-check limits come from this config (the first use fixes them).
+    crate::service::login_limits::limits(&config.auth);
     crate::service::identity::startup_check(&db, &config).await?;
     let pools = open_pools(&config)?;
     let catalog = Catalog::load(&db, &config).await?;
@@ -76,7 +78,7 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     let trimmer = tokio::spawn(trim_memory_when_idle());
     let app = crate::api::router(svc);
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| Error::internal(format!("http server: {e}")))?;

@@ -86,6 +86,15 @@ pub struct AuthConfig {
     /// Default: `credential.key` beside the SQLite database, else beside the config file.
     /// Nodes sharing one PostgreSQL database need the same file.
     pub credential_key_file: Option<PathBuf>,
+    /// Memory, in MiB, that concurrent password checks may use together (argon2id takes about
+    /// 19 MiB each; more checks wait their turn).
+    pub password_check_memory_mib: u64,
+    /// Failed logins per user name within the window before further logins answer 429.
+    pub failed_login_limit_per_user: u32,
+    /// Failed logins per source address within the window before further logins answer 429.
+    pub failed_login_limit_per_address: u32,
+    /// The failed-login window, in seconds.
+    pub failed_login_window_seconds: u64,
 }
 
 impl Default for AuthConfig {
@@ -97,6 +106,10 @@ impl Default for AuthConfig {
             token_ttl_seconds: 24 * 3600,
             signature_max_skew_seconds: 15 * 60,
             credential_key_file: None,
+            password_check_memory_mib: 128,
+            failed_login_limit_per_user: 5,
+            failed_login_limit_per_address: 20,
+            failed_login_window_seconds: 60,
         }
     }
 }

@@ -30,6 +30,8 @@ pub enum ErrorKind {
     NotAcceptable,
     /// Wrong HTTP method on a known path (405).
     MethodNotAllowed,
+    /// Too many requests of a kind (failed logins); retry later (429).
+    TooManyRequests,
     /// Anything else; the message is not shown to the client (500).
     Internal,
 }
@@ -45,6 +47,8 @@ pub struct Error {
     pub message: String,
     /// For `Conflict`: whether Cinder answers 409 (true) or 400 (false, "invalid status").
     pub http_conflict: bool,
+    /// For `TooManyRequests`: the `Retry-After` seconds.
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl fmt::Display for Error {
@@ -62,7 +66,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `kind` with `message` and no EVS code.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, code: None, message: message.into(), http_conflict: false }
+        Self { kind, code: None, message: message.into(), http_conflict: false, retry_after_seconds: None }
     }
     /// Attach an EVS error code.
     pub fn with_code(mut self, code: &'static str) -> Self {

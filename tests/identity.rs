@@ -30,6 +30,7 @@ backend_tests!(
     tokens_expire,
     views_follow_the_call_and_the_callers_roles,
     routes_answer_404_and_405_before_policy,
+    failed_logins_are_throttled_and_password_checks_bounded,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -956,4 +957,57 @@ async fn routes_answer_404_and_405_before_policy(backend: Backend) {
     let anon = f.server.api();
     assert_eq!(anon.request(Method::DELETE, &format!("/v3/{a}/volumes/detail"), &[], None).await.status, 401);
     assert_eq!(anon.request(Method::GET, &format!("/v3/{a}/no-such-collection"), &[], None).await.status, 401);
+}
+
+/// Peak resident memory of a process, in MiB (`VmHWM`).
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb / 1024
+}
+
+/// Failed logins are counted per user (and per address): past the limit the user gets 429 with
+/// `Retry-After`, even with the right password, while others log in; and hundreds of parallel
+/// password checks run a few at a time, so the daemon's memory stays bounded (each argon2 check
+/// takes ~19 MiB: 200 at once took 3.8 GiB before).
+async fn failed_logins_are_throttled_and_password_checks_bounded(backend: Backend) {
+    let f = Fixture::with_env(
+        backend,
+        &[
+            ("CINDERBLOCK_AUTH__FAILED_LOGIN_LIMIT_PER_USER", "3"),
+            ("CINDERBLOCK_AUTH__FAILED_LOGIN_LIMIT_PER_ADDRESS", "1000"),
+            ("CINDERBLOCK_AUTH__PASSWORD_CHECK_MEMORY_MIB", "76"),
+        ],
+    )
+    .await;
+    let api = f.server.api();
+    const TOKENS: &str = "/identity/v3/auth/tokens";
+    for _ in 0..3 {
+        api.post(TOKENS, password_body("alice", "wrong password", "proj-a")).await.expect(401);
+    }
+    let r = api.post(TOKENS, password_body("alice", PASSWORD, "proj-a")).await.expect(429);
+    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().expect("seconds");
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert_eq!(r.body["error"]["code"], 429, "{}", r.text);
+    // Another user is not affected, and alice's existing token still works.
+    Client::login(&api, "rita", "proj-a").await;
+    f.alice.get(&format!("/v3/{}/volumes", f.a)).await.expect(200);
+
+    let pid = f.server.pid().expect("daemon pid");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let api = api.clone();
+        tasks
+            .spawn(async move { api.post(TOKENS, password_body(&format!("ghost{i}"), "nope", "proj-a")).await.status });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.expect("task"), 401);
+    }
+    let peak = peak_rss_mib(pid);
+    eprintln!("peak RSS after 200 parallel password checks: {peak} MiB");
+    assert!(peak < 400, "peak RSS {peak} MiB after 200 parallel password checks: they are not bounded");
 }

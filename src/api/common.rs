@@ -262,6 +262,16 @@ pub fn next_link(base: &str, path: &str, q: &[(String, String)], limit: i64, las
     serde_json::json!([{"href": format!("{base}{path}?{qs}"), "rel": "next"}])
 }
 
+/// Add `Retry-After` to an error response whose error says when to retry (429).
+pub fn with_retry_after(mut resp: axum::response::Response, e: &Error) -> axum::response::Response {
+    if let Some(s) = e.retry_after_seconds {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string()) {
+            resp.headers_mut().insert("retry-after", v);
+        }
+    }
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

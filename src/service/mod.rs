@@ -8,6 +8,7 @@ mod client_tokens;
 mod exports;
 pub mod identity;
 mod jobs;
+pub mod login_limits;
 pub mod policy;
 mod quotas;
 mod snapshots;

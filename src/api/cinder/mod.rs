@@ -179,6 +179,7 @@ fn status_and_name(e: &Error) -> (StatusCode, &'static str) {
         ErrorKind::Conflict => (StatusCode::BAD_REQUEST, "badRequest"),
         ErrorKind::NotFound => (StatusCode::NOT_FOUND, "itemNotFound"),
         ErrorKind::Quota => (StatusCode::PAYLOAD_TOO_LARGE, "overLimit"),
+        ErrorKind::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "overLimit"),
         ErrorKind::Unsupported => (StatusCode::NOT_IMPLEMENTED, "notImplemented"),
         ErrorKind::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
         ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
@@ -195,6 +196,6 @@ impl IntoResponse for CinderError {
             tracing::error!(error = %self.0, "internal error");
         }
         let body = json!({ name: {"code": status.as_u16(), "message": self.0.public_message()} });
-        (status, Json(body)).into_response()
+        crate::api::common::with_retry_after((status, Json(body)).into_response(), &self.0)
     }
 }

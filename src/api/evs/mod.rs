@@ -87,6 +87,7 @@ fn status_of(e: &Error) -> StatusCode {
         ErrorKind::MethodNotAllowed => return StatusCode::METHOD_NOT_ALLOWED,
         ErrorKind::NotAcceptable => return StatusCode::NOT_ACCEPTABLE,
         ErrorKind::Unsupported => return StatusCode::NOT_IMPLEMENTED,
+        ErrorKind::TooManyRequests => return StatusCode::TOO_MANY_REQUESTS,
         _ => {}
     }
     match e.code {
@@ -116,6 +117,7 @@ impl IntoResponse for EvsError {
         }
         let code = e.code.unwrap_or_else(|| default_code(e.kind));
         let status = status_of(&Error { code: Some(code), ..e.clone() });
-        (status, Json(json!({"error": {"code": code, "message": e.public_message()}}))).into_response()
+        let resp = (status, Json(json!({"error": {"code": code, "message": e.public_message()}}))).into_response();
+        crate::api::common::with_retry_after(resp, &e)
     }
 }

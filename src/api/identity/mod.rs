@@ -5,12 +5,14 @@
 //! Errors use Keystone's body `{"error": {"code": 401, "title": "Unauthorized", "message"}}`.
 //! These routes need no caller from the auth middleware: they check tokens themselves.
 
+use std::net::SocketAddr;
+
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -59,6 +61,7 @@ impl IntoResponse for KeystoneError {
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "Not Found"),
             ErrorKind::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"),
             ErrorKind::Conflict => (StatusCode::CONFLICT, "Conflict"),
+            ErrorKind::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
             ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
             _ => (StatusCode::BAD_REQUEST, "Bad Request"),
         };
@@ -69,8 +72,9 @@ impl IntoResponse for KeystoneError {
             ErrorKind::Unauthorized => "The request you have made requires authentication.",
             _ => e.public_message(),
         };
-        let mut resp = (status, Json(json!({"error": {"code": status.as_u16(), "title": title, "message": message}})))
+        let resp = (status, Json(json!({"error": {"code": status.as_u16(), "title": title, "message": message}})))
             .into_response();
+        let mut resp = crate::api::common::with_retry_after(resp, &e);
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert("www-authenticate", HeaderValue::from_static("Keystone"));
         }
@@ -248,7 +252,13 @@ fn token_response(status: StatusCode, token: &str, body: Value) -> Response {
 }
 
 /// `POST /identity/v3/auth/tokens`: the password or token method → 201 with `X-Subject-Token`.
-async fn issue(State(svc): State<Services>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Res {
+async fn issue(
+    State(svc): State<Services>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Res {
     let v: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("Malformed request body: {e}")))?;
     let auth = v.get("auth").ok_or_else(|| bad_request("Expecting to find auth in request body"))?;
     let identity = auth.get("identity").ok_or_else(|| bad_request("Expecting to find identity in auth"))?;
@@ -268,7 +278,8 @@ async fn issue(State(svc): State<Services>, headers: HeaderMap, RawQuery(query):
             .ok_or_else(|| bad_request("Expecting to find user in password"))?;
         let user_ref = entity_ref(user, "user")?;
         let password = string(user, "password")?.ok_or_else(|| bad_request("Expecting to find password in user"))?;
-        ids::authenticate_password(&svc.db, &svc.config, &user_ref, password, scope.as_ref()).await?
+        let from = peer.map(|Extension(ConnectInfo(a))| a.ip());
+        ids::authenticate_password(&svc.db, &svc.config, &user_ref, password, scope.as_ref(), from).await?
     } else if methods.contains(&"token") {
         let t = obj(identity, "token").ok_or_else(|| bad_request("Expecting to find token in identity"))?;
         let token = string(t, "id")?.ok_or_else(|| bad_request("Expecting to find id in token"))?;
