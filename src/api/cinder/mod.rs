@@ -8,6 +8,8 @@ mod list_query;
 mod metadata;
 mod quotas;
 pub(crate) mod snapshots;
+// misc: volume summary, resource filters, encryption types, default types, manage.
+mod summary;
 mod transfers;
 mod types;
 mod views;
@@ -158,6 +160,10 @@ pub(super) fn routes() -> Router<Services> {
                 );
         }
     }
+    // misc: volume summary, resource filters, encryption types, default types, manage.
+    r = r
+        .route("/v3/{p}/volumes/summary", get_as("evs:volumes:list", summary::volume_summary))
+        .route("/v3/{p}/resource_filters", get_as(Act::Open, summary::resource_filters));
     r
 }
 
