@@ -4,6 +4,8 @@
 //! reference (appendix A.3/A.4), so the database, the job runner and both APIs agree on them.
 
 mod attachment;
+// misc: encryption types, default types.
+mod encryption;
 mod identity;
 mod job;
 mod snapshot;
@@ -11,6 +13,8 @@ mod status;
 mod volume;
 
 pub use attachment::{AttachMode, AttachStatus, Attachment};
+// misc: encryption types, default types.
+pub use encryption::{DefaultType, TypeEncryption};
 pub use identity::{Credential, Project, Role, RoleAssignment, TokenRecord, User};
 pub use job::{Job, JobKind, JobPayload, JobStatus};
 pub use snapshot::{Snapshot, SnapshotStatus};

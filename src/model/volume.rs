@@ -49,6 +49,8 @@ pub struct Volume {
     pub tags: BTreeMap<String, String>,
     /// Attachments (every status), oldest first.
     pub attachments: Vec<super::Attachment>,
+    /// Its type has an encryption record (Cinder's `encrypted`, which follows the type).
+    pub encrypted: bool,
 }
 
 /// What a create request asks for, after validation.

@@ -9,6 +9,8 @@ mod exports;
 pub mod identity;
 mod jobs;
 pub mod login_limits;
+// misc: encryption types, default types.
+mod misc;
 pub mod policy;
 mod quotas;
 mod snapshots;
@@ -30,6 +32,8 @@ pub use attachments::AttachRequest;
 pub use catalog::Catalog;
 pub use exports::{ExportManager, ExportRequest};
 pub use jobs::JobView;
+// misc: encryption types, default types.
+pub use misc::EncryptionSpec;
 pub use quotas::{QuotaDelta, QuotaUsage, UsageLine, DEFAULT_CLASS};
 pub use snapshots::{CreateSnapshot, UpdateSnapshot};
 pub use tags::{validate_tag_query, TagChange, TaggedPage, TaggedResource, MAX_MATCH_CHARS, MAX_TAGS};

@@ -91,6 +91,9 @@ pub const POLICY: &[(&str, Role)] = &[
     ("evs:backups:update", Member),
     ("evs:backups:delete", Member),
     ("evs:backups:restore", Member),
+    // misc: encryption types, default types (admin, as in Cinder).
+    ("evs:types:encryption", Admin),
+    ("evs:defaultTypes:manage", Admin),
     // Operator-only views (services, pools, hosts, messages of all projects…).
     ("evs:admin", Admin),
 ];

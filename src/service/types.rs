@@ -176,7 +176,10 @@ impl Services {
             || project.len() > 64
             || !project.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(Error::invalid("EVS.0001", format!("invalid project id {project:?}")));
+            return Err(Error::invalid(
+                "EVS.0001",
+                format!("Invalid input for field/attribute project. Value: {project:?} is not a valid project id."),
+            ));
         }
         let mut t = self.get_volume_type(caller, id)?;
         if t.is_public {

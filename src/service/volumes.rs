@@ -285,7 +285,11 @@ impl Services {
                 self.catalog.require_type(&src.volume_type_id)?
             }
             None => {
-                let type_ref = req.volume_type.clone().unwrap_or_else(|| self.config.default_volume_type.clone());
+                // misc: no type named → the project's default type (3.62), else the configured one.
+                let type_ref = match &req.volume_type {
+                    Some(t) => t.clone(),
+                    None => self.project_default_type(&caller.project_id).await?,
+                };
                 // A private type the caller has no access to does not exist for it.
                 self.catalog
                     .find_type(&type_ref)
@@ -318,6 +322,7 @@ impl Services {
         // Cinder checks the quota before the pool: a request over both gets the quota's 413.
         let capacity = self.capacity_limit_gb(pool, total_gb);
 
+        let encrypted = self.db.get_type_encryption(&vtype.id).await?.is_some();
         let now = now_timestamp();
         let job_id = new_job_id();
         let volumes: Vec<Volume> = (0..req.count)
@@ -346,6 +351,7 @@ impl Services {
                 metadata: req.metadata.clone(),
                 tags: BTreeMap::new(),
                 attachments: Vec::new(),
+                encrypted,
             })
             .collect();
 

@@ -176,10 +176,16 @@ impl Db {
             .fetch_optional(tx.conn())
             .await?
             .is_some();
-        if used {
+        // misc: a project's default type is in use too (Cinder refuses to delete it).
+        let is_default = sqlx::query("SELECT project_id FROM default_volume_types WHERE volume_type_id = $1 LIMIT 1")
+            .bind(id)
+            .fetch_optional(tx.conn())
+            .await?
+            .is_some();
+        if used || is_default {
             return Ok(false);
         }
-        for table in ["volume_type_access", "volume_type_extra_specs"] {
+        for table in ["volume_type_access", "volume_type_extra_specs", "volume_type_encryption"] {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE type_id = $1")))
                 .bind(id)
                 .execute(tx.conn())

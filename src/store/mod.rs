@@ -11,6 +11,8 @@ mod catalog;
 mod client_tokens;
 mod identity;
 mod jobs;
+// misc: encryption types, default types.
+mod misc;
 mod quotas;
 mod snapshots;
 mod sql;
@@ -30,6 +32,8 @@ use crate::error::{Error, Result};
 
 pub use attachments::{AttachmentFilter, VolumeFlag};
 pub use jobs::NewJob;
+// misc: encryption types, default types.
+pub use misc::EncryptionWrite;
 pub use snapshots::{ListSnapshots, SnapshotFilter, SnapshotSortKey};
 pub use sql::Arg;
 pub use tags::{TagMatch, TagQuery, TagResource};

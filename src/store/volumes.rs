@@ -15,7 +15,8 @@ const VOLUME_COLUMNS: &str = "v.id, v.project_id, v.user_id, v.name, v.descripti
      v.multiattach, v.readonly, v.snapshot_id, v.source_volid, v.created_at, v.updated_at, \
      (SELECT COUNT(*) FROM volume_metadata m WHERE m.volume_id = v.id) AS n_meta, \
      (SELECT COUNT(*) FROM tags g WHERE g.resource_type = 'volumes' AND g.resource_id = v.id) AS n_tags, \
-     (SELECT COUNT(*) FROM attachments a WHERE a.volume_id = v.id) AS n_att";
+     (SELECT COUNT(*) FROM attachments a WHERE a.volume_id = v.id) AS n_att, \
+     (SELECT COUNT(*) FROM volume_type_encryption e WHERE e.type_id = v.volume_type_id) AS n_enc";
 
 /// Filters shared by both APIs' list calls; every field narrows the result.
 #[derive(Debug, Clone, Default)]
@@ -160,6 +161,7 @@ fn volume_from_row(row: &AnyRow) -> Result<Volume> {
         metadata: BTreeMap::new(),
         tags: BTreeMap::new(),
         attachments: Vec::new(),
+        encrypted: row.try_get::<i64, _>("n_enc")? > 0,
     })
 }
 

@@ -9,6 +9,7 @@ mod metadata;
 mod quotas;
 pub(crate) mod snapshots;
 // misc: volume summary, resource filters, encryption types, default types, manage.
+mod encryption;
 mod summary;
 mod transfers;
 mod types;
@@ -163,7 +164,28 @@ pub(super) fn routes() -> Router<Services> {
     // misc: volume summary, resource filters, encryption types, default types, manage.
     r = r
         .route("/v3/{p}/volumes/summary", get_as("evs:volumes:list", summary::volume_summary))
-        .route("/v3/{p}/resource_filters", get_as(Act::Open, summary::resource_filters));
+        .route("/v3/{p}/resource_filters", get_as(Act::Open, summary::resource_filters))
+        .route("/v3/{p}/default-types", get_as("evs:defaultTypes:manage", encryption::list_defaults))
+        .route(
+            "/v3/{p}/default-types/{project}",
+            get_as("evs:defaultTypes:manage", encryption::show_default)
+                .merge(put_as("evs:defaultTypes:manage", encryption::set_default))
+                .merge(delete_as("evs:defaultTypes:manage", encryption::delete_default)),
+        );
+    for pre in PREFIXES {
+        r = r
+            .route(
+                &format!("{pre}/{{p}}/types/{{id}}/encryption"),
+                get_as("evs:types:encryption", encryption::show)
+                    .merge(post_as("evs:types:encryption", encryption::create)),
+            )
+            .route(
+                &format!("{pre}/{{p}}/types/{{id}}/encryption/{{key}}"),
+                get_as("evs:types:encryption", encryption::show_key)
+                    .merge(put_as("evs:types:encryption", encryption::update))
+                    .merge(delete_as("evs:types:encryption", encryption::delete)),
+            );
+    }
     r
 }
 

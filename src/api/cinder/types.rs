@@ -168,8 +168,21 @@ pub(super) async fn action(
         "removeProjectAccess" => false,
         other => return Err(Error::invalid("EVS.5400", format!("There is no such action: {other}")).into()),
     };
-    let project =
-        opt_string(&args, "project", "EVS.5400")?.ok_or_else(|| Error::invalid("EVS.5400", "'project' is required"))?;
+    // Cinder's schema: `{"project": <1..255 chars>}` and nothing else; the project id must
+    // also look like one (the service checks), so a malformed id changes nothing.
+    if let Some(extra) = args.keys().find(|k| *k != "project") {
+        return Err(Error::invalid(
+            "EVS.5400",
+            format!("Invalid input for field/attribute {name}. Additional properties are not allowed ({extra:?} was unexpected)"),
+        )
+        .into());
+    }
+    let project = opt_string(&args, "project", "EVS.5400")?.ok_or_else(|| {
+        Error::invalid(
+            "EVS.5400",
+            format!("Invalid input for field/attribute {name}. 'project' is a required property"),
+        )
+    })?;
     svc.set_type_access(&c, &id, &project, add).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -107,7 +107,7 @@ pub fn volume_detail(ctx: &ViewCtx, v: &Volume, call: Call) -> Value {
     put("snapshot_id", json!(v.snapshot_id));
     put("source_volid", json!(v.source_volid));
     put("bootable", json!(if v.bootable { "true" } else { "false" }));
-    put("encrypted", json!(false));
+    put("encrypted", json!(v.encrypted));
     put("multiattach", json!(v.multiattach));
     put("replication_status", Value::Null);
     put("consistencygroup_id", Value::Null);
@@ -162,7 +162,7 @@ pub fn volume_v1(node: &str, v: &Volume) -> Value {
         "source_volid": v.source_volid,
         "metadata": v.metadata,
         "bootable": if v.bootable { "true" } else { "false" },
-        "encrypted": false,
+        "encrypted": v.encrypted,
         "multiattach": v.multiattach,
         "os-vol-tenant-attr:tenant_id": v.project_id,
         "os-vol-host-attr:host": host_of(node, v),

@@ -37,7 +37,7 @@ pub fn volume_detail(base: &str, node: &str, v: &Volume) -> Value {
     put("consistencygroup_id", Value::Null);
     put("bootable", json!(if v.bootable { "true" } else { "false" }));
     put("metadata", json!(v.metadata));
-    put("encrypted", json!(false));
+    put("encrypted", json!(v.encrypted));
     put("replication_status", json!("disabled"));
     put("os-vol-mig-status-attr:migstat", Value::Null);
     put("os-vol-mig-status-attr:name_id", Value::Null);
