@@ -9,7 +9,12 @@ use serde_json::json;
 
 use common::{project, s, unique, Api, Backend, Opts, TestServer};
 
-backend_tests!(summary_and_resource_filters, encryption_records_follow_the_type, default_types_per_project);
+backend_tests!(
+    summary_and_resource_filters,
+    encryption_records_follow_the_type,
+    default_types_per_project,
+    add_project_access_refuses_malformed_input,
+);
 
 async fn get_v(api: &Api, path: &str, minor: u32) -> common::Resp {
     let v = format!("volume 3.{minor}");
@@ -145,4 +150,35 @@ async fn default_types_per_project(b: Backend) {
     req_v(&api, Method::DELETE, &path, 62, None).await.expect(204);
     req_v(&api, Method::DELETE, &path, 62, None).await.expect(204);
     req_v(&api, Method::GET, &path, 62, None).await.expect(404);
+}
+
+async fn add_project_access_refuses_malformed_input(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let t = api
+        .post(
+            &format!("/v3/{p}/types"),
+            json!({"volume_type": {"name": unique("priv"), "os-volume-type-access:is_public": false}}),
+        )
+        .await
+        .expect(200);
+    let tid = s(&t.body["volume_type"], "id");
+    let action = format!("/v3/{p}/types/{tid}/action");
+    for bad in [
+        json!({"addProjectAccess": {"project": "../etc"}}),
+        json!({"addProjectAccess": {"project": ""}}),
+        json!({"addProjectAccess": {"project": 5}}),
+        json!({"addProjectAccess": {}}),
+        json!({"addProjectAccess": {"project": "abc", "extra": 1}}),
+        json!({"addProjectAccess": {"project": "x".repeat(300)}}),
+    ] {
+        api.post(&action, bad.clone()).await.expect(400);
+    }
+    let r = api.get(&format!("/v3/{p}/types/{tid}/os-volume-type-access")).await.expect(200);
+    assert_eq!(r.body["volume_type_access"], json!([]), "nothing changed: {}", r.text);
+    let q = project();
+    api.post(&action, json!({"addProjectAccess": {"project": q}})).await.expect(202);
+    let r = api.get(&format!("/v3/{p}/types/{tid}/os-volume-type-access")).await.expect(200);
+    assert_eq!(r.body["volume_type_access"].as_array().map(Vec::len), Some(1));
 }
