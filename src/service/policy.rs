@@ -136,6 +136,16 @@ mod tests {
         assert_eq!(before, names.len());
     }
 
+    // misc: encryption records and default types are admin-only, as in Cinder.
+    #[test]
+    fn misc_actions_are_admin_only() {
+        for a in ["evs:types:encryption", "evs:defaultTypes:manage"] {
+            assert!(authorize(&[Member], a).is_err(), "{a}");
+            assert!(authorize(&[Reader], a).is_err(), "{a}");
+            assert!(authorize(&[Admin], a).is_ok(), "{a}");
+        }
+    }
+
     #[test]
     fn roles_nest() {
         assert!(authorize(&[Reader], "evs:volumes:list").is_ok());
