@@ -20,6 +20,8 @@ backend_tests!(
     single_attach_unless_multiattach,
     readonly_volumes_export_readonly,
     in_use_extend_reaches_the_export,
+    exports_block_delete_and_rollback,
+    failed_attachment_create_leaves_nothing,
 );
 
 const MV: (&str, &str) = ("OpenStack-API-Version", "volume 3.71");
@@ -269,6 +271,82 @@ async fn in_use_extend_reaches_the_export(b: Backend) {
     let v = api.wait_volume_status(&p, &id, &["in-use"]).await;
     assert_eq!(v["size"], 2, "{v}");
     assert_eq!(nbd_size(&info), Ok(2 << 30), "a new NBD connection must see the new size");
+}
+
+/// Issue 17.1 and 17.2: `os-initialize_connection` leaves the volume `available` with a live
+/// NBD export. Rolling back (EVS and Cinder revert) or deleting it then would replace or unlink
+/// the file under the export: both are refused and change nothing, and the export keeps
+/// serving the same data; once the connection ends, both work.
+async fn exports_block_delete_and_rollback(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let id = new_volume(&api, &p, json!({})).await;
+    let snap = post_v(&api, &format!("/v3/{p}/snapshots"), json!({"snapshot": {"volume_id": id}})).await.expect(202);
+    let sid = s(&snap.body["snapshot"], "id");
+    snapkit::wait_snapshot(&api, &p, &sid, &["available"]).await;
+
+    let r = action(&api, &p, &id, json!({"os-initialize_connection": {"connector": {"host": "h1"}}})).await.expect(200);
+    let info = r.body["connection_info"].clone();
+    nbd_write(&info).expect("write over NBD");
+    assert_eq!(api.get(&format!("/v3/{p}/volumes/{id}")).await.body["volume"]["status"], "available");
+
+    let r = api
+        .post(&format!("/v2/{p}/cloudsnapshots/{sid}/rollback"), json!({"rollback": {"volume_id": id}}))
+        .await
+        .expect_evs_error(400, "EVS.5400");
+    assert!(r.text.contains("attachments or exports"), "{}", r.text);
+    action(&api, &p, &id, json!({"revert": {"snapshot_id": sid}})).await.expect_fault(400, "badRequest");
+    let r = api.delete(&format!("/v3/{p}/volumes/{id}")).await.expect_fault(400, "badRequest");
+    assert!(r.text.contains("attachments or exports"), "{}", r.text);
+    api.delete(&format!("/v2/{p}/cloudvolumes/{id}")).await.expect_evs_error(400, "EVS.1046");
+    let v = api.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200).body["volume"].clone();
+    assert_eq!(v["status"], "available", "a refused operation must leave the volume as it was");
+    let sn = api.get(&format!("/v3/{p}/snapshots/{sid}")).await.expect(200).body["snapshot"].clone();
+    assert_eq!(sn["status"], "available");
+    // The export still serves the file it was given, with the write in it.
+    assert_eq!(nbd_size(&info), Ok(1 << 30));
+    let data = &info["data"];
+    let uri = format!("nbd://{}:{}/{}", s(data, "host"), data["port"], s(data, "export_name"));
+    let out =
+        Command::new("qemu-io").args(["-f", "raw", "-r", "-c", "read -P 0x5a 0 512", &uri]).output().expect("qemu-io");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && !text.contains("mismatch") && !text.contains("failed"), "{text}");
+
+    action(&api, &p, &id, json!({"os-terminate_connection": {"connector": {"host": "h1"}}})).await.expect(202);
+    assert!(nbd_size(&info).is_err(), "export still served after terminate_connection");
+    let r = api
+        .post(&format!("/v2/{p}/cloudsnapshots/{sid}/rollback"), json!({"rollback": {"volume_id": id}}))
+        .await
+        .expect(202);
+    drop(r);
+    api.wait_available(&p, &id).await;
+    snapkit::wait_snapshot(&api, &p, &sid, &["available"]).await;
+    api.delete(&format!("/v3/{p}/snapshots/{sid}")).await.expect(202);
+    snapkit::wait_snapshot_gone(&api, &p, &sid).await;
+    api.delete(&format!("/v3/{p}/volumes/{id}")).await.expect(202);
+    api.wait_volume_gone(&p, &id).await;
+}
+
+/// Issue 17.2: a v3 attachment create whose connector cannot be served answers an error and
+/// leaves no attachment and no reservation behind.
+async fn failed_attachment_create_leaves_nothing(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let id = new_volume(&api, &p, json!({})).await;
+    let body = json!({"attachment": {
+        "volume_uuid": id,
+        "instance_uuid": uuid::Uuid::new_v4().to_string(),
+        "connector": {"host": "h1", "cinderblock_transport": "carrier-pigeon"},
+    }});
+    post_v(&api, &format!("/v3/{p}/attachments"), body).await.expect_fault(400, "badRequest");
+    let v = api.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200).body["volume"].clone();
+    assert_eq!(v["status"], "available", "{v}");
+    let list = api.request(reqwest::Method::GET, &format!("/v3/{p}/attachments"), &[MV], None).await.expect(200);
+    assert_eq!(list.body["attachments"], json!([]), "{}", list.text);
+    api.delete(&format!("/v3/{p}/volumes/{id}")).await.expect(202);
+    api.wait_volume_gone(&p, &id).await;
 }
 
 fn is_root() -> bool {

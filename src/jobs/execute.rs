@@ -159,11 +159,20 @@ async fn delete_volume(svc: &Services, job: &Job) -> Result<()> {
     }
     .await;
     let mut tx = svc.db.begin_write().await?;
+    let mut stale = Vec::new();
     match step {
         Ok(()) => {
             if let Some(v) = &row {
                 for s in &snapshots {
                     tx.delete_snapshot_row(&s.id).await?;
+                }
+                // `delete_volume` refuses volumes with attachments, so none should be here; but
+                // the data is gone now, and this step must not fail on a row that points at it
+                // (a retried job would fail forever and leave the volume `deleting`).
+                stale = tx.volume_attachments(&v.id).await?;
+                for a in &stale {
+                    tracing::warn!(job = %job.id, attachment = %a.id, "dropping an attachment of a deleted volume");
+                    tx.delete_attachment(&a.id).await?;
                 }
                 tx.delete_volume_row(&v.id).await?;
                 tx.release_pool_capacity(&v.pool, v.size_gb).await?;
@@ -177,7 +186,15 @@ async fn delete_volume(svc: &Services, job: &Job) -> Result<()> {
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2020"), Some(&e.message), &now).await?;
         }
     }
-    tx.commit().await
+    tx.commit().await?;
+    if let Some(exports) = svc.exports.as_deref() {
+        for a in &stale {
+            if let Err(e) = exports.unexport(a, false).await {
+                tracing::warn!(attachment = %a.id, error = %e.message, "removing the export of a deleted volume");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn extend_volume(svc: &Services, job: &Job) -> Result<()> {

@@ -154,16 +154,61 @@ impl Services {
         if a.status == AttachStatus::Reserved {
             a.status = AttachStatus::Attaching;
         }
+        let recorded = self.record_export(v, &a).await;
+        match recorded {
+            Ok(true) => Ok(info),
+            Ok(false) | Err(_) => {
+                // Not recorded: nothing may keep serving the file. Another attachment of the
+                // volume still on NBD keeps the volume's NBD export.
+                let others = self.db.get_volume(None, &v.id).await.ok().flatten().map(|x| x.attachments);
+                let still_nbd = others
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|o| o.id != a.id && o.connection_info.as_deref().is_some_and(|c| c.contains("\"nbd\"")));
+                if let Err(e) = self.exports()?.unexport(&a, still_nbd).await {
+                    tracing::warn!(attachment = %a.id, error = %e.message, "removing an unrecorded export");
+                }
+                match recorded {
+                    Err(e) => Err(e),
+                    _ => {
+                        let now = self.db.get_volume(None, &v.id).await?.map(|x| x.status.as_str().to_string());
+                        Err(Error::invalid_status(
+                            "EVS.5400",
+                            format!(
+                                "Invalid volume: Volume {} changed status to {} while it was being exported.",
+                                v.id,
+                                now.as_deref().unwrap_or("deleted")
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Record the export of `a`, unless the volume left the statuses an export may start in
+    /// since it was checked (a delete or rollback that began meanwhile): `false` then. The row
+    /// lock makes the check and the insert one step against those status changes.
+    async fn record_export(&self, v: &Volume, a: &Attachment) -> Result<bool> {
         let now = now_timestamp();
         let mut tx = self.db.begin_write().await?;
+        if !tx
+            .lock_volume_in_status(
+                &v.id,
+                &[VolumeStatus::Available, VolumeStatus::Attaching, VolumeStatus::Reserved, VolumeStatus::InUse],
+            )
+            .await?
+        {
+            return Ok(false);
+        }
         let known = tx.volume_attachments(&v.id).await?.iter().any(|x| x.id == a.id);
         if known {
-            tx.update_attachment(&a, &now).await?;
+            tx.update_attachment(a, &now).await?;
         } else {
-            tx.insert_attachment(&a).await?;
+            tx.insert_attachment(a).await?;
         }
         tx.commit().await?;
-        Ok(info)
+        Ok(true)
     }
 
     /// `os-attach`: mark the volume in-use by `req.instance_uuid`.
@@ -329,7 +374,15 @@ impl Services {
         tx.insert_attachment(&a).await?;
         tx.commit().await?;
         if let Some(c) = connector {
-            self.update_attachment(caller, &a.id, c).await?;
+            if let Err(e) = self.update_attachment(caller, &a.id, c).await {
+                // A create that fails answers an error and must leave nothing behind: no
+                // reservation, the volume back in the status it had.
+                let v = self.get_volume(caller, volume_id).await?;
+                if let Some(mine) = v.attachments.iter().find(|x| x.id == a.id).cloned() {
+                    self.drop_attachments(&v, &[mine]).await?;
+                }
+                return Err(e);
+            }
         }
         self.get_attachment(caller, &a.id).await
     }

@@ -258,6 +258,19 @@ impl Services {
                 format!("Invalid volume: Volume {} is the source of a snapshot or volume being created.", v.id),
             ));
         }
+        // Rollback puts a new file in place of the volume's: an NBD export or loop device
+        // would keep the old inode, serve stale data and lose every later write. The status
+        // change above locked the row, so no export can be recorded before the commit.
+        if !tx.volume_attachments(&v.id).await?.is_empty() {
+            return Err(Error::invalid_status(
+                "EVS.5400",
+                format!(
+                    "Invalid volume: Volume {} cannot be rolled back while it has attachments or exports; \
+                     terminate its connections or delete its attachments first.",
+                    v.id
+                ),
+            ));
+        }
         tx.insert_job(&NewJob {
             id: job_id.clone(),
             project_id: s.project_id.clone(),

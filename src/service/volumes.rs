@@ -546,6 +546,20 @@ impl Services {
                 format!("Invalid volume: Volume {} is the source of a snapshot or volume being created.", v.id),
             ));
         }
+        // An export (`os-initialize_connection` leaves the volume `available`) or reservation
+        // means a host may hold the file open: deleting under it would keep serving the data
+        // and leave the attachment row pointing at nothing. The status change above locked
+        // the row, so no attachment can be recorded between this check and the commit.
+        if !tx.volume_attachments(&v.id).await?.is_empty() {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!(
+                    "Invalid volume: Volume {} cannot be deleted while it has attachments or exports; \
+                     terminate its connections or delete its attachments first.",
+                    v.id
+                ),
+            ));
+        }
         if tx.count_volume_snapshots(&v.id).await? > 0 {
             if !cascade {
                 return Err(Error::invalid_status(

@@ -405,6 +405,20 @@ impl WriteTx<'_> {
         self.cas_status("volumes", id, &from, to.as_str(), now).await
     }
 
+    /// Lock the volume's row for the rest of this transaction if its status is one of `from`
+    /// (`false` otherwise, the row untouched). Every status change of a volume is an `UPDATE` of
+    /// this row, so a transaction holding the lock cannot interleave with one (on PostgreSQL the
+    /// other writer waits and re-reads the status; SQLite has a single writer anyway).
+    pub async fn lock_volume_in_status(&mut self, id: &str, from: &[VolumeStatus]) -> Result<bool> {
+        let mut sql = Sql::new("UPDATE volumes SET status = status WHERE id = ");
+        sql.bind(Arg::Text(id.into())).push(" AND status IN ('' ");
+        for s in from {
+            sql.push(", ").bind(Arg::Text(s.as_str().into()));
+        }
+        sql.push(")");
+        Ok(sql.query().execute(self.conn()).await?.rows_affected() == 1)
+    }
+
     /// Set name and description (each `Some` replaces, `None` keeps).
     pub async fn update_volume_text(
         &mut self,
