@@ -200,8 +200,8 @@ impl Db {
                         // WAL lets readers run beside the one writer; NORMAL sync is durable
                         // against process crashes (kill -9), which is what jobs rely on.
                         conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
-                             PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000; PRAGMA cache_size=-1024;",
+                            "PRAGMA busy_timeout=10000; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                             PRAGMA foreign_keys=ON; PRAGMA cache_size=-1024;",
                         )
                         .await?;
                     }
@@ -235,7 +235,15 @@ impl Db {
             Some(m) => Some(m.lock().await),
             None => None,
         };
-        let tx = self.pool.begin().await?;
+        // SQLite: take the write lock at BEGIN (waiting up to busy_timeout), not at the first
+        // write. A deferred transaction that read first cannot wait for the lock when another
+        // connection (another process: the admin CLI, a second daemon on the same file)
+        // committed meanwhile: it fails at once with "database is locked". The in-process mutex
+        // above orders our own writers; IMMEDIATE covers everyone else.
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         Ok(WriteTx { tx, _guard: guard })
     }
 
