@@ -28,6 +28,7 @@ backend_tests!(
     reader_cannot_write_member_and_admin_can,
     aksk_signatures_pass_and_fail_with_the_right_codes,
     tokens_expire,
+    rescoped_tokens_keep_their_expiry_and_revokes_stick,
     views_follow_the_call_and_the_callers_roles,
     routes_answer_404_and_405_before_policy,
     failed_logins_are_throttled_and_password_checks_bounded,
@@ -818,6 +819,45 @@ async fn tokens_expire(backend: Backend) {
     }
     // A new login works again.
     Client::login(&f.server.api(), "alice", "proj-a").await.get(&format!("/v3/{a}/volumes")).await.expect(200);
+}
+
+/// Issue 17.8: a token bought with a token expires no later than the one it was bought with
+/// (rescoping in a loop cannot renew access), and revoking a role kills the tokens scoped to
+/// that project for good: granting the role again does not revive them.
+async fn rescoped_tokens_keep_their_expiry_and_revokes_stick(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let (a, b) = (f.a.clone(), f.b.clone());
+    let api = f.server.api();
+    let login = api.post("/identity/v3/auth/tokens", password_body("alice", PASSWORD, "proj-a")).await.expect(201);
+    let first = login.header("x-subject-token").expect("token");
+    let first_exp = s(&login.body["token"], "expires_at");
+    let mut token = first.clone();
+    for _ in 0..3 {
+        let r = api
+            .post(
+                "/identity/v3/auth/tokens",
+                json!({"auth": {"identity": {"methods": ["token"], "token": {"id": token}},
+                                "scope": {"project": {"id": a}}}}),
+            )
+            .await
+            .expect(201);
+        let exp = s(&r.body["token"], "expires_at");
+        assert!(exp <= first_exp, "a rescoped token expires at {exp}, after its origin {first_exp}");
+        token = r.header("x-subject-token").expect("token");
+    }
+
+    // bob gets reader in proj-a besides member in proj-b, logs in there, loses the role.
+    cli(&f.server, &["admin", "role", "add", "--user", "bob", "--project", "proj-a", "--role", "reader"], None);
+    let bob_a = Client::login(&api, "bob", "proj-a").await;
+    bob_a.get(&format!("/v3/{a}/volumes")).await.expect(200);
+    cli(&f.server, &["admin", "role", "remove", "--user", "bob", "--project", "proj-a", "--role", "reader"], None);
+    bob_a.get(&format!("/v3/{a}/volumes")).await.expect_fault(401, "unauthorized");
+    cli(&f.server, &["admin", "role", "add", "--user", "bob", "--project", "proj-a", "--role", "reader"], None);
+    let r = bob_a.get(&format!("/v3/{a}/volumes")).await;
+    assert_eq!(r.status, 401, "a token issued before the revoke came back with the new grant: {}", r.text);
+    // His other project's token is untouched, and a new login works.
+    f.bob.get(&format!("/v3/{b}/volumes")).await.expect(200);
+    Client::login(&api, "bob", "proj-a").await.get(&format!("/v3/{a}/volumes")).await.expect(200);
 }
 
 /// The keys of a JSON object, for messages.

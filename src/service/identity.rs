@@ -503,7 +503,9 @@ pub async fn grant_role(db: &Db, user: &Ref, project: &Ref, role: Role) -> Resul
     db.grant_role(&u.id, &p.id, role, &now_timestamp()).await
 }
 
-/// Revoke a role; false when the user did not have it.
+/// Revoke a role; false when the user did not have it. The user's tokens scoped to that
+/// project go with it (Keystone's revocation event), so granting the role again later does not
+/// bring tokens issued before the revoke back to life.
 pub async fn revoke_role(db: &Db, user: &Ref, project: &Ref, role: Role) -> Result<bool> {
     let u = find_user(db, user).await?;
     let p = find_project(db, project).await?;
@@ -613,6 +615,7 @@ async fn issue(
     user: User,
     scope: Option<(Project, Vec<Role>)>,
     methods: &str,
+    not_after: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<IssuedToken> {
     let token = hex(&random_bytes::<32>()?);
     let now = chrono::Utc::now();
@@ -631,7 +634,9 @@ async fn issue(
         methods: methods.to_string(),
         audit_id: random_string(22, SK_ALPHABET)?,
         issued_at: issued_at.clone(),
-        expires_at: (now + ttl).format(TS_FORMAT).to_string(),
+        // A token bought with a token never outlives it (Keystone's rule): rescoping in a loop
+        // must not renew access forever.
+        expires_at: not_after.map_or(now + ttl, |cap| (now + ttl).min(cap)).format(TS_FORMAT).to_string(),
     };
     db.insert_token(&record, &issued_at).await?;
     Ok(IssuedToken { token, info: TokenInfo { record, user, project, roles } })
@@ -669,14 +674,15 @@ pub async fn authenticate_password(
     };
     limits.succeeded(key);
     let scope = scoped_project(db, &user, scope).await?;
-    issue(db, config, user, scope, "password").await
+    issue(db, config, user, scope, "password", None).await
 }
 
 /// The token method: a valid token buys a new one, possibly for another project of the user.
 pub async fn rescope_token(db: &Db, config: &Config, token: &str, scope: Option<&Ref>) -> Result<IssuedToken> {
     let info = validate_token(db, token).await?;
     let scope = scoped_project(db, &info.user, scope).await?;
-    issue(db, config, info.user, scope, "token").await
+    let not_after = parse_ts(&info.record.expires_at);
+    issue(db, config, info.user, scope, "token", not_after).await
 }
 
 /// Check a token: it must exist, not be expired, belong to an enabled user, and (when scoped)

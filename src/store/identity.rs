@@ -245,6 +245,13 @@ impl Db {
             .bind(role.as_str())
             .execute(tx.conn())
             .await?;
+        if r.rows_affected() > 0 {
+            sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND project_id = $2")
+                .bind(user_id)
+                .bind(project_id)
+                .execute(tx.conn())
+                .await?;
+        }
         tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
