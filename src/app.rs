@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::config::{Config, DriverKind};
+use crate::config::{AuthMode, Config, DriverKind};
 use crate::driver::{Driver, FileDriver};
 use crate::error::{Error, Result};
 use crate::jobs::{self, runner_token::CancelToken};
@@ -44,6 +44,15 @@ fn open_pools(config: &Config) -> Result<HashMap<String, PoolRuntime>> {
 
 /// Run the daemon until a shutdown signal.
 pub async fn serve(config: Config) -> Result<()> {
+    if config.auth.mode == AuthMode::Noauth && !config.listen.ip().is_loopback() && !config.auth.allow_noauth_on_network
+    {
+        return Err(Error::internal(format!(
+            "refusing to serve noauth mode on {}: anyone who can reach it could manage every project's \
+             volumes. Set [auth] mode = \"keystone\", listen on a loopback address, or set \
+             [auth] allow_noauth_on_network = true if the network is trusted.",
+            config.listen
+        )));
+    }
     let db = open_db(&config).await?;
     // Password-check limits come from this config (the first use fixes them).
     crate::service::login_limits::limits(&config.auth);

@@ -95,6 +95,10 @@ pub struct AuthConfig {
     pub failed_login_limit_per_address: u32,
     /// The failed-login window, in seconds.
     pub failed_login_window_seconds: u64,
+    /// Serve `noauth` on a non-loopback `listen` address. Off by default: in noauth mode anyone
+    /// who reaches the port manages every project's volumes, so the daemon refuses to start
+    /// that way unless this says it is meant.
+    pub allow_noauth_on_network: bool,
 }
 
 impl Default for AuthConfig {
@@ -110,6 +114,7 @@ impl Default for AuthConfig {
             failed_login_limit_per_user: 5,
             failed_login_limit_per_address: 20,
             failed_login_window_seconds: 60,
+            allow_noauth_on_network: false,
         }
     }
 }

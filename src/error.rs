@@ -32,6 +32,10 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// Too many requests of a kind (failed logins); retry later (429).
     TooManyRequests,
+    /// The request body is larger than the route accepts (413).
+    PayloadTooLarge,
+    /// The request body is not JSON (`Content-Type` other than `application/json`) (415).
+    UnsupportedMediaType,
     /// Anything else; the message is not shown to the client (500).
     Internal,
 }

@@ -77,6 +77,10 @@ pub(super) async fn authenticate(State(svc): State<Services>, req: Request, next
         return next.run(req).await;
     }
     if svc.config.auth.mode == AuthMode::Noauth {
+        if let Err(e) = noauth_request_check(&svc, &req) {
+            tracing::info!(path = %req.uri().path(), error = %e, "request refused");
+            return super::render_for_path(req.uri().path(), e);
+        }
         let mut req = req;
         req.extensions_mut().insert(Authenticated::Noauth);
         return next.run(req).await;
@@ -104,6 +108,80 @@ pub(super) async fn authenticate(State(svc): State<Services>, req: Request, next
             resp
         }
     }
+}
+
+/// `noauth` trusts the URL's project, so it must at least know the request came from a client
+/// on this machine that meant to send it, not from a web page open in a browser here:
+/// - a body must be declared `application/json`: a cross-site form or `fetch` without a CORS
+///   preflight can only send `text/plain`, form or multipart bodies;
+/// - on a loopback listener, the `Host` must name this machine (`localhost`, a loopback
+///   address, or the configured public URL's host): a page whose own name resolves to
+///   127.0.0.1 (DNS rebinding) still sends its own name.
+fn noauth_request_check(svc: &Services, req: &Request) -> Result<()> {
+    let headers = req.headers();
+    if svc.config.listen.ip().is_loopback() {
+        let host = headers.get(axum::http::header::HOST).map(|v| v.to_str().unwrap_or("\u{0}"));
+        if let Some(host) = host {
+            if !host_is_local(svc, host) {
+                return Err(Error::new(
+                    ErrorKind::Forbidden,
+                    "The Host header does not name this server (noauth mode answers only requests for \
+                     localhost, a loopback address or the configured public_url).",
+                ));
+            }
+        }
+    }
+    let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    let has_body = headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|n| n.trim() != "0");
+    if writes && has_body && !is_json(headers) {
+        return Err(Error::new(
+            ErrorKind::UnsupportedMediaType,
+            "Unsupported Content-Type: request bodies must be application/json.",
+        ));
+    }
+    Ok(())
+}
+
+/// `Content-Type: application/json` (parameters such as `charset` allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The host part of a `Host` header or URL authority (`name`, `1.2.3.4`, `::1`), lower case.
+fn host_part(authority: &str) -> String {
+    let a = authority.trim();
+    let host = if let Some(rest) = a.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        match a.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => a,
+        }
+    };
+    host.to_ascii_lowercase()
+}
+
+fn host_is_local(svc: &Services, host: &str) -> bool {
+    let h = host_part(host);
+    if h == "localhost" || h.ends_with(".localhost") {
+        return true;
+    }
+    if h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+        return true;
+    }
+    [svc.config.public_url.as_deref(), svc.config.auth.public_endpoint.as_deref()].into_iter().flatten().any(|url| {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or("");
+        !authority.is_empty() && host_part(authority) == h
+    })
 }
 
 /// Authenticate and check the URL's project; hand back the (re-assembled) request. The route's

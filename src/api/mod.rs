@@ -59,7 +59,9 @@ fn is_evs_path(path: &str) -> bool {
 
 /// Render `err` in the format of the API `path` belongs to.
 fn render_for_path(path: &str, err: Error) -> Response {
-    if is_evs_path(path) {
+    if path == "/identity" || path.starts_with("/identity/") {
+        identity::KeystoneError(err).into_response()
+    } else if is_evs_path(path) {
         evs::EvsError(err).into_response()
     } else {
         cinder::CinderError(err).into_response()
@@ -73,18 +75,37 @@ async fn fallback(req: Request) -> Response {
     )
 }
 
-/// axum answers a wrong method with an empty 405; give it the API's error body.
+/// axum answers a wrong method with an empty 405, and a body over the limit (or a JSON
+/// extractor's wrong content type) in plain text; give them the API's error body.
 async fn error_bodies(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let resp = next.run(req).await;
-    if resp.status() == StatusCode::METHOD_NOT_ALLOWED && resp.headers().get("content-type").is_none() {
-        return render_for_path(
-            &path,
-            Error::new(ErrorKind::MethodNotAllowed, format!("The method {method} is not allowed for {path}.")),
-        );
+    let plain =
+        resp.headers().get("content-type").is_none_or(|v| v.to_str().is_ok_and(|t| t.starts_with("text/plain")));
+    if !plain {
+        return resp;
     }
-    resp
+    let err = match resp.status() {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            Error::new(ErrorKind::MethodNotAllowed, format!("The method {method} is not allowed for {path}."))
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("Request is too large: a request body may be at most {} bytes.", MAX_BODY_BYTES),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => unsupported_media_type(),
+        _ => return resp,
+    };
+    render_for_path(&path, err)
+}
+
+/// Largest request body any route accepts (axum's default limit, which every body extractor
+/// applies; the signature check buffers at most twice that).
+pub const MAX_BODY_BYTES: usize = 2 << 20;
+
+fn unsupported_media_type() -> Error {
+    Error::new(ErrorKind::UnsupportedMediaType, "Unsupported Content-Type: request bodies must be application/json.")
 }
 
 /// Give every request an id (`req-<uuid>`), log it, and echo it in both headers.

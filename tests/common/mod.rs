@@ -548,6 +548,8 @@ pub fn spawn_and_wait_listening(mut cmd: Command, log: &Path) -> (Child, String)
             Ok(line) => {
                 if let Some(url) = line.strip_prefix("cinderblock listening on ") {
                     let url = url.trim().trim_end_matches('/').to_string();
+                    // A daemon on every address is reached through loopback.
+                    let url = url.replace("http://0.0.0.0:", "http://127.0.0.1:");
                     assert!(url.starts_with("http://127.0.0.1:"), "unexpected listening line {line:?}");
                     return (child, url);
                 }

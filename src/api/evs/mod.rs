@@ -88,6 +88,8 @@ fn status_of(e: &Error) -> StatusCode {
         ErrorKind::NotAcceptable => return StatusCode::NOT_ACCEPTABLE,
         ErrorKind::Unsupported => return StatusCode::NOT_IMPLEMENTED,
         ErrorKind::TooManyRequests => return StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::PayloadTooLarge => return StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::UnsupportedMediaType => return StatusCode::UNSUPPORTED_MEDIA_TYPE,
         _ => {}
     }
     match e.code {
@@ -103,7 +105,7 @@ fn default_code(kind: ErrorKind) -> &'static str {
         ErrorKind::NotFound => "EVS.5404",
         ErrorKind::Unauthorized => "EVS.5401",
         ErrorKind::Forbidden => "EVS.5403",
-        ErrorKind::Quota => "EVS.5413",
+        ErrorKind::Quota | ErrorKind::PayloadTooLarge => "EVS.5413",
         ErrorKind::Internal => "EVS.5500",
         _ => "EVS.5400",
     }

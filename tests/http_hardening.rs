@@ -1,0 +1,99 @@
+//! HTTP hardening (issue 17.10 and 17.12): bodies over the limit answer 413 in each API's own
+//! format and change nothing; `noauth` mode refuses what a web page in a local browser could
+//! send (non-JSON bodies, foreign `Host` names: cross-site requests and DNS rebinding), and the
+//! daemon refuses to start `noauth` on a network address unless the config says it is meant.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use common::{project, run_to_exit, Backend, Opts, TestServer};
+
+backend_tests!(oversized_bodies_answer_413_in_each_api_format, noauth_refuses_cross_site_bodies_and_foreign_hosts);
+
+/// A JSON body a little over the 2 MiB limit.
+fn huge_body() -> String {
+    json!({"volume": {"size": 1, "name": "x", "description": "d".repeat(3 << 20)}}).to_string()
+}
+
+async fn oversized_bodies_answer_413_in_each_api_format(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let r = api.post_raw(&format!("/v3/{p}/volumes"), &huge_body()).await.expect_fault(413, "overLimit");
+    assert!(r.text.contains("too large"), "{}", r.text);
+    api.post_raw(&format!("/v2/{p}/cloudvolumes"), &huge_body()).await.expect_evs_error(413, "EVS.5413");
+    let r = api.post_raw("/identity/v3/auth/tokens", &huge_body()).await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], 413, "Keystone's error body: {}", r.text);
+    let list = api.get(&format!("/v3/{p}/volumes")).await.expect(200);
+    assert_eq!(list.body["volumes"], json!([]), "a refused body created something: {}", list.text);
+}
+
+async fn noauth_refuses_cross_site_bodies_and_foreign_hosts(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let base = srv.base_url();
+    let port = base.rsplit(':').next().expect("port").to_string();
+    let client = reqwest::Client::new();
+    let url = format!("{base}/v3/{p}/volumes");
+    let body = r#"{"volume": {"size": 1}}"#;
+    // What a cross-site form or a simple fetch() can send: text/plain, form, or no type at all.
+    for ct in [Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("multipart/form-data"), None] {
+        let mut rb = client.post(&url).body(body);
+        if let Some(ct) = ct {
+            rb = rb.header("Content-Type", ct);
+        }
+        let r = rb.send().await.expect("send");
+        assert_eq!(r.status().as_u16(), 415, "Content-Type {ct:?}");
+        let v: serde_json::Value = r.json().await.expect("json body");
+        assert_eq!(v["badMediaType"]["code"], 415, "{v}");
+    }
+    let r = client.post(&url).header("Content-Type", "application/json; charset=UTF-8").body(body).send().await;
+    assert_eq!(r.expect("send").status().as_u16(), 202, "JSON with a charset is JSON");
+    // DNS rebinding: a page on evil.example resolving to 127.0.0.1 still sends its own name.
+    for (host, want) in [
+        ("evil.example".to_string(), 403),
+        (format!("evil.example:{port}"), 403),
+        (format!("localhost:{port}"), 200),
+        (format!("127.0.0.1:{port}"), 200),
+        (format!("[::1]:{port}"), 200),
+    ] {
+        let r = client.get(&url).header("Host", &host).send().await.expect("send");
+        assert_eq!(r.status().as_u16(), want, "Host {host}");
+    }
+    let r = client.post(&url).header("Host", "evil.example").json(&json!({"volume": {"size": 1}})).send().await;
+    assert_eq!(r.expect("send").status().as_u16(), 403);
+    let list = api.get(&format!("/v3/{p}/volumes")).await.expect(200);
+    assert_eq!(list.body["volumes"].as_array().map(Vec::len), Some(1), "only the JSON create may have landed");
+}
+
+#[test]
+fn noauth_on_a_network_address_needs_explicit_consent() {
+    let srv = TestServer::prepare(
+        Backend::Sqlite,
+        Opts { env: vec![("CINDERBLOCK_LISTEN".into(), "0.0.0.0:0".into())], ..Opts::default() },
+    );
+    let (status, out, err) = run_to_exit(srv.command(&["serve"]), Duration::from_secs(30));
+    assert!(!status.success(), "noauth started on 0.0.0.0:\n{out}");
+    assert!(err.contains("allow_noauth_on_network"), "the refusal must say how to proceed: {err}");
+    assert!(!out.contains("listening on"), "{out}");
+
+    let srv = TestServer::start(
+        Backend::Sqlite,
+        Opts {
+            env: vec![
+                ("CINDERBLOCK_LISTEN".into(), "0.0.0.0:0".into()),
+                ("CINDERBLOCK_AUTH__ALLOW_NOAUTH_ON_NETWORK".into(), "true".into()),
+            ],
+            ..Opts::default()
+        },
+    );
+    assert!(srv.is_running(), "with consent it serves");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async { srv.api().get(&format!("/v3/{}/volumes", project())).await.expect(200) });
+}
