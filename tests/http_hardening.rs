@@ -12,7 +12,11 @@ use serde_json::json;
 
 use common::{project, run_to_exit, Backend, Opts, TestServer};
 
-backend_tests!(oversized_bodies_answer_413_in_each_api_format, noauth_refuses_cross_site_bodies_and_foreign_hosts);
+backend_tests!(
+    oversized_bodies_answer_413_in_each_api_format,
+    noauth_refuses_cross_site_bodies_and_foreign_hosts,
+    nul_and_control_characters_and_fractional_sizes_are_400,
+);
 
 /// A JSON body a little over the 2 MiB limit.
 fn huge_body() -> String {
@@ -25,11 +29,12 @@ async fn oversized_bodies_answer_413_in_each_api_format(b: Backend) {
     let p = project();
     let r = api.post_raw(&format!("/v3/{p}/volumes"), &huge_body()).await.expect_fault(413, "overLimit");
     assert!(r.text.contains("too large"), "{}", r.text);
-    api.post_raw(&format!("/v2/{p}/cloudvolumes"), &huge_body()).await.expect_evs_error(413, "EVS.5413");
-    let r = api.post_raw("/identity/v3/auth/tokens", &huge_body()).await;
+    srv.api().post_raw(&format!("/v2/{p}/cloudvolumes"), &huge_body()).await.expect_evs_error(413, "EVS.5413");
+    let r = srv.api().post_raw("/identity/v3/auth/tokens", &huge_body()).await;
     assert_eq!(r.status, 413, "{}", r.text);
     assert_eq!(r.body["error"]["code"], 413, "Keystone's error body: {}", r.text);
-    let list = api.get(&format!("/v3/{p}/volumes")).await.expect(200);
+    // The server closes a connection whose body it did not read: ask on a new one.
+    let list = srv.api().get(&format!("/v3/{p}/volumes")).await.expect(200);
     assert_eq!(list.body["volumes"], json!([]), "a refused body created something: {}", list.text);
 }
 
@@ -96,4 +101,54 @@ fn noauth_on_a_network_address_needs_explicit_consent() {
     assert!(srv.is_running(), "with consent it serves");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async { srv.api().get(&format!("/v3/{}/volumes", project())).await.expect(200) });
+}
+
+/// Issue 17.12: a NUL character anywhere (body, query, path) is a clean 400 on both databases
+/// (PostgreSQL cannot store one: it was a 500), control characters in names are refused, and
+/// `os-extend` refuses a size that is not an integer; none of these changes anything.
+async fn nul_and_control_characters_and_fractional_sizes_are_400(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let id = common::s(&api.cinder_create_available(&p, json!({"size": 1, "name": "keep"})).await, "id");
+    api.post(&format!("/v3/{p}/volumes"), json!({"volume": {"size": 1, "name": "a\u{0}b"}}))
+        .await
+        .expect_fault(400, "badRequest");
+    api.post(&format!("/v3/{p}/volumes"), json!({"volume": {"size": 1, "name": "bell\u{7}"}}))
+        .await
+        .expect_fault(400, "badRequest");
+    api.post(&format!("/v3/{p}/volumes"), json!({"volume": {"size": 1, "metadata": {"k\u{0}": "v"}}}))
+        .await
+        .expect_fault(400, "badRequest");
+    api.post(
+        &format!("/v2/{p}/cloudvolumes"),
+        json!({"volume": {"size": 1, "availability_zone": "nova", "volume_type": "SSD", "name": "n\u{0}"}}),
+    )
+    .await
+    .expect_evs_error(400, "EVS.5400");
+    api.put(&format!("/v3/{p}/volumes/{id}"), json!({"volume": {"description": "x\u{0}"}}))
+        .await
+        .expect_fault(400, "badRequest");
+    api.get(&format!("/v3/{p}/volumes?name=a%00b")).await.expect_fault(400, "badRequest");
+    api.get(&format!("/v3/{p}/volumes/{id}%00")).await.expect_fault(400, "badRequest");
+    api.get(&format!("/v2/{p}/cloudvolumes/{id}%00")).await.expect_evs_error(400, "EVS.5400");
+    let r = api
+        .post(
+            "/identity/v3/auth/tokens",
+            json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "x\u{0}", "password": "p", "domain": {"id": "default"}}}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    for size in [json!(1.5), json!("1.5"), json!(true)] {
+        api.post(&format!("/v3/{p}/volumes/{id}/action"), json!({"os-extend": {"new_size": size}}))
+            .await
+            .expect_fault(400, "badRequest");
+    }
+    let v = api.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200).body["volume"].clone();
+    assert_eq!(
+        (v["size"].as_i64(), v["status"].as_str(), v["description"].as_str()),
+        (Some(1), Some("available"), None)
+    );
+    let list = api.get(&format!("/v3/{p}/volumes")).await.expect(200);
+    assert_eq!(list.body["volumes"].as_array().map(Vec::len), Some(1), "{}", list.text);
 }

@@ -13,12 +13,49 @@ use crate::service::{Caller, Services};
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Parse a JSON body into an object; malformed JSON is `EVS.5400`.
+/// Parse a JSON body into an object; malformed JSON is `EVS.5400`, and so is any string (key
+/// or value) holding a NUL character (PostgreSQL cannot store one; no field means one) or a
+/// `name` holding another control character.
 pub fn parse_json(body: &[u8]) -> Result<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::invalid("EVS.5400", "Malformed request body: the body is empty."));
     }
-    serde_json::from_slice(body).map_err(|e| Error::invalid("EVS.5400", format!("Malformed request body: {e}")))
+    let v =
+        serde_json::from_slice(body).map_err(|e| Error::invalid("EVS.5400", format!("Malformed request body: {e}")))?;
+    check_text(&v, None)?;
+    Ok(v)
+}
+
+/// Walk a parsed body for the characters no field may hold (see [`parse_json`]).
+pub fn check_text(v: &Value, key: Option<&str>) -> Result<()> {
+    match v {
+        Value::String(s) => {
+            if s.contains('\0') {
+                return Err(Error::invalid(
+                    "EVS.5400",
+                    format!("Invalid input: {} must not contain a NUL character.", key.unwrap_or("a string")),
+                ));
+            }
+            if matches!(key, Some("name" | "display_name")) && s.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "EVS.5400",
+                    format!(
+                        "Invalid input for field/attribute {}: control characters are not allowed.",
+                        key.unwrap_or("name")
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Value::Array(a) => a.iter().try_for_each(|x| check_text(x, key)),
+        Value::Object(o) => o.iter().try_for_each(|(k, x)| {
+            if k.contains('\0') {
+                return Err(Error::invalid("EVS.5400", "Invalid input: a key must not contain a NUL character."));
+            }
+            check_text(x, Some(k))
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The object under `key` of a JSON body (`{"volume": {...}}`).
@@ -164,8 +201,12 @@ pub fn opt_string_map(
 
 /// Query string as ordered pairs (repeated keys kept).
 pub fn parse_query(raw: Option<&str>) -> Result<Vec<(String, String)>> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
-        .map_err(|e| Error::invalid("EVS.5400", format!("Malformed request url: {e}")))
+    let q = serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
+        .map_err(|e| Error::invalid("EVS.5400", format!("Malformed request url: {e}")))?;
+    if q.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) {
+        return Err(Error::invalid("EVS.5400", "Malformed request url: a NUL character in the query."));
+    }
+    Ok(q)
 }
 
 /// The last value of `key` in a query.

@@ -80,6 +80,11 @@ async fn fallback(req: Request) -> Response {
 async fn error_bodies(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    // An id or filter with a NUL in it names nothing, and PostgreSQL cannot even compare one.
+    let raw = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
+    if raw.to_ascii_lowercase().contains("%00") {
+        return render_for_path(&path, Error::invalid("EVS.5400", "Malformed request url: a NUL character."));
+    }
     let resp = next.run(req).await;
     let plain =
         resp.headers().get("content-type").is_none_or(|v| v.to_str().is_ok_and(|t| t.starts_with("text/plain")));

@@ -14,7 +14,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::CinderError;
-use crate::api::common::{caller, opt_bool, opt_int, opt_string, parse_json};
+use crate::api::common::{caller, opt_bool, opt_int, opt_strict_int, opt_string, parse_json};
 use crate::api::guard::body_action;
 use crate::api::ApiVersion;
 use crate::error::{Error, ErrorKind};
@@ -66,10 +66,20 @@ fn connector_of(args: &Map<String, Value>) -> Result<Value, Error> {
     }
 }
 
-/// `new_size` of an `os-extend`.
+/// `new_size` of a Cinder `os-extend`: an integer (or a string of digits), as Cinder's schema
+/// says; `1.5` is refused, not truncated.
 pub(crate) fn new_size(args: &Map<String, Value>) -> Result<i64, Error> {
-    opt_int(args, "new_size", "EVS.1010")?
-        .ok_or_else(|| Error::invalid("EVS.1011", "Invalid input received: 'new_size' is a required property"))
+    opt_strict_int(args, "new_size", "EVS.1010")?.ok_or_else(missing_new_size)
+}
+
+/// `new_size` of an EVS `os-extend`: the reference (7.1.2) says a decimal's integer part is
+/// used.
+pub(crate) fn new_size_truncated(args: &Map<String, Value>) -> Result<i64, Error> {
+    opt_int(args, "new_size", "EVS.1010")?.ok_or_else(missing_new_size)
+}
+
+fn missing_new_size() -> Error {
+    Error::invalid("EVS.1011", "Invalid input received: 'new_size' is a required property")
 }
 
 pub(super) async fn volume_action(

@@ -130,7 +130,7 @@ pub(super) async fn volume_action(
     let (action, args) = actions::split_action(&body)?;
     match action.as_str() {
         "os-extend" => {
-            let job_id = svc.extend_volume(&c, &id, actions::new_size(&args)?, true).await?;
+            let job_id = svc.extend_volume(&c, &id, actions::new_size_truncated(&args)?, true).await?;
             Ok(Json(json!({"job_id": job_id, "order_id": null})).into_response())
         }
         other => Err(Error::invalid("EVS.5400", format!("There is no such action: {other}")).into()),

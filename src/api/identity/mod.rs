@@ -262,6 +262,7 @@ async fn issue(
     body: Bytes,
 ) -> Res {
     let v: Value = serde_json::from_slice(&body).map_err(|e| bad_request(format!("Malformed request body: {e}")))?;
+    crate::api::common::check_text(&v, None).map_err(|e| bad_request(e.message))?;
     let auth = v.get("auth").ok_or_else(|| bad_request("Expecting to find auth in request body"))?;
     let identity = auth.get("identity").ok_or_else(|| bad_request("Expecting to find identity in auth"))?;
     let methods: Vec<&str> = identity
