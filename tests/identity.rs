@@ -32,6 +32,7 @@ backend_tests!(
     views_follow_the_call_and_the_callers_roles,
     routes_answer_404_and_405_before_policy,
     failed_logins_are_throttled_and_password_checks_bounded,
+    keystone_admin_makes_and_removes_projects,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -1050,4 +1051,76 @@ async fn failed_logins_are_throttled_and_password_checks_bounded(backend: Backen
     let peak = peak_rss_mib(pid);
     eprintln!("peak RSS after 200 parallel password checks: {peak} MiB");
     assert!(peak < 400, "peak RSS {peak} MiB after 200 parallel password checks: they are not bounded");
+}
+
+// ----- Keystone admin subset (tempest's credential client) -----------------------------------
+
+/// Admins list the `Default` domain and create and delete projects through Keystone's v3 API
+/// (what tempest's `identity_utils` calls); everyone else is refused and changes nothing.
+async fn keystone_admin_makes_and_removes_projects(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let r = f.boss.get("/identity/v3/domains?name=Default").await.expect(200);
+    let domains = r.body["domains"].as_array().expect("domains");
+    assert_eq!(domains.len(), 1, "{}", r.text);
+    assert_eq!((domains[0]["id"].clone(), domains[0]["name"].clone()), (json!("default"), json!("Default")));
+    let r = f.boss.get("/identity/v3/domains?name=Other").await.expect(200);
+    assert_eq!(r.body["domains"], json!([]));
+    assert_eq!(f.boss.get("/identity/v3/domains/default").await.expect(200).body["domain"]["name"], "Default");
+    keystone_error(&f.boss.get("/identity/v3/domains/nope").await, 404);
+
+    // Create: 201 with Keystone's project; the new project is listed and has Cinder defaults.
+    let name = unique("kp");
+    let r = f
+        .boss
+        .post("/identity/v3/projects", json!({"project": {"name": name, "description": "d", "domain_id": "default"}}))
+        .await
+        .expect(201);
+    let p = r.body["project"].clone();
+    let pid = s(&p, "id");
+    assert_eq!(pid.len(), 32, "{}", r.text);
+    assert_eq!(
+        (p["name"].clone(), p["description"].clone(), p["domain_id"].clone(), p["enabled"].clone()),
+        (json!(name), json!("d"), json!("default"), json!(true))
+    );
+    let listed = f.boss.get(&format!("/identity/v3/projects?name={name}")).await.expect(200);
+    assert_eq!(listed.body["projects"][0]["id"], json!(pid), "{}", listed.text);
+    assert_eq!(
+        f.boss.get(&format!("/identity/v3/projects/{pid}")).await.expect(200).body["project"]["name"],
+        json!(name)
+    );
+    let q = f.boss.get(&format!("/v3/{}/os-quota-sets/{pid}/defaults", f.a)).await.expect(200);
+    assert!(q.body["quota_set"]["volumes"].is_i64(), "{}", q.text);
+
+    // Refusals change nothing: a taken name (409), bad bodies (400), non-admins (403), no token.
+    keystone_error(&f.boss.post("/identity/v3/projects", json!({"project": {"name": name}})).await, 409);
+    for bad in [
+        json!({"project": {}}),
+        json!({"project": {"name": ""}}),
+        json!({"project": {"name": 5}}),
+        json!({"project": {"name": "x".repeat(65)}}),
+        json!({"project": {"name": unique("kp"), "domain_id": "elsewhere"}}),
+        json!({"project": {"name": unique("kp"), "enabled": "yes"}}),
+        json!({"nope": {}}),
+    ] {
+        keystone_error(&f.boss.post("/identity/v3/projects", bad).await, 400);
+    }
+    for who in [&f.alice, &f.rita] {
+        keystone_error(&who.get("/identity/v3/domains").await, 403);
+        keystone_error(&who.post("/identity/v3/projects", json!({"project": {"name": unique("kp")}})).await, 403);
+        keystone_error(&who.delete(&format!("/identity/v3/projects/{pid}")).await, 403);
+    }
+    let anon = f.server.api();
+    keystone_error(&anon.post("/identity/v3/projects", json!({"project": {"name": unique("kp")}})).await, 401);
+    let all = f.boss.get("/identity/v3/projects").await.expect(200);
+    assert_eq!(all.body["projects"].as_array().map(Vec::len), Some(3), "{}", all.text);
+
+    // A project that still owns volumes is kept (409); an empty one is deleted (204, then 404).
+    let a = f.a.clone();
+    f.alice.volume(&a, "keeps-a").await;
+    keystone_error(&f.boss.delete(&format!("/identity/v3/projects/{a}")).await, 409);
+    assert_eq!(f.boss.get(&format!("/identity/v3/projects/{a}")).await.expect(200).body["project"]["id"], json!(a));
+    let r = f.boss.delete(&format!("/identity/v3/projects/{pid}")).await.expect(204);
+    assert_eq!(r.text, "");
+    keystone_error(&f.boss.get(&format!("/identity/v3/projects/{pid}")).await, 404);
+    keystone_error(&f.boss.delete(&format!("/identity/v3/projects/{pid}")).await, 404);
 }

@@ -91,6 +91,8 @@ pub struct VolumeType {
     pub extra_specs: BTreeMap<String, String>,
     /// Projects allowed to use a private type.
     pub projects: Vec<String>,
+    /// The QoS specs associated with the type (shown to admins as `qos_specs_id`).
+    pub qos_specs_id: Option<String>,
 }
 
 impl VolumeType {

@@ -12,6 +12,8 @@ pub mod login_limits;
 // misc: encryption types, default types.
 mod misc;
 pub mod policy;
+// qos: QoS specs.
+mod qos;
 mod quotas;
 mod snapshots;
 mod tags;

@@ -94,6 +94,12 @@ pub const POLICY: &[(&str, Role)] = &[
     // misc: encryption types, default types (admin, as in Cinder).
     ("evs:types:encryption", Admin),
     ("evs:defaultTypes:manage", Admin),
+    // qos: QoS specs (Cinder's qos_specs_manage policies, admin-only).
+    ("evs:qosSpecs:list", Admin),
+    ("evs:qosSpecs:get", Admin),
+    ("evs:qosSpecs:create", Admin),
+    ("evs:qosSpecs:update", Admin),
+    ("evs:qosSpecs:delete", Admin),
     // Operator-only views (services, pools, hosts, messages of all projects…).
     ("evs:admin", Admin),
 ];
@@ -140,6 +146,16 @@ mod tests {
     #[test]
     fn misc_actions_are_admin_only() {
         for a in ["evs:types:encryption", "evs:defaultTypes:manage"] {
+            assert!(authorize(&[Member], a).is_err(), "{a}");
+            assert!(authorize(&[Reader], a).is_err(), "{a}");
+            assert!(authorize(&[Admin], a).is_ok(), "{a}");
+        }
+    }
+
+    // qos: QoS specs are admin-only, as in Cinder.
+    #[test]
+    fn qos_actions_are_admin_only() {
+        for a in POLICY.iter().map(|(a, _)| *a).filter(|a| a.starts_with("evs:qosSpecs:")) {
             assert!(authorize(&[Member], a).is_err(), "{a}");
             assert!(authorize(&[Reader], a).is_err(), "{a}");
             assert!(authorize(&[Admin], a).is_ok(), "{a}");

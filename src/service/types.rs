@@ -76,6 +76,7 @@ impl Services {
             is_public,
             extra_specs,
             projects: Vec::new(),
+            qos_specs_id: None,
         };
         if !self.db.create_volume_type(&t, &now_timestamp()).await? {
             return Err(Error::conflict("EVS.5400", format!("Volume Type {} already exists.", t.name)));

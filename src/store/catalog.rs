@@ -85,6 +85,12 @@ impl Db {
         let access = sqlx::query("SELECT type_id, project_id FROM volume_type_access ORDER BY project_id")
             .fetch_all(self.pool())
             .await?;
+        // qos: each type's associated QoS specs.
+        let qos = sqlx::query("SELECT type_id, qos_specs_id FROM volume_type_qos_specs").fetch_all(self.pool()).await?;
+        let mut qos_of: BTreeMap<String, String> = BTreeMap::new();
+        for q in qos {
+            qos_of.insert(q.try_get("type_id")?, q.try_get("qos_specs_id")?);
+        }
         let mut projects: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for a in access {
             projects.entry(a.try_get("type_id")?).or_default().push(a.try_get("project_id")?);
@@ -99,6 +105,7 @@ impl Db {
                 Ok(VolumeType {
                     extra_specs: by_type.remove(&id).unwrap_or_default(),
                     projects: projects.remove(&id).unwrap_or_default(),
+                    qos_specs_id: qos_of.remove(&id),
                     id,
                     name: r.try_get("name")?,
                     description: r.try_get("description")?,
@@ -185,7 +192,9 @@ impl Db {
         if used || is_default {
             return Ok(false);
         }
-        for table in ["volume_type_access", "volume_type_extra_specs", "volume_type_encryption"] {
+        for table in
+            ["volume_type_access", "volume_type_extra_specs", "volume_type_encryption", "volume_type_qos_specs"]
+        {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE type_id = $1")))
                 .bind(id)
                 .execute(tx.conn())

@@ -13,6 +13,8 @@ mod identity;
 mod jobs;
 // misc: encryption types, default types.
 mod misc;
+// qos: QoS specs.
+mod qos;
 mod quotas;
 mod snapshots;
 mod sql;
@@ -34,6 +36,8 @@ pub use attachments::{AttachmentFilter, VolumeFlag};
 pub use jobs::NewJob;
 // misc: encryption types, default types.
 pub use misc::EncryptionWrite;
+// qos: QoS specs.
+pub use qos::QosWrite;
 pub use snapshots::{ListSnapshots, SnapshotFilter, SnapshotSortKey};
 pub use sql::Arg;
 pub use tags::{TagMatch, TagQuery, TagResource};

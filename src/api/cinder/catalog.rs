@@ -46,6 +46,8 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("os-volume-actions", "VolumeActions", "Enable volume actions."),
     ("os-volume-transfer", "VolumeTransfer", "Volume transfer management support."),
     ("os-volume-type-access", "VolumeTypeAccess", "Volume type access support."),
+    // qos: QoS specs (records only).
+    ("qos-specs", "Qos_specs_manage", "QoS specs support."),
 ];
 
 pub(super) async fn extensions(State(svc): State<Services>, Path(p): Path<String>, headers: HeaderMap) -> Res {

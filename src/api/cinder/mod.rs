@@ -6,6 +6,8 @@ mod attachments;
 mod catalog;
 mod list_query;
 mod metadata;
+// qos: QoS specs.
+mod qos;
 mod quotas;
 pub(crate) mod snapshots;
 // misc: volume summary, resource filters, encryption types, default types, manage.
@@ -184,6 +186,37 @@ pub(super) fn routes() -> Router<Services> {
                 get_as("evs:types:encryption", encryption::show_key)
                     .merge(put_as("evs:types:encryption", encryption::update))
                     .merge(delete_as("evs:types:encryption", encryption::delete)),
+            );
+    }
+    // qos: QoS specs (admin-only, as in Cinder).
+    for pre in PREFIXES {
+        r = r
+            .route(
+                &format!("{pre}/{{p}}/qos-specs"),
+                get_as("evs:qosSpecs:list", qos::list).merge(post_as("evs:qosSpecs:create", qos::create)),
+            )
+            .route(
+                &format!("{pre}/{{p}}/qos-specs/{{id}}"),
+                get_as("evs:qosSpecs:get", qos::show)
+                    .merge(put_as("evs:qosSpecs:update", qos::update))
+                    .merge(delete_as("evs:qosSpecs:delete", qos::delete)),
+            )
+            .route(
+                &format!("{pre}/{{p}}/qos-specs/{{id}}/delete_keys"),
+                put_as("evs:qosSpecs:delete", qos::delete_keys),
+            )
+            .route(
+                &format!("{pre}/{{p}}/qos-specs/{{id}}/associations"),
+                get_as("evs:qosSpecs:list", qos::associations),
+            )
+            .route(&format!("{pre}/{{p}}/qos-specs/{{id}}/associate"), get_as("evs:qosSpecs:update", qos::associate))
+            .route(
+                &format!("{pre}/{{p}}/qos-specs/{{id}}/disassociate"),
+                get_as("evs:qosSpecs:update", qos::disassociate),
+            )
+            .route(
+                &format!("{pre}/{{p}}/qos-specs/{{id}}/disassociate_all"),
+                get_as("evs:qosSpecs:update", qos::disassociate_all),
             );
     }
     r

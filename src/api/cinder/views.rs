@@ -190,7 +190,7 @@ pub fn volume_type(audience: Audience, t: &VolumeType) -> Value {
         "extra_specs": specs,
     });
     if audience.admin {
-        o["qos_specs_id"] = Value::Null;
+        o["qos_specs_id"] = json!(t.qos_specs_id);
     }
     if audience.member {
         o["os-volume-type-access:is_public"] = json!(t.is_public);

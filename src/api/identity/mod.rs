@@ -1,6 +1,7 @@
 //! The Keystone v3 subset the OpenStack clients need (`spec/CLIENTS.md` §2), under `/identity`:
 //! version documents, password (and token) authentication issuing tokens with a service
-//! catalog, token validation and revocation, and the caller's projects.
+//! catalog, token validation and revocation, the caller's projects, and (admins, `admin`) the
+//! domain list and project create/delete tempest's credential client needs.
 //!
 //! Errors use Keystone's body `{"error": {"code": 401, "title": "Unauthorized", "message"}}`.
 //! These routes need no caller from the auth middleware: they check tokens themselves.
@@ -15,6 +16,9 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
+
+// Keystone admin subset (domains, project create/delete).
+mod admin;
 
 use super::common::{base_url, parse_query, query_get};
 use crate::error::{Error, ErrorKind};
@@ -37,8 +41,10 @@ pub(super) fn routes() -> Router<Services> {
         .route("/identity/v3/auth/tokens", get(validate).post(issue).delete(revoke))
         .route("/identity/v3/auth/projects", get(auth_projects))
         .route("/identity/v3/auth/catalog", get(auth_catalog))
-        .route("/identity/v3/projects", get(list_projects))
-        .route("/identity/v3/projects/{id}", get(show_project))
+        .route("/identity/v3/projects", get(list_projects).post(admin::create_project))
+        .route("/identity/v3/projects/{id}", get(show_project).delete(admin::delete_project))
+        .route("/identity/v3/domains", get(admin::list_domains))
+        .route("/identity/v3/domains/{id}", get(admin::show_domain))
         .route("/identity/v3/users/{id}/projects", get(user_projects))
 }
 
