@@ -16,6 +16,7 @@ backend_tests!(
     oversized_bodies_answer_413_in_each_api_format,
     noauth_refuses_cross_site_bodies_and_foreign_hosts,
     nul_and_control_characters_and_fractional_sizes_are_400,
+    metadata_keys_per_resource_are_bounded,
 );
 
 /// A JSON body a little over the 2 MiB limit.
@@ -151,4 +152,33 @@ async fn nul_and_control_characters_and_fractional_sizes_are_400(b: Backend) {
     );
     let list = api.get(&format!("/v3/{p}/volumes")).await.expect(200);
     assert_eq!(list.body["volumes"].as_array().map(Vec::len), Some(1), "{}", list.text);
+}
+
+/// Issue 17.9: at most 128 metadata keys per volume or snapshot, whether given at once or
+/// merged in; a refused change changes nothing.
+async fn metadata_keys_per_resource_are_bounded(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let keys = |n: usize, prefix: &str| -> serde_json::Value {
+        (0..n).map(|i| (format!("{prefix}{i}"), json!("v"))).collect::<serde_json::Map<_, _>>().into()
+    };
+    api.post(&format!("/v3/{p}/volumes"), json!({"volume": {"size": 1, "metadata": keys(129, "k")}}))
+        .await
+        .expect_fault(400, "badRequest");
+    let v = api.cinder_create_available(&p, json!({"size": 1, "metadata": keys(128, "k")})).await;
+    let id = common::s(&v, "id");
+    let r = api.post(&format!("/v3/{p}/volumes/{id}/metadata"), json!({"metadata": keys(1, "extra")})).await;
+    let r = r.expect_fault(400, "badRequest");
+    assert!(r.text.contains("at most 128"), "{}", r.text);
+    let m = api.get(&format!("/v3/{p}/volumes/{id}/metadata")).await.expect(200);
+    assert_eq!(m.body["metadata"].as_object().map(|o| o.len()), Some(128));
+    // Replacing the whole set with another of 128 is fine.
+    api.put(&format!("/v3/{p}/volumes/{id}/metadata"), json!({"metadata": keys(128, "n")})).await.expect(200);
+    let snap = api
+        .post(&format!("/v3/{p}/snapshots"), json!({"snapshot": {"volume_id": id, "metadata": keys(129, "s")}}))
+        .await;
+    snap.expect_fault(400, "badRequest");
+    let list = api.get(&format!("/v3/{p}/snapshots")).await.expect(200);
+    assert_eq!(list.body["snapshots"], json!([]), "{}", list.text);
 }

@@ -374,6 +374,7 @@ impl Services {
 
 /// Snapshot metadata: sizes only (the reserved volume keys mean nothing on a snapshot).
 fn validate_snapshot_metadata(m: &BTreeMap<String, String>) -> Result<()> {
+    super::volumes::check_metadata_count(m)?;
     for (k, v) in m {
         if k.is_empty() || k.len() > 255 || v.len() > 255 {
             return Err(Error::new(

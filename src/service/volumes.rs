@@ -26,6 +26,20 @@ const MAX_TEXT: usize = 255;
 const MAX_BATCH_NAME_BYTES: usize = 250;
 /// Longest metadata key or value, in bytes.
 const MAX_META: usize = 255;
+/// Most metadata keys one volume or snapshot may carry (Nova's `metadata_items` default).
+/// Without a bound, one tenant's 42,000 keys made every write to the table slow for all.
+pub const MAX_METADATA_ITEMS: usize = 128;
+
+/// Refuse a metadata set with more than [`MAX_METADATA_ITEMS`] keys (`EVS.1005`).
+pub fn check_metadata_count(m: &BTreeMap<String, String>) -> Result<()> {
+    if m.len() > MAX_METADATA_ITEMS {
+        return Err(Error::invalid(
+            "EVS.1005",
+            format!("size of metadata is too large: at most {MAX_METADATA_ITEMS} keys, {} given", m.len()),
+        ));
+    }
+    Ok(())
+}
 
 /// Where a new volume's data comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -119,6 +133,7 @@ fn check_immutable(old: &BTreeMap<String, String>, new: &BTreeMap<String, String
 
 /// Check metadata sizes and the reserved keys the reference gives a meaning to.
 pub fn validate_metadata(m: &BTreeMap<String, String>) -> Result<()> {
+    check_metadata_count(m)?;
     for (k, v) in m {
         if k.is_empty() || k.len() > MAX_META {
             return Err(Error::invalid("EVS.1005", format!("metadata key {k:?} must be 1 to {MAX_META} bytes")));
