@@ -94,6 +94,21 @@ pub const POLICY: &[(&str, Role)] = &[
     // misc: encryption types, default types (admin, as in Cinder).
     ("evs:types:encryption", Admin),
     ("evs:defaultTypes:manage", Admin),
+    // groups: generic volume groups (Cinder's group policies: types admin, groups member).
+    ("evs:groupTypes:get", Reader),
+    ("evs:groupTypes:manage", Admin),
+    ("evs:groupTypes:specs", Admin),
+    ("evs:groups:list", Reader),
+    ("evs:groups:get", Reader),
+    ("evs:groups:create", Member),
+    ("evs:groups:update", Member),
+    ("evs:groups:delete", Member),
+    ("evs:groups:resetStatus", Admin),
+    ("evs:groupSnapshots:list", Reader),
+    ("evs:groupSnapshots:get", Reader),
+    ("evs:groupSnapshots:create", Member),
+    ("evs:groupSnapshots:delete", Member),
+    ("evs:groupSnapshots:resetStatus", Admin),
     // Operator-only views (services, pools, hosts, messages of all projects…).
     ("evs:admin", Admin),
 ];

@@ -66,6 +66,8 @@ pub struct CreateVolume {
     pub client_token: Option<String>,
     /// Largest size the API allows ([`MAX_SIZE_GB`] on EVS, [`CINDER_MAX_SIZE_GB`] on Cinder).
     pub max_size_gb: i64,
+    /// groups: the generic volume group the new volume joins (Cinder 3.13 `group_id`).
+    pub group_id: Option<String>,
 }
 
 /// What a create produced.
@@ -318,6 +320,11 @@ impl Services {
             }
             None => self.place(&az, &vtype)?,
         };
+        // groups: the volume's type must be one of the group's, and the group available.
+        let group = match &req.group_id {
+            Some(gid) => Some(self.group_for_new_volume(caller, gid, &vtype.id).await?),
+            None => None,
+        };
         let total_gb = size * req.count;
         // Cinder checks the quota before the pool: a request over both gets the quota's 413.
         let capacity = self.capacity_limit_gb(pool, total_gb);
@@ -352,6 +359,7 @@ impl Services {
                 tags: BTreeMap::new(),
                 attachments: Vec::new(),
                 encrypted,
+                group_id: group.as_ref().map(|g| g.id.clone()),
             })
             .collect();
 
@@ -365,6 +373,12 @@ impl Services {
             // The source must still be usable inside the transaction (no delete started since).
             if !src.still_usable(&mut tx, &now).await? {
                 return Err(Error::invalid_status("EVS.2043", "The source of the new volume changed status."));
+            }
+        }
+        if let Some(g) = &group {
+            // groups: the group must not start a delete between our read and the insert.
+            if !tx.cas_group_status(&g.id, &["available"], "available", &now).await? {
+                return Err(Error::invalid("EVS.5400", format!("Invalid group: Group {} changed status.", g.id)));
             }
         }
         let delta = super::QuotaDelta {
