@@ -265,6 +265,11 @@ async fn groups_create_update_and_delete(b: Backend) {
         post(&api, &action, json!({"reset_status": {"status": st}})).await.expect(202);
         wait_status(&api, &format!("/v3/{p}/groups/{g}"), "group", st).await;
     }
+    // A member cannot be deleted on its own (Cinder: it must not belong to a group).
+    call(&api, Method::DELETE, &format!("/v3/{p}/volumes/{v1}"), LATEST, None, None)
+        .await
+        .expect_fault(400, "badRequest");
+    api.wait_available(&p, &v1).await;
     // A group with volumes needs delete-volumes; then its volumes go with it.
     post(&api, &action, json!({"delete": {}})).await.expect_fault(400, "badRequest");
     post(&api, &action, json!({"delete": {"delete-volumes": true}})).await.expect(202);

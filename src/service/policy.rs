@@ -161,6 +161,27 @@ mod tests {
         }
     }
 
+    // groups: group types are admin writes, groups member writes, reset_status admin.
+    #[test]
+    fn group_actions_follow_cinder() {
+        for a in [
+            "evs:groupTypes:manage",
+            "evs:groupTypes:specs",
+            "evs:groups:resetStatus",
+            "evs:groupSnapshots:resetStatus",
+        ] {
+            assert!(authorize(&[Member], a).is_err(), "{a}");
+            assert!(authorize(&[Admin], a).is_ok(), "{a}");
+        }
+        for a in ["evs:groups:create", "evs:groups:update", "evs:groups:delete", "evs:groupSnapshots:create"] {
+            assert!(authorize(&[Reader], a).is_err(), "{a}");
+            assert!(authorize(&[Member], a).is_ok(), "{a}");
+        }
+        for a in ["evs:groupTypes:get", "evs:groups:list", "evs:groups:get", "evs:groupSnapshots:list"] {
+            assert!(authorize(&[Reader], a).is_ok(), "{a}");
+        }
+    }
+
     #[test]
     fn roles_nest() {
         assert!(authorize(&[Reader], "evs:volumes:list").is_ok());

@@ -541,6 +541,17 @@ impl Services {
     /// `cascade`, which deletes its snapshots in the same job first.
     pub async fn delete_volume(&self, caller: &Caller, id: &str, cascade: bool) -> Result<String> {
         let v = self.get_volume(caller, id).await?;
+        // groups: a group's volume goes with its group (or after leaving it), as in Cinder.
+        if v.group_id.is_some() {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!(
+                    "Invalid volume: Volume {} must not be migrating, attached, belong to a group, have snapshots, \
+                     awaiting a transfer, or be disassociated from snapshots after volume transfer.",
+                    v.id
+                ),
+            ));
+        }
         let now = now_timestamp();
         let job_id = new_job_id();
         let mut tx = self.db.begin_write().await?;
@@ -568,6 +579,13 @@ impl Services {
                         "Invalid volume: Volume {} still has dependent snapshots (delete them or use cascade).",
                         v.id
                     ),
+                ));
+            }
+            // groups: a member of a group snapshot goes with its group snapshot only.
+            if tx.volume_has_group_snapshot_members(&v.id).await? {
+                return Err(Error::invalid_status(
+                    "EVS.1047",
+                    format!("Invalid volume: a snapshot of volume {} is part of a group snapshot.", v.id),
                 ));
             }
             let moved =

@@ -377,6 +377,17 @@ impl WriteTx<'_> {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Whether a snapshot of this volume is a member of a group snapshot.
+    pub async fn volume_has_group_snapshot_members(&mut self, volume_id: &str) -> Result<bool> {
+        Ok(count(
+            self,
+            "SELECT COUNT(*) AS n FROM snapshots WHERE volume_id = $1 AND group_snapshot_id IS NOT NULL",
+            volume_id,
+        )
+        .await?
+            > 0)
+    }
+
     /// Whether a group has group snapshots.
     pub async fn group_has_snapshots(&mut self, group_id: &str) -> Result<bool> {
         Ok(count(self, "SELECT COUNT(*) AS n FROM group_snapshots WHERE group_id = $1", group_id).await? > 0)
