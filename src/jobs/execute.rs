@@ -126,6 +126,8 @@ async fn create_volume(svc: &Services, job: &Job) -> Result<()> {
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2024"), Some(&e.message), &now).await?;
         }
     }
+    // groups: a group created from a source is done when its last new volume is.
+    tx.settle_group_of_volume(&vid, &now).await?;
     tx.commit().await
 }
 
@@ -185,6 +187,14 @@ async fn delete_volume(svc: &Services, job: &Job) -> Result<()> {
             tx.cas_volume_snapshots(&vid, &[SnapshotStatus::Deleting], SnapshotStatus::ErrorDeleting, &now).await?;
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2020"), Some(&e.message), &now).await?;
         }
+    }
+    // groups: a group being deleted goes with its last volume; group snapshots whose members
+    // a cascade removed settle too.
+    if let Some(g) = row.as_ref().and_then(|v| v.group_id.as_deref()) {
+        tx.settle_group(g, &now).await?;
+    }
+    for gs in snapshots.iter().filter_map(|s| s.group_snapshot_id.as_deref()) {
+        tx.settle_group_snapshot(gs, &now).await?;
     }
     tx.commit().await?;
     if let Some(exports) = svc.exports.as_deref() {
@@ -252,6 +262,8 @@ async fn create_snapshot(svc: &Services, job: &Job) -> Result<()> {
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2002"), Some(&e.message), &now).await?;
         }
     }
+    // groups: a group snapshot is done when its last member is.
+    tx.settle_group_snapshot_of(&sid_text, &now).await?;
     tx.commit().await
 }
 
@@ -276,6 +288,10 @@ async fn delete_snapshot(svc: &Services, job: &Job) -> Result<()> {
             tx.cas_snapshot_status(&sid_text, &[SnapshotStatus::Deleting], SnapshotStatus::ErrorDeleting, &now).await?;
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2019"), Some(&e.message), &now).await?;
         }
+    }
+    // groups: a group snapshot being deleted goes with its last member.
+    if let Some(gs) = row.as_ref().and_then(|s| s.group_snapshot_id.as_deref()) {
+        tx.settle_group_snapshot(gs, &now).await?;
     }
     tx.commit().await
 }

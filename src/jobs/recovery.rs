@@ -33,6 +33,11 @@ pub async fn recover(svc: &Services) -> Result<()> {
             tracing::warn!(count = n, from = from.as_str(), to = to.as_str(), "repaired snapshots with no job");
         }
     }
+    // groups: with their members repaired, groups and group snapshots leave creating/deleting.
+    let n = svc.db.settle_transitional_groups(&now).await?;
+    if n > 0 {
+        tracing::warn!(count = n, "settled groups and group snapshots left transitional");
+    }
     for (name, pool) in svc.pools.iter() {
         let known: HashSet<String> = svc.db.volume_ids_on_pool(name).await?.into_iter().collect();
         let driver = pool.driver.clone();

@@ -6,6 +6,8 @@
 mod attachment;
 // misc: encryption types, default types.
 mod encryption;
+// groups: generic volume groups.
+mod group;
 mod identity;
 mod job;
 // qos: QoS specs records.
@@ -17,6 +19,8 @@ mod volume;
 pub use attachment::{AttachMode, AttachStatus, Attachment};
 // misc: encryption types, default types.
 pub use encryption::{DefaultType, TypeEncryption};
+// groups: generic volume groups.
+pub use group::{Group, GroupSnapshot, GroupType, GROUP_SNAPSHOT_STATUSES, GROUP_STATUSES};
 pub use identity::{Credential, Project, Role, RoleAssignment, TokenRecord, User};
 pub use job::{Job, JobKind, JobPayload, JobStatus};
 // qos: QoS specs records.

@@ -94,4 +94,6 @@ pub struct Snapshot {
     pub metadata: BTreeMap<String, String>,
     /// Tags (EVS `os-vendor-tags/snapshots`); filled by the store's get and list.
     pub tags: BTreeMap<String, String>,
+    /// The group snapshot this snapshot is a member of (Cinder 3.14 `group_snapshot_id`).
+    pub group_snapshot_id: Option<String>,
 }

@@ -51,6 +51,8 @@ pub struct Volume {
     pub attachments: Vec<super::Attachment>,
     /// Its type has an encryption record (Cinder's `encrypted`, which follows the type).
     pub encrypted: bool,
+    /// The generic volume group it belongs to (Cinder 3.13 `group_id`).
+    pub group_id: Option<String>,
 }
 
 /// What a create request asks for, after validation.

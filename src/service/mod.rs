@@ -6,6 +6,8 @@ mod attachments;
 mod catalog;
 mod client_tokens;
 mod exports;
+// groups: generic volume groups.
+mod groups;
 pub mod identity;
 mod jobs;
 pub mod login_limits;
@@ -33,6 +35,8 @@ use crate::store::Db;
 pub use attachments::AttachRequest;
 pub use catalog::Catalog;
 pub use exports::{ExportManager, ExportRequest};
+// groups: generic volume groups.
+pub use groups::{CreateGroup, GroupSource, GroupTypeChange, UpdateGroup, DEFAULT_GROUP_TYPE};
 pub use jobs::JobView;
 // misc: encryption types, default types.
 pub use misc::EncryptionSpec;

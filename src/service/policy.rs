@@ -100,6 +100,21 @@ pub const POLICY: &[(&str, Role)] = &[
     ("evs:qosSpecs:create", Admin),
     ("evs:qosSpecs:update", Admin),
     ("evs:qosSpecs:delete", Admin),
+    // groups: generic volume groups (Cinder's group policies: types admin, groups member).
+    ("evs:groupTypes:get", Reader),
+    ("evs:groupTypes:manage", Admin),
+    ("evs:groupTypes:specs", Admin),
+    ("evs:groups:list", Reader),
+    ("evs:groups:get", Reader),
+    ("evs:groups:create", Member),
+    ("evs:groups:update", Member),
+    ("evs:groups:delete", Member),
+    ("evs:groups:resetStatus", Admin),
+    ("evs:groupSnapshots:list", Reader),
+    ("evs:groupSnapshots:get", Reader),
+    ("evs:groupSnapshots:create", Member),
+    ("evs:groupSnapshots:delete", Member),
+    ("evs:groupSnapshots:resetStatus", Admin),
     // Operator-only views (services, pools, hosts, messages of all projects…).
     ("evs:admin", Admin),
 ];
@@ -159,6 +174,27 @@ mod tests {
             assert!(authorize(&[Member], a).is_err(), "{a}");
             assert!(authorize(&[Reader], a).is_err(), "{a}");
             assert!(authorize(&[Admin], a).is_ok(), "{a}");
+        }
+    }
+
+    // groups: group types are admin writes, groups member writes, reset_status admin.
+    #[test]
+    fn group_actions_follow_cinder() {
+        for a in [
+            "evs:groupTypes:manage",
+            "evs:groupTypes:specs",
+            "evs:groups:resetStatus",
+            "evs:groupSnapshots:resetStatus",
+        ] {
+            assert!(authorize(&[Member], a).is_err(), "{a}");
+            assert!(authorize(&[Admin], a).is_ok(), "{a}");
+        }
+        for a in ["evs:groups:create", "evs:groups:update", "evs:groups:delete", "evs:groupSnapshots:create"] {
+            assert!(authorize(&[Reader], a).is_err(), "{a}");
+            assert!(authorize(&[Member], a).is_ok(), "{a}");
+        }
+        for a in ["evs:groupTypes:get", "evs:groups:list", "evs:groups:get", "evs:groupSnapshots:list"] {
+            assert!(authorize(&[Reader], a).is_ok(), "{a}");
         }
     }
 

@@ -92,6 +92,7 @@ impl Services {
             updated_at: None,
             metadata: req.metadata,
             tags: BTreeMap::new(),
+            group_snapshot_id: None,
         };
         let limits = self.project_limits(&snap.project_id).await?;
         let mut tx = self.db.begin_write().await?;
@@ -176,6 +177,16 @@ impl Services {
     /// Start deleting a snapshot; returns the job id.
     pub async fn delete_snapshot(&self, caller: &Caller, id: &str) -> Result<String> {
         let s = self.get_snapshot(caller, id).await?;
+        // groups: a member of a group snapshot goes with its group snapshot only.
+        if let Some(gs) = &s.group_snapshot_id {
+            return Err(Error::invalid(
+                "EVS.1047",
+                format!(
+                    "Invalid snapshot: Snapshot {} is part of group snapshot {gs}; delete the group snapshot.",
+                    s.id
+                ),
+            ));
+        }
         let now = now_timestamp();
         let job_id = new_job_id();
         let mut tx = self.db.begin_write().await?;

@@ -80,6 +80,8 @@ pub struct CreateVolume {
     pub client_token: Option<String>,
     /// Largest size the API allows ([`MAX_SIZE_GB`] on EVS, [`CINDER_MAX_SIZE_GB`] on Cinder).
     pub max_size_gb: i64,
+    /// groups: the generic volume group the new volume joins (Cinder 3.13 `group_id`).
+    pub group_id: Option<String>,
 }
 
 /// What a create produced.
@@ -333,6 +335,11 @@ impl Services {
             }
             None => self.place(&az, &vtype)?,
         };
+        // groups: the volume's type must be one of the group's, and the group available.
+        let group = match &req.group_id {
+            Some(gid) => Some(self.group_for_new_volume(caller, gid, &vtype.id).await?),
+            None => None,
+        };
         let total_gb = size * req.count;
         // Cinder checks the quota before the pool: a request over both gets the quota's 413.
         let capacity = self.capacity_limit_gb(pool, total_gb);
@@ -367,6 +374,7 @@ impl Services {
                 tags: BTreeMap::new(),
                 attachments: Vec::new(),
                 encrypted,
+                group_id: group.as_ref().map(|g| g.id.clone()),
             })
             .collect();
 
@@ -380,6 +388,12 @@ impl Services {
             // The source must still be usable inside the transaction (no delete started since).
             if !src.still_usable(&mut tx, &now).await? {
                 return Err(Error::invalid_status("EVS.2043", "The source of the new volume changed status."));
+            }
+        }
+        if let Some(g) = &group {
+            // groups: the group must not start a delete between our read and the insert.
+            if !tx.cas_group_status(&g.id, &["available"], "available", &now).await? {
+                return Err(Error::invalid("EVS.5400", format!("Invalid group: Group {} changed status.", g.id)));
             }
         }
         let delta = super::QuotaDelta {
@@ -542,6 +556,17 @@ impl Services {
     /// `cascade`, which deletes its snapshots in the same job first.
     pub async fn delete_volume(&self, caller: &Caller, id: &str, cascade: bool) -> Result<String> {
         let v = self.get_volume(caller, id).await?;
+        // groups: a group's volume goes with its group (or after leaving it), as in Cinder.
+        if v.group_id.is_some() {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!(
+                    "Invalid volume: Volume {} must not be migrating, attached, belong to a group, have snapshots, \
+                     awaiting a transfer, or be disassociated from snapshots after volume transfer.",
+                    v.id
+                ),
+            ));
+        }
         let now = now_timestamp();
         let job_id = new_job_id();
         let mut tx = self.db.begin_write().await?;
@@ -583,6 +608,13 @@ impl Services {
                         "Invalid volume: Volume {} still has dependent snapshots (delete them or use cascade).",
                         v.id
                     ),
+                ));
+            }
+            // groups: a member of a group snapshot goes with its group snapshot only.
+            if tx.volume_has_group_snapshot_members(&v.id).await? {
+                return Err(Error::invalid_status(
+                    "EVS.1047",
+                    format!("Invalid volume: a snapshot of volume {} is part of a group snapshot.", v.id),
                 ));
             }
             let moved =

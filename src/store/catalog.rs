@@ -178,11 +178,15 @@ impl Db {
     /// Delete a type no volume uses; false when one does.
     pub async fn delete_volume_type(&self, id: &str) -> Result<bool> {
         let mut tx = self.begin_write().await?;
-        let used = sqlx::query("SELECT id FROM volumes WHERE volume_type_id = $1 LIMIT 1")
-            .bind(id)
-            .fetch_optional(tx.conn())
-            .await?
-            .is_some();
+        // groups: a group's volume types are in use too.
+        let used = sqlx::query(
+            "SELECT id FROM volumes WHERE volume_type_id = $1 \
+             UNION ALL SELECT group_id FROM volume_group_types WHERE volume_type_id = $1 LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?
+        .is_some();
         // misc: a project's default type is in use too (Cinder refuses to delete it).
         let is_default = sqlx::query("SELECT project_id FROM default_volume_types WHERE volume_type_id = $1 LIMIT 1")
             .bind(id)

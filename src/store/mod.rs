@@ -9,6 +9,8 @@
 mod attachments;
 mod catalog;
 mod client_tokens;
+// groups: generic volume groups.
+mod groups;
 mod identity;
 mod jobs;
 // misc: encryption types, default types.
@@ -33,6 +35,8 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::error::{Error, Result};
 
 pub use attachments::{AttachmentFilter, VolumeFlag};
+// groups: generic volume groups.
+pub use groups::GroupTypeDelete;
 pub use jobs::NewJob;
 // misc: encryption types, default types.
 pub use misc::EncryptionWrite;

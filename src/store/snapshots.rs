@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::model::{Snapshot, SnapshotStatus};
 
 const SNAPSHOT_COLUMNS: &str = "s.id, s.project_id, s.user_id, s.volume_id, s.name, s.description, s.size_gb, \
-     s.status, s.pool, s.created_at, s.updated_at";
+     s.status, s.pool, s.created_at, s.updated_at, s.group_snapshot_id";
 
 /// Which snapshots a list returns.
 #[derive(Debug, Clone, Default)]
@@ -118,6 +118,7 @@ fn snapshot_from_row(row: &AnyRow) -> Result<Snapshot> {
         updated_at: row.try_get("updated_at")?,
         metadata: BTreeMap::new(),
         tags: BTreeMap::new(),
+        group_snapshot_id: row.try_get("group_snapshot_id")?,
     })
 }
 
@@ -259,7 +260,7 @@ impl WriteTx<'_> {
     pub async fn insert_snapshot(&mut self, s: &Snapshot) -> Result<()> {
         sqlx::query(
             "INSERT INTO snapshots (id, project_id, user_id, volume_id, name, description, size_gb, status, pool, \
-             created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+             created_at, updated_at, group_snapshot_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
         )
         .bind(&s.id)
         .bind(&s.project_id)
@@ -272,6 +273,7 @@ impl WriteTx<'_> {
         .bind(&s.pool)
         .bind(&s.created_at)
         .bind(s.updated_at.as_deref())
+        .bind(s.group_snapshot_id.as_deref())
         .execute(self.conn())
         .await?;
         self.replace_snapshot_metadata(&s.id, &s.metadata).await

@@ -12,7 +12,7 @@ use crate::model::{Volume, VolumeStatus};
 
 const VOLUME_COLUMNS: &str = "v.id, v.project_id, v.user_id, v.name, v.description, v.size_gb, \
      v.status, v.availability_zone, v.volume_type_id, t.name AS type_name, v.pool, v.bootable, \
-     v.multiattach, v.readonly, v.snapshot_id, v.source_volid, v.created_at, v.updated_at, \
+     v.multiattach, v.readonly, v.snapshot_id, v.source_volid, v.created_at, v.updated_at, v.group_id, \
      (SELECT COUNT(*) FROM volume_metadata m WHERE m.volume_id = v.id) AS n_meta, \
      (SELECT COUNT(*) FROM tags g WHERE g.resource_type = 'volumes' AND g.resource_id = v.id) AS n_tags, \
      (SELECT COUNT(*) FROM attachments a WHERE a.volume_id = v.id) AS n_att, \
@@ -162,6 +162,7 @@ fn volume_from_row(row: &AnyRow) -> Result<Volume> {
         tags: BTreeMap::new(),
         attachments: Vec::new(),
         encrypted: row.try_get::<i64, _>("n_enc")? > 0,
+        group_id: opt_text(row, "group_id")?,
     })
 }
 
@@ -358,8 +359,8 @@ impl WriteTx<'_> {
         sqlx::query(
             "INSERT INTO volumes (id, project_id, user_id, name, description, size_gb, status, \
              availability_zone, volume_type_id, pool, bootable, multiattach, readonly, \
-             snapshot_id, source_volid, created_at, updated_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)",
+             snapshot_id, source_volid, created_at, updated_at, group_id) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)",
         )
         .bind(&v.id)
         .bind(&v.project_id)
@@ -378,6 +379,7 @@ impl WriteTx<'_> {
         .bind(v.source_volid.as_deref())
         .bind(&v.created_at)
         .bind(v.updated_at.as_deref())
+        .bind(v.group_id.as_deref())
         .execute(self.conn())
         .await?;
         self.replace_volume_metadata(&v.id, &v.metadata).await

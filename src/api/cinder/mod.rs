@@ -12,6 +12,10 @@ mod quotas;
 pub(crate) mod snapshots;
 // misc: volume summary, resource filters, encryption types, default types, manage.
 mod encryption;
+// groups: generic volume groups.
+mod group_snapshots;
+mod group_types;
+mod groups;
 mod summary;
 mod transfers;
 mod types;
@@ -173,6 +177,56 @@ pub(super) fn routes() -> Router<Services> {
             get_as("evs:defaultTypes:manage", encryption::show_default)
                 .merge(put_as("evs:defaultTypes:manage", encryption::set_default))
                 .merge(delete_as("evs:defaultTypes:manage", encryption::delete_default)),
+        );
+    // groups: generic volume groups (3.11 types, 3.13 groups, 3.14 group snapshots).
+    r = r
+        .route(
+            "/v3/{p}/group_types",
+            get_as("evs:groupTypes:get", group_types::list)
+                .merge(post_as("evs:groupTypes:manage", group_types::create)),
+        )
+        .route(
+            "/v3/{p}/group_types/{id}",
+            get_as("evs:groupTypes:get", group_types::show)
+                .merge(put_as("evs:groupTypes:manage", group_types::update))
+                .merge(delete_as("evs:groupTypes:manage", group_types::delete)),
+        )
+        .route(
+            "/v3/{p}/group_types/{id}/group_specs",
+            get_as("evs:groupTypes:specs", group_types::list_specs)
+                .merge(post_as("evs:groupTypes:specs", group_types::create_specs)),
+        )
+        .route(
+            "/v3/{p}/group_types/{id}/group_specs/{key}",
+            get_as("evs:groupTypes:specs", group_types::show_spec)
+                .merge(put_as("evs:groupTypes:specs", group_types::update_spec))
+                .merge(delete_as("evs:groupTypes:specs", group_types::delete_spec)),
+        )
+        .route(
+            "/v3/{p}/groups",
+            get_as("evs:groups:list", groups::list_summary).merge(post_as("evs:groups:create", groups::create)),
+        )
+        .route("/v3/{p}/groups/detail", get_as("evs:groups:list", groups::list_detail))
+        .route("/v3/{p}/groups/action", post_as("evs:groups:create", groups::create_from_src))
+        .route(
+            "/v3/{p}/groups/{id}",
+            get_as("evs:groups:get", groups::show).merge(put_as("evs:groups:update", groups::update)),
+        )
+        .route("/v3/{p}/groups/{id}/action", post_as(Act::Body(groups::group_action_policy), groups::action))
+        .route(
+            "/v3/{p}/group_snapshots",
+            get_as("evs:groupSnapshots:list", group_snapshots::list_summary)
+                .merge(post_as("evs:groupSnapshots:create", group_snapshots::create)),
+        )
+        .route("/v3/{p}/group_snapshots/detail", get_as("evs:groupSnapshots:list", group_snapshots::list_detail))
+        .route(
+            "/v3/{p}/group_snapshots/{id}",
+            get_as("evs:groupSnapshots:get", group_snapshots::show)
+                .merge(delete_as("evs:groupSnapshots:delete", group_snapshots::delete)),
+        )
+        .route(
+            "/v3/{p}/group_snapshots/{id}/action",
+            post_as(Act::Body(group_snapshots::group_snapshot_action_policy), group_snapshots::action),
         );
     for pre in PREFIXES {
         r = r

@@ -125,7 +125,7 @@ pub fn volume_detail(ctx: &ViewCtx, v: &Volume, call: Call) -> Value {
         }
     }
     if ctx.version.at_least(13) {
-        put("group_id", Value::Null);
+        put("group_id", json!(v.group_id));
     }
     if ctx.version.at_least(21) && admin {
         put("provider_id", Value::Null);
@@ -248,7 +248,7 @@ pub fn snapshot(ctx: &ViewCtx, s: &Snapshot, view: SnapshotView) -> Value {
     }
     if view != SnapshotView::Summary {
         if ctx.version.at_least(14) {
-            put("group_snapshot_id", Value::Null);
+            put("group_snapshot_id", json!(s.group_snapshot_id));
         }
         if ctx.version.at_least(41) {
             put("user_id", json!(s.user_id));
@@ -304,4 +304,73 @@ pub fn attachment(a: &Attachment, detail: bool) -> Value {
         o["connection_info"] = info;
     }
     o
+}
+
+// groups: generic volume groups (Cinder's v3 group_types, groups and group_snapshots views).
+
+/// A group type (Cinder's `group_types` view): `group_specs` only for admins
+/// (`group:access_group_types_specs`).
+pub fn group_type(audience: Audience, t: &crate::model::GroupType) -> Value {
+    let mut o = json!({"id": t.id, "name": t.name, "description": t.description, "is_public": t.is_public});
+    if audience.admin {
+        o["group_specs"] = json!(t.group_specs);
+    }
+    o
+}
+
+/// `id` and `name`: the create answer and the summary list entry of a group.
+pub fn group_summary(g: &crate::model::Group) -> Value {
+    json!({"id": g.id, "name": g.name})
+}
+
+/// A group's detail view; `volumes` (3.25, with `list_volume=true`) are its volumes' ids.
+pub fn group_detail(ctx: &ViewCtx, g: &crate::model::Group, volumes: Option<&[String]>) -> Value {
+    let mut o = json!({
+        "id": g.id,
+        "status": g.status,
+        "availability_zone": g.availability_zone,
+        "created_at": g.created_at,
+        "name": g.name,
+        "description": g.description,
+        "group_type": g.group_type_id,
+        "volume_types": g.volume_types,
+    });
+    if ctx.version.at_least(14) {
+        o["group_snapshot_id"] = json!(g.group_snapshot_id);
+        o["source_group_id"] = json!(g.source_group_id);
+    }
+    if let (true, Some(v)) = (ctx.version.at_least(25), volumes) {
+        o["volumes"] = json!(v);
+    }
+    if ctx.version.at_least(38) {
+        o["replication_status"] = json!("disabled");
+    }
+    if ctx.version.at_least(58) && ctx.audience.admin {
+        o["project_id"] = json!(g.project_id);
+    }
+    o
+}
+
+/// A group snapshot: `Summary` is the create answer (with `group_type_id`) and, without
+/// `group_type_id`, the summary list entry; otherwise the detail view.
+pub fn group_snapshot(ctx: &ViewCtx, gs: &crate::model::GroupSnapshot, view: SnapshotView) -> Value {
+    match view {
+        SnapshotView::Written => json!({"id": gs.id, "name": gs.name, "group_type_id": gs.group_type_id}),
+        SnapshotView::Summary => json!({"id": gs.id, "name": gs.name}),
+        SnapshotView::Read => {
+            let mut o = json!({
+                "id": gs.id,
+                "group_id": gs.group_id,
+                "group_type_id": gs.group_type_id,
+                "status": gs.status,
+                "created_at": gs.created_at,
+                "name": gs.name,
+                "description": gs.description,
+            });
+            if ctx.version.at_least(58) && ctx.audience.admin {
+                o["project_id"] = json!(gs.project_id);
+            }
+            o
+        }
+    }
 }
