@@ -94,4 +94,6 @@ pub struct Snapshot {
     pub metadata: BTreeMap<String, String>,
     /// Tags (EVS `os-vendor-tags/snapshots`); filled by the store's get and list.
     pub tags: BTreeMap<String, String>,
+    /// Progress set by `os-update_snapshot_status` (`None`: derived from the status).
+    pub progress: Option<String>,
 }

@@ -51,6 +51,8 @@ pub struct Volume {
     pub attachments: Vec<super::Attachment>,
     /// Its type has an encryption record (Cinder's `encrypted`, which follows the type).
     pub encrypted: bool,
+    /// Cinder's `migration_status` (`migrating`, `success`, `error`; `None` when never moved).
+    pub migration_status: Option<String>,
 }
 
 /// What a create request asks for, after validation.

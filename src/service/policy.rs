@@ -46,6 +46,8 @@ pub const POLICY: &[(&str, Role)] = &[
     ("evs:snapshots:rollback", Member),
     ("evs:snapshots:resetStatus", Admin),
     ("evs:snapshots:forceDelete", Admin),
+    // actions: a snapshot's creator reports its status (Cinder's update_snapshot_status: member).
+    ("evs:snapshots:updateStatus", Member),
     // Tags (9.6).
     ("evs:volumeTags:list", Reader),
     ("evs:volumeTags:get", Reader),

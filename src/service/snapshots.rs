@@ -92,6 +92,7 @@ impl Services {
             updated_at: None,
             metadata: req.metadata,
             tags: BTreeMap::new(),
+            progress: None,
         };
         let limits = self.project_limits(&snap.project_id).await?;
         let mut tx = self.db.begin_write().await?;

@@ -352,6 +352,7 @@ impl Services {
                 tags: BTreeMap::new(),
                 attachments: Vec::new(),
                 encrypted,
+                migration_status: None,
             })
             .collect();
 

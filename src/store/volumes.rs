@@ -12,7 +12,7 @@ use crate::model::{Volume, VolumeStatus};
 
 const VOLUME_COLUMNS: &str = "v.id, v.project_id, v.user_id, v.name, v.description, v.size_gb, \
      v.status, v.availability_zone, v.volume_type_id, t.name AS type_name, v.pool, v.bootable, \
-     v.multiattach, v.readonly, v.snapshot_id, v.source_volid, v.created_at, v.updated_at, \
+     v.multiattach, v.readonly, v.snapshot_id, v.source_volid, v.created_at, v.updated_at, v.migration_status, \
      (SELECT COUNT(*) FROM volume_metadata m WHERE m.volume_id = v.id) AS n_meta, \
      (SELECT COUNT(*) FROM tags g WHERE g.resource_type = 'volumes' AND g.resource_id = v.id) AS n_tags, \
      (SELECT COUNT(*) FROM attachments a WHERE a.volume_id = v.id) AS n_att, \
@@ -162,6 +162,7 @@ fn volume_from_row(row: &AnyRow) -> Result<Volume> {
         tags: BTreeMap::new(),
         attachments: Vec::new(),
         encrypted: row.try_get::<i64, _>("n_enc")? > 0,
+        migration_status: opt_text(row, "migration_status")?,
     })
 }
 

@@ -77,6 +77,11 @@ pub(super) fn routes() -> Router<Services> {
                 get_as("evs:snapshots:get", snapshots::show)
                     .merge(put_as("evs:snapshots:update", snapshots::update))
                     .merge(delete_as("evs:snapshots:delete", snapshots::delete)),
+            )
+            // actions: reset_status, update_snapshot_status, force_delete.
+            .route(
+                &format!("{pre}/{{p}}/snapshots/{{id}}/action"),
+                post_as(Act::Body(actions::snapshot_action_policy), actions::snapshot_action),
             );
         for (coll, read, write, delete) in [
             ("volumes", "evs:volumes:get", "evs:volumes:update", "evs:volumes:delete"),

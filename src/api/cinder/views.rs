@@ -242,7 +242,8 @@ pub fn snapshot(ctx: &ViewCtx, s: &Snapshot, view: SnapshotView) -> Value {
     put("updated_at", json!(s.updated_at));
     put("metadata", json!(s.metadata));
     if view == SnapshotView::Read {
-        let progress = if s.status == SnapshotStatus::Creating { "0%" } else { "100%" };
+        let derived = if s.status == SnapshotStatus::Creating { "0%" } else { "100%" };
+        let progress = s.progress.as_deref().unwrap_or(derived);
         put("os-extended-snapshot-attributes:progress", json!(progress));
         put("os-extended-snapshot-attributes:project_id", json!(s.project_id));
     }

@@ -1,0 +1,267 @@
+//! Admin actions on snapshots and volumes (`os-reset_status`, `os-update_snapshot_status`,
+//! `os-force_delete`), retype (with and without migration) and user messages (3.3). Noauth
+//! daemons (the caller is its project's admin) plus one keystone daemon for the policy checks;
+//! each test runs on SQLite and, with `TEST_DATABASE_URL`, PostgreSQL.
+
+#[macro_use]
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use common::{project, s, Api, Backend, Opts, Resp, TestServer};
+
+backend_tests!(snapshot_reset_update_and_force_delete, snapshot_admin_actions_need_admin,);
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
+
+/// Poll a snapshot until its status is `want`; returns its body.
+async fn wait_snapshot(api: &Api, p: &str, id: &str, want: &str) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let r = api.get(&format!("/v3/{p}/snapshots/{id}")).await.expect(200);
+        if r.body["snapshot"]["status"] == want {
+            return r.body["snapshot"].clone();
+        }
+        assert!(Instant::now() < deadline, "snapshot {id} never reached {want}: {}", r.text);
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Poll until a snapshot answers 404.
+async fn wait_snapshot_gone(api: &Api, p: &str, id: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let r = api.get(&format!("/v3/{p}/snapshots/{id}")).await;
+        if r.status == 404 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "snapshot {id} not gone: {}", r.text);
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn available_snapshot(api: &Api, p: &str, volume: &str) -> String {
+    let r = api.post(&format!("/v3/{p}/snapshots"), json!({"snapshot": {"volume_id": volume}})).await.expect(202);
+    let id = s(&r.body["snapshot"], "id");
+    wait_snapshot(api, p, &id, "available").await;
+    id
+}
+
+async fn snap_action(api: &Api, p: &str, id: &str, body: Value) -> Resp {
+    api.post(&format!("/v3/{p}/snapshots/{id}/action"), body).await
+}
+
+async fn snapshot_reset_update_and_force_delete(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let v = api.cinder_create_available(&p, json!({"size": 1})).await;
+    let vid = s(&v, "id");
+    let sid = available_snapshot(&api, &p, &vid).await;
+
+    // Bad input is 400 and changes nothing.
+    for bad in [
+        json!({"os-reset_status": {"status": "bogus"}}),
+        json!({"os-reset_status": {}}),
+        json!({"os-reset_status": {"status": "error", "extra": 1}}),
+        json!({"os-no_such_action": {}}),
+        json!({"os-unmanage": {}}),
+    ] {
+        let r = snap_action(&api, &p, &sid, bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    let r = snap_action(&api, &p, &sid, json!({"os-unmanage": {}})).await;
+    assert!(r.text.contains("os-unmanage"), "{}", r.text);
+    assert_eq!(wait_snapshot(&api, &p, &sid, "available").await["status"], "available");
+    snap_action(&api, &p, &uuid::Uuid::new_v4().to_string(), json!({"os-reset_status": {"status": "error"}}))
+        .await
+        .expect(404);
+
+    // Reset to creating, then report error with a progress.
+    snap_action(&api, &p, &sid, json!({"os-reset_status": {"status": "creating"}})).await.expect(202);
+    wait_snapshot(&api, &p, &sid, "creating").await;
+    for bad in [
+        json!({"os-update_snapshot_status": {"status": "deleting"}}),
+        json!({"os-update_snapshot_status": {"status": "error", "progress": "180%"}}),
+        json!({"os-update_snapshot_status": {"progress": "10%"}}),
+    ] {
+        let r = snap_action(&api, &p, &sid, bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    snap_action(&api, &p, &sid, json!({"os-update_snapshot_status": {"status": "error", "progress": "80%"}}))
+        .await
+        .expect(202);
+    let got = api.get(&format!("/v3/{p}/snapshots/{sid}")).await.expect(200);
+    assert_eq!(got.body["snapshot"]["status"], "error");
+    assert_eq!(got.body["snapshot"]["os-extended-snapshot-attributes:progress"], "80%");
+    // From error, the creator may report nothing more.
+    snap_action(&api, &p, &sid, json!({"os-update_snapshot_status": {"status": "available"}})).await.expect(400);
+    snap_action(&api, &p, &sid, json!({"os-reset_status": {"status": "available"}})).await.expect(202);
+    let got = wait_snapshot(&api, &p, &sid, "available").await;
+    assert_eq!(got["os-extended-snapshot-attributes:progress"], "100%");
+
+    // Force delete works from every status and really removes the snapshot's file.
+    for status in ["creating", "deleting", "error", "error_deleting", "available"] {
+        let id = available_snapshot(&api, &p, &vid).await;
+        let file = srv.pool.join("snapshots").join(format!("{id}.raw"));
+        assert!(file.exists(), "{} missing", file.display());
+        if status != "available" {
+            snap_action(&api, &p, &id, json!({"os-reset_status": {"status": status}})).await.expect(202);
+            wait_snapshot(&api, &p, &id, status).await;
+        }
+        // A plain delete refuses the transitional statuses; force does not.
+        if status == "creating" || status == "deleting" {
+            api.delete(&format!("/v3/{p}/snapshots/{id}")).await.expect(400);
+        }
+        snap_action(&api, &p, &id, json!({"os-force_delete": {}})).await.expect(202);
+        wait_snapshot_gone(&api, &p, &id).await;
+        assert!(!file.exists(), "force delete from {status} left {}", file.display());
+    }
+    // The shared snapshot and its volume are still fine.
+    wait_snapshot(&api, &p, &sid, "available").await;
+    api.wait_available(&p, &vid).await;
+}
+
+// ----- keystone: policy ------------------------------------------------------------------------
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Run `cinderblock <args> --config <server config>`, feeding `stdin`; returns stdout.
+fn cli(server: &TestServer, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut cmd = server.command(args);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cinderblock admin");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    let o = child.wait_with_output().expect("output");
+    assert!(o.status.success(), "cinderblock {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A user's token-carrying client.
+#[derive(Clone)]
+struct Client {
+    api: Api,
+    token: String,
+}
+
+impl Client {
+    async fn login(api: &Api, user: &str, project: &str) -> Client {
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {"name": user, "password": PASSWORD, "domain": {"name": "Default"}}}},
+            "scope": {"project": {"name": project, "domain": {"name": "Default"}}}
+        }});
+        let r = api.post("/identity/v3/auth/tokens", body).await.expect(201);
+        Client { api: api.clone(), token: r.header("x-subject-token").expect("X-Subject-Token") }
+    }
+    async fn req(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        let h = [("X-Auth-Token", self.token.as_str()), ("OpenStack-API-Version", "volume 3.3")];
+        self.api.request(method, path, &h, body.map(|b| b.to_string())).await
+    }
+    async fn get(&self, path: &str) -> Resp {
+        self.req(Method::GET, path, None).await
+    }
+    async fn post(&self, path: &str, body: Value) -> Resp {
+        self.req(Method::POST, path, Some(body)).await
+    }
+    #[allow(dead_code)] // used by the messages tests
+    async fn delete(&self, path: &str) -> Resp {
+        self.req(Method::DELETE, path, None).await
+    }
+    async fn wait_volume(&self, p: &str, id: &str, want: &str) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let r = self.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200);
+            if r.body["volume"]["status"] == want {
+                return r.body["volume"].clone();
+            }
+            assert!(Instant::now() < deadline, "volume {id} never reached {want}: {}", r.text);
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    async fn wait_snapshot(&self, p: &str, id: &str, want: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let r = self.get(&format!("/v3/{p}/snapshots/{id}")).await.expect(200);
+            if r.body["snapshot"]["status"] == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "snapshot {id} never reached {want}: {}", r.text);
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Keystone daemon with project A (boss: admin, alice: member) and project B (bob: member).
+struct Keystone {
+    _server: TestServer,
+    a: String,
+    b: String,
+    boss: Client,
+    alice: Client,
+    bob: Client,
+}
+
+async fn keystone(b: Backend) -> Keystone {
+    let env = vec![("CINDERBLOCK_AUTH__MODE".to_string(), "keystone".to_string())];
+    let server = TestServer::start(b, Opts { env, ..Opts::default() });
+    let a = cli(&server, &["admin", "project", "create", "proj-a"], None).trim().to_string();
+    let pb = cli(&server, &["admin", "project", "create", "proj-b"], None).trim().to_string();
+    for (user, project, role) in
+        [("boss", "proj-a", "admin"), ("alice", "proj-a", "member"), ("bob", "proj-b", "member")]
+    {
+        cli(
+            &server,
+            &["admin", "user", "create", user, "--project", project, "--role", role],
+            Some(&format!("{PASSWORD}\n")),
+        );
+    }
+    let api = server.api();
+    let boss = Client::login(&api, "boss", "proj-a").await;
+    let alice = Client::login(&api, "alice", "proj-a").await;
+    let bob = Client::login(&api, "bob", "proj-b").await;
+    Keystone { _server: server, a, b: pb, boss, alice, bob }
+}
+
+async fn snapshot_admin_actions_need_admin(b: Backend) {
+    let k = keystone(b).await;
+    let a = &k.a;
+    let r = k.alice.post(&format!("/v3/{a}/volumes"), json!({"volume": {"size": 1}})).await.expect(202);
+    let vid = s(&r.body["volume"], "id");
+    k.alice.wait_volume(a, &vid, "available").await;
+    let r = k.alice.post(&format!("/v3/{a}/snapshots"), json!({"snapshot": {"volume_id": vid}})).await.expect(202);
+    let sid = s(&r.body["snapshot"], "id");
+    k.alice.wait_snapshot(a, &sid, "available").await;
+    let path = format!("/v3/{a}/snapshots/{sid}/action");
+    k.alice.post(&path, json!({"os-reset_status": {"status": "creating"}})).await.expect_fault(403, "forbidden");
+    k.alice.post(&path, json!({"os-force_delete": {}})).await.expect_fault(403, "forbidden");
+    k.alice.wait_snapshot(a, &sid, "available").await;
+    // The admin resets; the member (its creator) may then report the outcome, as in Cinder.
+    k.boss.post(&path, json!({"os-reset_status": {"status": "creating"}})).await.expect(202);
+    k.alice
+        .post(&path, json!({"os-update_snapshot_status": {"status": "available", "progress": "100%"}}))
+        .await
+        .expect(202);
+    k.alice.wait_snapshot(a, &sid, "available").await;
+    // Another project does not see it at all.
+    let bp = &k.b;
+    k.bob
+        .post(&format!("/v3/{bp}/snapshots/{sid}/action"), json!({"os-update_snapshot_status": {"status": "error"}}))
+        .await
+        .expect(404);
+    k.boss.post(&path, json!({"os-force_delete": {}})).await.expect(202);
+    let deadline = Instant::now() + DEADLINE;
+    while k.alice.get(&format!("/v3/{a}/snapshots/{sid}")).await.status != 404 {
+        assert!(Instant::now() < deadline, "snapshot not force-deleted");
+        tokio::time::sleep(POLL).await;
+    }
+}
