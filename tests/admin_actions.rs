@@ -14,7 +14,11 @@ use serde_json::{json, Value};
 
 use common::{project, s, Api, Backend, Opts, Resp, TestServer};
 
-backend_tests!(snapshot_reset_update_and_force_delete, snapshot_admin_actions_need_admin,);
+backend_tests!(
+    snapshot_reset_update_and_force_delete,
+    snapshot_admin_actions_need_admin,
+    messages_tell_the_project_why_a_create_failed,
+);
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
@@ -173,7 +177,6 @@ impl Client {
     async fn post(&self, path: &str, body: Value) -> Resp {
         self.req(Method::POST, path, Some(body)).await
     }
-    #[allow(dead_code)] // used by the messages tests
     async fn delete(&self, path: &str) -> Resp {
         self.req(Method::DELETE, path, None).await
     }
@@ -264,4 +267,79 @@ async fn snapshot_admin_actions_need_admin(b: Backend) {
         assert!(Instant::now() < deadline, "snapshot not force-deleted");
         tokio::time::sleep(POLL).await;
     }
+}
+
+async fn messages_tell_the_project_why_a_create_failed(b: Backend) {
+    let k = keystone(b).await;
+    let (a, pb) = (&k.a, &k.b);
+    // A type asking for a protocol and vendor no pool has: accepted, then fails (no valid
+    // backend), as Cinder's scheduler fails it.
+    let specs = json!({"storage_protocol": "fibre_channel", "vendor_name": "acme"});
+    let t = k
+        .boss
+        .post(
+            &format!("/v3/{a}/types"),
+            json!({"volume_type": {"name": common::unique("bogus"), "extra_specs": specs}}),
+        )
+        .await
+        .expect(200);
+    let tid = s(&t.body["volume_type"], "id");
+    let r =
+        k.alice.post(&format!("/v3/{a}/volumes"), json!({"volume": {"size": 1, "volume_type": tid}})).await.expect(202);
+    let request_id = r.header("x-openstack-request-id").expect("request id");
+    let vid = s(&r.body["volume"], "id");
+    k.alice.wait_volume(a, &vid, "error").await;
+    // A type whose capabilities match ours creates normally.
+    let ok_specs = json!({"storage_protocol": "nbd", "vendor_name": "cinderblock"});
+    let t2 = k
+        .boss
+        .post(
+            &format!("/v3/{a}/types"),
+            json!({"volume_type": {"name": common::unique("fine"), "extra_specs": ok_specs}}),
+        )
+        .await
+        .expect(200);
+    let r = k
+        .alice
+        .post(
+            &format!("/v3/{a}/volumes"),
+            json!({"volume": {"size": 1, "volume_type": s(&t2.body["volume_type"], "id")}}),
+        )
+        .await
+        .expect(202);
+    k.alice.wait_volume(a, &s(&r.body["volume"], "id"), "available").await;
+
+    let list = k.alice.get(&format!("/v3/{a}/messages")).await.expect(200);
+    let msgs = list.body["messages"].as_array().expect("messages").clone();
+    assert_eq!(msgs.len(), 1, "{}", list.text);
+    let m = &msgs[0];
+    assert_eq!(m["resource_uuid"], vid.as_str());
+    assert_eq!(m["resource_type"], "VOLUME");
+    assert_eq!(m["event_id"], "VOLUME_VOLUME_001_003");
+    assert_eq!(m["message_level"], "ERROR");
+    assert_eq!(m["user_message"], "schedule allocate volume:Could not find any available weighted backend.");
+    assert_eq!(m["request_id"], request_id.as_str());
+    assert!(m["guaranteed_until"].as_str().unwrap_or_default() > m["created_at"].as_str().unwrap_or("~"), "{m}");
+    let mid = s(m, "id");
+    let show = k.alice.get(&format!("/v3/{a}/messages/{mid}")).await.expect(200);
+    assert_eq!(&show.body["message"], m);
+    // Messages need 3.3.
+    let old = k
+        .alice
+        .api
+        .request(Method::GET, &format!("/v3/{a}/messages"), &[("X-Auth-Token", k.alice.token.as_str())], None)
+        .await;
+    assert_eq!(old.status, 404, "{}", old.text);
+    // Another project sees none of them.
+    let other = k.bob.get(&format!("/v3/{pb}/messages")).await.expect(200);
+    assert_eq!(other.body["messages"], json!([]));
+    k.bob.get(&format!("/v3/{pb}/messages/{mid}")).await.expect(404);
+    k.bob.delete(&format!("/v3/{pb}/messages/{mid}")).await.expect(404);
+    k.alice.get(&format!("/v3/{a}/messages/{mid}")).await.expect(200);
+    k.alice.get(&format!("/v3/{a}/messages/not-a-uuid")).await.expect(404);
+    // Delete.
+    k.alice.delete(&format!("/v3/{a}/messages/{mid}")).await.expect(204);
+    k.alice.get(&format!("/v3/{a}/messages/{mid}")).await.expect(404);
+    k.alice.delete(&format!("/v3/{a}/messages/{mid}")).await.expect(404);
+    assert_eq!(k.alice.get(&format!("/v3/{a}/messages")).await.expect(200).body["messages"], json!([]));
 }

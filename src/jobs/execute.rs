@@ -12,7 +12,10 @@ use uuid::Uuid;
 use super::runner::epoch_now;
 use crate::driver::{CloneMode, Driver};
 use crate::error::{Error, Result};
-use crate::model::{now_timestamp, Job, JobKind, JobStatus, SnapshotStatus, Volume, VolumeStatus, GIB};
+use crate::model::{
+    now_timestamp, Job, JobKind, JobStatus, MessageAction, MessageDetail, SnapshotStatus, Volume, VolumeStatus, GIB,
+};
+use crate::service::messages::new_message;
 use crate::service::Services;
 
 /// Run `job` to completion; never panics, never returns an error (failures land in the job).
@@ -91,8 +94,42 @@ fn log_failure(job: &Job, e: &Error) {
     tracing::error!(job = %job.id, kind = job.kind.as_str(), error = %e, "job failed");
 }
 
+/// Record the user message of a failed job about `resource_uuid` (Cinder 3.3 messages).
+async fn record_message(
+    tx: &mut crate::store::WriteTx<'_>,
+    job: &Job,
+    resource_type: &str,
+    resource_uuid: &str,
+    action: MessageAction,
+    detail: MessageDetail,
+) -> Result<()> {
+    let request_id = job.payload().request_id;
+    let m = new_message(&job.project_id, request_id.as_deref(), resource_type, resource_uuid, action, detail);
+    tx.insert_message(&m).await
+}
+
 async fn create_volume(svc: &Services, job: &Job) -> Result<()> {
     let now = now_timestamp();
+    let payload = job.payload();
+    if payload.no_valid_backend {
+        // Cinder's scheduler: no pool has the type's capabilities; nothing was allocated.
+        let vid = job.volume_id.clone().unwrap_or_default();
+        let reason = "No valid backend was found. No weighed backends available";
+        tracing::warn!(job = %job.id, volume = %vid, "no pool satisfies the volume type");
+        let mut tx = svc.db.begin_write().await?;
+        tx.cas_volume_status(&vid, &[VolumeStatus::Creating], VolumeStatus::Error, &now).await?;
+        record_message(
+            &mut tx,
+            job,
+            "VOLUME",
+            &vid,
+            MessageAction::ScheduleAllocateVolume,
+            MessageDetail::NoBackendAvailable,
+        )
+        .await?;
+        tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2024"), Some(reason), &now).await?;
+        return tx.commit().await;
+    }
     let step = async {
         let v = load_volume(svc, job).await?;
         let id = uuid_of(Some(&v.id), "volume", job)?;
@@ -123,6 +160,15 @@ async fn create_volume(svc: &Services, job: &Job) -> Result<()> {
         Err(e) => {
             log_failure(job, &e);
             tx.cas_volume_status(&vid, &[VolumeStatus::Creating], VolumeStatus::Error, &now).await?;
+            record_message(
+                &mut tx,
+                job,
+                "VOLUME",
+                &vid,
+                MessageAction::CreateVolumeFromBackend,
+                MessageDetail::DriverFailedCreate,
+            )
+            .await?;
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2024"), Some(&e.message), &now).await?;
         }
     }
@@ -207,6 +253,15 @@ async fn extend_volume(svc: &Services, job: &Job) -> Result<()> {
             log_failure(job, &e);
             tx.release_pool_capacity(&v.pool, new_size - v.size_gb).await?;
             tx.cas_volume_status(&v.id, &[VolumeStatus::Extending], VolumeStatus::ErrorExtending, &now).await?;
+            record_message(
+                &mut tx,
+                job,
+                "VOLUME",
+                &v.id,
+                MessageAction::ExtendVolume,
+                MessageDetail::DriverFailedExtend,
+            )
+            .await?;
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2026"), Some(&e.message), &now).await?;
         }
     }
@@ -232,6 +287,15 @@ async fn create_snapshot(svc: &Services, job: &Job) -> Result<()> {
         Err(e) => {
             log_failure(job, &e);
             tx.cas_snapshot_status(&sid_text, &[SnapshotStatus::Creating], SnapshotStatus::Error, &now).await?;
+            record_message(
+                &mut tx,
+                job,
+                "VOLUME_SNAPSHOT",
+                &sid_text,
+                MessageAction::SnapshotCreate,
+                MessageDetail::SnapshotCreateError,
+            )
+            .await?;
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2002"), Some(&e.message), &now).await?;
         }
     }
@@ -257,6 +321,15 @@ async fn delete_snapshot(svc: &Services, job: &Job) -> Result<()> {
         Err(e) => {
             log_failure(job, &e);
             tx.cas_snapshot_status(&sid_text, &[SnapshotStatus::Deleting], SnapshotStatus::ErrorDeleting, &now).await?;
+            record_message(
+                &mut tx,
+                job,
+                "VOLUME_SNAPSHOT",
+                &sid_text,
+                MessageAction::SnapshotDelete,
+                MessageDetail::SnapshotDeleteError,
+            )
+            .await?;
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2019"), Some(&e.message), &now).await?;
         }
     }

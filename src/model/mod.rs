@@ -8,6 +8,8 @@ mod attachment;
 mod encryption;
 mod identity;
 mod job;
+// actions: user messages.
+mod message;
 mod snapshot;
 mod status;
 mod volume;
@@ -17,6 +19,8 @@ pub use attachment::{AttachMode, AttachStatus, Attachment};
 pub use encryption::{DefaultType, TypeEncryption};
 pub use identity::{Credential, Project, Role, RoleAssignment, TokenRecord, User};
 pub use job::{Job, JobKind, JobPayload, JobStatus};
+// actions: user messages.
+pub use message::{Message, MessageAction, MessageDetail};
 pub use snapshot::{Snapshot, SnapshotStatus};
 pub use status::VolumeStatus;
 pub use volume::{NewVolume, Pool, Volume, VolumeType};

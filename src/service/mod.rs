@@ -11,6 +11,8 @@ mod exports;
 pub mod identity;
 mod jobs;
 pub mod login_limits;
+// actions: user messages.
+pub mod messages;
 // misc: encryption types, default types.
 mod misc;
 pub mod policy;

@@ -11,6 +11,8 @@ mod catalog;
 mod client_tokens;
 mod identity;
 mod jobs;
+// actions: user messages.
+mod messages;
 // misc: encryption types, default types.
 mod misc;
 mod quotas;

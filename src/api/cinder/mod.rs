@@ -5,6 +5,8 @@ pub(crate) mod actions;
 mod attachments;
 mod catalog;
 mod list_query;
+// actions: user messages.
+mod messages;
 mod metadata;
 mod quotas;
 pub(crate) mod snapshots;
@@ -170,6 +172,12 @@ pub(super) fn routes() -> Router<Services> {
     r = r
         .route("/v3/{p}/volumes/summary", get_as("evs:volumes:list", summary::volume_summary))
         .route("/v3/{p}/resource_filters", get_as(Act::Open, summary::resource_filters))
+        // actions: user messages (3.3).
+        .route("/v3/{p}/messages", get_as("evs:messages:list", messages::list))
+        .route(
+            "/v3/{p}/messages/{id}",
+            get_as("evs:messages:get", messages::show).merge(delete_as("evs:messages:delete", messages::delete)),
+        )
         .route("/v3/{p}/default-types", get_as("evs:defaultTypes:manage", encryption::list_defaults))
         .route(
             "/v3/{p}/default-types/{project}",
