@@ -18,6 +18,8 @@ backend_tests!(
     snapshot_reset_update_and_force_delete,
     snapshot_admin_actions_need_admin,
     messages_tell_the_project_why_a_create_failed,
+    retype_in_place_and_with_migration,
+    retype_migration_survives_kill9,
 );
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -342,4 +344,186 @@ async fn messages_tell_the_project_why_a_create_failed(b: Backend) {
     k.alice.get(&format!("/v3/{a}/messages/{mid}")).await.expect(404);
     k.alice.delete(&format!("/v3/{a}/messages/{mid}")).await.expect(404);
     assert_eq!(k.alice.get(&format!("/v3/{a}/messages")).await.expect(200).body["messages"], json!([]));
+}
+
+// ----- retype -----------------------------------------------------------------------------------
+
+/// A noauth daemon with a second pool `second` (in `second`'s own directory) beside `default`.
+fn two_pools(b: Backend, step_delay_ms: u64) -> (TestServer, tempfile::TempDir) {
+    let second = tempfile::tempdir().expect("second pool dir");
+    let tail = format!(
+        "[[pools]]\nname = \"second\"\npath = {:?}\navailability_zone = \"nova\"\n",
+        second.path().display().to_string()
+    );
+    (TestServer::start(b, Opts { extra_tail: tail, step_delay_ms, ..Opts::default() }), second)
+}
+
+async fn make_type(api: &Api, p: &str, specs: Value) -> (String, String) {
+    let name = common::unique("rt");
+    let r = api.post(&format!("/v3/{p}/types"), json!({"volume_type": {"name": name, "extra_specs": specs}})).await;
+    let r = r.expect(200);
+    (s(&r.body["volume_type"], "id"), name)
+}
+
+async fn retype(api: &Api, p: &str, id: &str, args: Value) -> Resp {
+    api.post(&format!("/v3/{p}/volumes/{id}/action"), json!({ "os-retype": args })).await
+}
+
+/// Poll until the volume shows `type_name` and is available.
+async fn wait_type(api: &Api, p: &str, id: &str, type_name: &str) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let v = api.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200).body["volume"].clone();
+        if v["volume_type"] == type_name && v["status"] == "available" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "volume {id} never became {type_name}: {v}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+const MARK: &[u8] = b"cinderblock retype keeps these bytes";
+const MARK_AT: u64 = 3 << 20;
+
+fn write_mark(path: &std::path::Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).expect("open volume file");
+    f.seek(SeekFrom::Start(MARK_AT)).expect("seek");
+    f.write_all(MARK).expect("write");
+    f.sync_all().expect("sync");
+}
+
+fn read_mark(path: &std::path::Path) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    f.seek(SeekFrom::Start(MARK_AT)).expect("seek");
+    let mut buf = vec![0; MARK.len()];
+    f.read_exact(&mut buf).expect("read");
+    buf
+}
+
+fn file_of(pool: &std::path::Path, id: &str) -> std::path::PathBuf {
+    pool.join("volumes").join(format!("{id}.raw"))
+}
+
+async fn retype_in_place_and_with_migration(b: Backend) {
+    let (srv, second) = two_pools(b, 0);
+    let api = srv.api();
+    let p = project();
+    let (src_t, src_name) = make_type(&api, &p, json!({"volume_backend_name": "default"})).await;
+    let (dst_t, dst_name) = make_type(&api, &p, json!({"volume_backend_name": "second"})).await;
+    let (_, plain_name) = make_type(&api, &p, json!({})).await;
+    let v = api.cinder_create_available(&p, json!({"size": 1, "volume_type": src_t, "name": "moving"})).await;
+    let id = s(&v, "id");
+    let host = s(&v, "os-vol-host-attr:host");
+    assert!(host.ends_with("#default"), "{host}");
+    write_mark(&file_of(&srv.pool, &id));
+
+    // Bad input: 400 and nothing changes.
+    for bad in [
+        json!({"new_type": "no-such-type"}),
+        json!({"new_type": src_name}),
+        json!({"new_type": plain_name, "migration_policy": "sometimes"}),
+        json!({"new_type": plain_name, "extra": true}),
+        json!({}),
+        json!({"new_type": dst_t}),
+        json!({"new_type": dst_name, "migration_policy": "never"}),
+    ] {
+        let r = retype(&api, &p, &id, bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    let r = retype(&api, &p, &id, json!({"new_type": dst_name, "migration_policy": "never"})).await;
+    assert!(r.text.contains("migration"), "{}", r.text);
+    let now = api.wait_available(&p, &id).await;
+    assert_eq!(
+        (now["volume_type"].as_str(), now["os-vol-host-attr:host"].as_str()),
+        (Some(src_name.as_str()), Some(host.as_str()))
+    );
+    assert_eq!(now["migration_status"], Value::Null);
+
+    // Same pool: the type changes at once, nothing moves.
+    retype(&api, &p, &id, json!({"new_type": plain_name, "migration_policy": "never"})).await.expect(202);
+    let now = wait_type(&api, &p, &id, &plain_name).await;
+    assert_eq!(now["os-vol-host-attr:host"], host.as_str());
+    assert_eq!(now["migration_status"], Value::Null);
+    assert_eq!(read_mark(&file_of(&srv.pool, &id)), MARK);
+
+    // Per-type quotas follow the volume: no room in the destination type → 413, unchanged.
+    api.put(&format!("/v3/{p}/os-quota-sets/{p}"), json!({"quota_set": {format!("volumes_{dst_name}"): 0}}))
+        .await
+        .expect(200);
+    let r = retype(&api, &p, &id, json!({"new_type": dst_name, "migration_policy": "on-demand"})).await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    let now = api.wait_available(&p, &id).await;
+    assert_eq!(now["volume_type"], plain_name.as_str());
+    api.put(&format!("/v3/{p}/os-quota-sets/{p}"), json!({"quota_set": {format!("volumes_{dst_name}"): -1}}))
+        .await
+        .expect(200);
+
+    // Another pool: on-demand migrates the data, keeping id, name and size.
+    retype(&api, &p, &id, json!({"new_type": dst_name, "migration_policy": "on-demand"})).await.expect(202);
+    let now = wait_type(&api, &p, &id, &dst_name).await;
+    assert_eq!(now["migration_status"], "success");
+    assert_eq!(now["os-vol-mig-status-attr:migstat"], "success");
+    assert!(s(&now, "os-vol-host-attr:host").ends_with("#second"), "{now}");
+    assert_eq!(
+        (now["id"].as_str(), now["name"].as_str(), now["size"].as_i64()),
+        (Some(id.as_str()), Some("moving"), Some(1))
+    );
+    assert_eq!(read_mark(&file_of(second.path(), &id)), MARK);
+    let deadline = Instant::now() + DEADLINE;
+    while file_of(&srv.pool, &id).exists() {
+        assert!(Instant::now() < deadline, "the old pool kept the migrated volume's file");
+        tokio::time::sleep(POLL).await;
+    }
+    // And back.
+    retype(&api, &p, &id, json!({"new_type": src_name, "migration_policy": "on-demand"})).await.expect(202);
+    wait_type(&api, &p, &id, &src_name).await;
+    assert_eq!(read_mark(&file_of(&srv.pool, &id)), MARK);
+    // A volume with snapshots cannot migrate.
+    let sid = available_snapshot(&api, &p, &id).await;
+    let r = retype(&api, &p, &id, json!({"new_type": dst_name, "migration_policy": "on-demand"})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    api.delete(&format!("/v3/{p}/snapshots/{sid}")).await.expect(202);
+    wait_snapshot_gone(&api, &p, &sid).await;
+    api.delete(&format!("/v3/{p}/volumes/{id}")).await.expect(202);
+    api.wait_volume_gone(&p, &id).await;
+}
+
+async fn retype_migration_survives_kill9(b: Backend) {
+    let (srv, second) = two_pools(b, 0);
+    let api = srv.api();
+    let p = project();
+    let (src_t, _) = make_type(&api, &p, json!({"volume_backend_name": "default"})).await;
+    let (_, dst_name) = make_type(&api, &p, json!({"volume_backend_name": "second"})).await;
+    let v = api.cinder_create_available(&p, json!({"size": 1, "volume_type": src_t})).await;
+    let id = s(&v, "id");
+    write_mark(&file_of(&srv.pool, &id));
+    // Slow jobs down so the daemon dies with the migration running.
+    srv.restart_with(|o| o.step_delay_ms = 5000);
+    let api = srv.api();
+    retype(&api, &p, &id, json!({"new_type": dst_name, "migration_policy": "on-demand"})).await.expect(202);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let jobs = srv.db_jobs().await;
+        if jobs.iter().any(|(_, st)| st == "RUNNING") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the retype job never ran: {jobs:?}");
+        tokio::time::sleep(POLL).await;
+    }
+    assert_eq!(api.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200).body["volume"]["status"], "retyping");
+    srv.kill9();
+    // Killed mid-migration: the data is still where the row says, untouched.
+    assert_eq!(read_mark(&file_of(&srv.pool, &id)), MARK);
+    srv.restart_with(|o| o.step_delay_ms = 0);
+    let api = srv.api();
+    let now = wait_type(&api, &p, &id, &dst_name).await;
+    assert_eq!(now["migration_status"], "success");
+    assert_eq!(read_mark(&file_of(second.path(), &id)), MARK);
+    let deadline = Instant::now() + DEADLINE;
+    while file_of(&srv.pool, &id).exists() {
+        assert!(Instant::now() < deadline, "the old pool kept the migrated volume's file");
+        tokio::time::sleep(POLL).await;
+    }
 }

@@ -31,6 +31,7 @@ pub(crate) async fn execute(svc: &Services, job: &Job) {
         JobKind::CreateSnapshot => create_snapshot(svc, job).await,
         JobKind::DeleteSnapshot => delete_snapshot(svc, job).await,
         JobKind::RollbackSnapshot => rollback_snapshot(svc, job).await,
+        JobKind::RetypeVolume => retype_volume(svc, job).await,
         JobKind::BatchCreateVolume => Ok(()),
     };
     renew.abort();
@@ -361,4 +362,73 @@ async fn rollback_snapshot(svc: &Services, job: &Job) -> Result<()> {
         }
     }
     tx.commit().await
+}
+
+/// Retype with migration: copy the volume's data into the destination pool, then in one
+/// transaction switch its pool and type (migration `success`) and release the old pool's
+/// capacity; the old file goes after the commit (or, after a crash, with start-up recovery's
+/// sweep of files no row owns). Until that commit the volume's row and data stay on the old pool,
+/// so a crash mid-copy leaves it intact: the requeued job copies again.
+async fn retype_volume(svc: &Services, job: &Job) -> Result<()> {
+    let now = now_timestamp();
+    let payload = job.payload();
+    let v = load_volume(svc, job).await?;
+    if v.status != VolumeStatus::Retyping {
+        // An admin reset the volume before the job ran: the retype is abandoned.
+        let mut tx = svc.db.begin_write().await?;
+        if let Some(dest) = &payload.dest_pool {
+            tx.release_pool_capacity(dest, v.size_gb).await?;
+        }
+        tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2002"), Some("the volume left retyping"), &now).await?;
+        return tx.commit().await;
+    }
+    let dest = payload.dest_pool.clone().unwrap_or_default();
+    let new_type = payload.new_type_id.clone().unwrap_or_default();
+    let id = uuid_of(Some(&v.id), "volume", job)?;
+    let step = async {
+        let t = svc.catalog.require_type(&new_type)?;
+        let src = driver_of(svc, &v.pool)?.export_path(id);
+        let bytes = v.size_gb as u64 * GIB;
+        run_driver(svc, &dest, move |d| d.copy_volume_data(id, &src, bytes)).await?;
+        Ok::<_, Error>(t)
+    }
+    .await;
+    let mut tx = svc.db.begin_write().await?;
+    match step {
+        Ok(t) => {
+            let multiattach =
+                t.extra_specs.get("multiattach").is_some_and(|m| m.trim().eq_ignore_ascii_case("<is> true"));
+            if tx.finish_migration(&v.id, &dest, &t.id, multiattach, VolumeStatus::Available, &now).await? {
+                tx.release_pool_capacity(&v.pool, v.size_gb).await?;
+            } else {
+                // Someone reset the volume meanwhile: it stays where its row says.
+                tx.release_pool_capacity(&dest, v.size_gb).await?;
+            }
+            tx.finish_job(&job.id, JobStatus::Success, None, None, &now).await?;
+            tx.commit().await?;
+            let (old_pool, moved) = if v.pool != dest { (v.pool.clone(), true) } else { (String::new(), false) };
+            if moved {
+                if let Err(e) = run_driver(svc, &old_pool, move |d| d.delete_volume(id)).await {
+                    tracing::warn!(volume = %v.id, pool = %old_pool, error = %e, "could not remove the migrated volume's old file");
+                }
+            }
+            tracing::info!(volume = %v.id, from = %v.pool, to = %dest, "volume migrated");
+            Ok(())
+        }
+        Err(e) => {
+            log_failure(job, &e);
+            tx.release_pool_capacity(&dest, v.size_gb).await?;
+            tx.cas_volume_status(&v.id, &[VolumeStatus::Retyping], VolumeStatus::Available, &now).await?;
+            tx.set_migration_status(&v.id, Some("error"), &now).await?;
+            tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2002"), Some(&e.message), &now).await?;
+            tx.commit().await?;
+            // The row still points at the old pool: a copy left in the destination is garbage.
+            if v.pool != dest {
+                if let Err(e) = run_driver(svc, &dest, move |d| d.delete_volume(id)).await {
+                    tracing::warn!(volume = %v.id, pool = %dest, error = %e, "could not remove a failed migration's copy");
+                }
+            }
+            Ok(())
+        }
+    }
 }

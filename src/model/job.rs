@@ -64,6 +64,8 @@ pub enum JobKind {
     DeleteSnapshot,
     /// Roll a snapshot back onto its volume.
     RollbackSnapshot,
+    /// Retype with migration: copy the volume into another pool, then switch type and pool.
+    RetypeVolume,
 }
 
 impl JobKind {
@@ -77,6 +79,7 @@ impl JobKind {
             Self::CreateSnapshot => "createSnapshot",
             Self::DeleteSnapshot => "deleteSnapshot",
             Self::RollbackSnapshot => "rollbackSnapshot",
+            Self::RetypeVolume => "retypeVolume",
         }
     }
 }
@@ -92,6 +95,7 @@ impl FromStr for JobKind {
             "createSnapshot" => Ok(Self::CreateSnapshot),
             "deleteSnapshot" => Ok(Self::DeleteSnapshot),
             "rollbackSnapshot" => Ok(Self::RollbackSnapshot),
+            "retypeVolume" => Ok(Self::RetypeVolume),
             _ => Err(()),
         }
     }

@@ -197,7 +197,7 @@ pub fn validate_metadata(m: &BTreeMap<String, String>) -> Result<()> {
 impl Services {
     /// The pool in `az` that the type's `volume_backend_name` names (any pool of the zone when
     /// the type names none); the first configured wins.
-    fn place(&self, az: &str, vtype: &crate::model::VolumeType) -> Result<&PoolRuntime> {
+    pub(super) fn place(&self, az: &str, vtype: &crate::model::VolumeType) -> Result<&PoolRuntime> {
         let type_name = &vtype.name;
         let backends = vtype.backends();
         self.config

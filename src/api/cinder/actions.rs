@@ -19,7 +19,7 @@ use crate::api::guard::body_action;
 use crate::api::ApiVersion;
 use crate::error::{Error, ErrorKind};
 use crate::model::AttachMode;
-use crate::service::{AttachRequest, Services};
+use crate::service::{AttachRequest, MigrationPolicy, Services};
 use crate::store::VolumeFlag;
 
 /// The policy action of a volume `…/action` body (Cinder's and EVS's action keys).
@@ -183,6 +183,17 @@ pub(super) async fn volume_action(
                 .ok_or_else(|| Error::invalid("EVS.5400", "Invalid input: 'bootable' is required"))?;
             svc.set_volume_flag(&c, &id, VolumeFlag::Bootable, b).await?;
             Ok(StatusCode::OK.into_response())
+        }
+        // actions: retype, with migration on demand.
+        "os-retype" => {
+            reject_unknown(&args, &["new_type", "migration_policy"])?;
+            let new_type = required_string(&args, "new_type")?;
+            let policy = match opt_string(&args, "migration_policy", "EVS.5400")? {
+                Some(p) => MigrationPolicy::parse(&p)?,
+                None => MigrationPolicy::Never,
+            };
+            svc.retype(&c, &id, &new_type, policy).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
         }
         other => Err(Error::invalid("EVS.5400", format!("There is no such action: {other}")).into()),
     }
