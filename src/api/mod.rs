@@ -122,7 +122,9 @@ async fn request_id(mut req: Request<Body>, next: Next) -> Response {
     let path = req.uri().path().to_string();
     // Everything logged while handling the request (internal errors included) carries its id.
     let span = tracing::info_span!("request", id = %id.0);
-    let mut resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    // actions: services read the id (user messages name the request that started a job).
+    let run = crate::service::messages::REQUEST_ID.scope(id.0.clone(), next.run(req));
+    let mut resp = tracing::Instrument::instrument(run, span.clone()).await;
     span.in_scope(|| tracing::debug!(%method, %path, status = resp.status().as_u16(), "handled"));
     if let Ok(v) = HeaderValue::from_str(&id.0) {
         resp.headers_mut().insert("x-request-id", v.clone());

@@ -225,6 +225,13 @@ impl Driver for FileDriver {
         self.materialize(&src, &tmp, &final_path, size_bytes, mode, false)
     }
 
+    fn copy_volume_data(&self, volume: Uuid, src: &Path, size_bytes: u64) -> Result<(), DriverError> {
+        // Always a sparse byte copy: the source lives on another file system (reflinks cannot
+        // cross it) and a migrated volume must share nothing with what it leaves behind.
+        let tmp = self.tmp_path(volume, "migrate");
+        self.materialize(src, &tmp, &self.volume_path(volume), size_bytes, CloneMode::Full, false)
+    }
+
     fn revert_to_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), DriverError> {
         let vol = self.volume_path(volume);
         let size = std::fs::metadata(&vol).map_err(io("stat", &vol))?.len();

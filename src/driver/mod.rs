@@ -94,6 +94,11 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         size_bytes: u64,
         mode: CloneMode,
     ) -> Result<(), DriverError>;
+    /// Make `volume` in this pool a full copy of the volume data at `src` (another pool's export
+    /// path), `size_bytes` long: Cinder's host-assisted `copy_volume_data` of a migration.
+    /// Built under a temporary name and renamed into place, so a crash leaves no torn volume;
+    /// running it again copies again.
+    fn copy_volume_data(&self, volume: Uuid, src: &std::path::Path, size_bytes: u64) -> Result<(), DriverError>;
     /// Atomically replace `volume`'s content with `snapshot`'s, keeping the volume's size.
     fn revert_to_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), DriverError>;
     /// The file or block device holding the volume's data, for exports (never created here).

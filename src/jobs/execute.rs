@@ -12,7 +12,10 @@ use uuid::Uuid;
 use super::runner::epoch_now;
 use crate::driver::{CloneMode, Driver};
 use crate::error::{Error, Result};
-use crate::model::{now_timestamp, Job, JobKind, JobStatus, SnapshotStatus, Volume, VolumeStatus, GIB};
+use crate::model::{
+    now_timestamp, Job, JobKind, JobStatus, MessageAction, MessageDetail, SnapshotStatus, Volume, VolumeStatus, GIB,
+};
+use crate::service::messages::new_message;
 use crate::service::Services;
 
 /// Run `job` to completion; never panics, never returns an error (failures land in the job).
@@ -28,6 +31,7 @@ pub(crate) async fn execute(svc: &Services, job: &Job) {
         JobKind::CreateSnapshot => create_snapshot(svc, job).await,
         JobKind::DeleteSnapshot => delete_snapshot(svc, job).await,
         JobKind::RollbackSnapshot => rollback_snapshot(svc, job).await,
+        JobKind::RetypeVolume => retype_volume(svc, job).await,
         JobKind::BatchCreateVolume => Ok(()),
     };
     renew.abort();
@@ -91,8 +95,42 @@ fn log_failure(job: &Job, e: &Error) {
     tracing::error!(job = %job.id, kind = job.kind.as_str(), error = %e, "job failed");
 }
 
+/// Record the user message of a failed job about `resource_uuid` (Cinder 3.3 messages).
+async fn record_message(
+    tx: &mut crate::store::WriteTx<'_>,
+    job: &Job,
+    resource_type: &str,
+    resource_uuid: &str,
+    action: MessageAction,
+    detail: MessageDetail,
+) -> Result<()> {
+    let request_id = job.payload().request_id;
+    let m = new_message(&job.project_id, request_id.as_deref(), resource_type, resource_uuid, action, detail);
+    tx.insert_message(&m).await
+}
+
 async fn create_volume(svc: &Services, job: &Job) -> Result<()> {
     let now = now_timestamp();
+    let payload = job.payload();
+    if payload.no_valid_backend {
+        // Cinder's scheduler: no pool has the type's capabilities; nothing was allocated.
+        let vid = job.volume_id.clone().unwrap_or_default();
+        let reason = "No valid backend was found. No weighed backends available";
+        tracing::warn!(job = %job.id, volume = %vid, "no pool satisfies the volume type");
+        let mut tx = svc.db.begin_write().await?;
+        tx.cas_volume_status(&vid, &[VolumeStatus::Creating], VolumeStatus::Error, &now).await?;
+        record_message(
+            &mut tx,
+            job,
+            "VOLUME",
+            &vid,
+            MessageAction::ScheduleAllocateVolume,
+            MessageDetail::NoBackendAvailable,
+        )
+        .await?;
+        tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2024"), Some(reason), &now).await?;
+        return tx.commit().await;
+    }
     let step = async {
         let v = load_volume(svc, job).await?;
         let id = uuid_of(Some(&v.id), "volume", job)?;
@@ -123,6 +161,15 @@ async fn create_volume(svc: &Services, job: &Job) -> Result<()> {
         Err(e) => {
             log_failure(job, &e);
             tx.cas_volume_status(&vid, &[VolumeStatus::Creating], VolumeStatus::Error, &now).await?;
+            record_message(
+                &mut tx,
+                job,
+                "VOLUME",
+                &vid,
+                MessageAction::CreateVolumeFromBackend,
+                MessageDetail::DriverFailedCreate,
+            )
+            .await?;
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2024"), Some(&e.message), &now).await?;
         }
     }
@@ -234,6 +281,15 @@ async fn extend_volume(svc: &Services, job: &Job) -> Result<()> {
             log_failure(job, &e);
             tx.release_pool_capacity(&v.pool, new_size - v.size_gb).await?;
             tx.cas_volume_status(&v.id, &[VolumeStatus::Extending], VolumeStatus::ErrorExtending, &now).await?;
+            record_message(
+                &mut tx,
+                job,
+                "VOLUME",
+                &v.id,
+                MessageAction::ExtendVolume,
+                MessageDetail::DriverFailedExtend,
+            )
+            .await?;
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2026"), Some(&e.message), &now).await?;
         }
     }
@@ -259,6 +315,15 @@ async fn create_snapshot(svc: &Services, job: &Job) -> Result<()> {
         Err(e) => {
             log_failure(job, &e);
             tx.cas_snapshot_status(&sid_text, &[SnapshotStatus::Creating], SnapshotStatus::Error, &now).await?;
+            record_message(
+                &mut tx,
+                job,
+                "VOLUME_SNAPSHOT",
+                &sid_text,
+                MessageAction::SnapshotCreate,
+                MessageDetail::SnapshotCreateError,
+            )
+            .await?;
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2002"), Some(&e.message), &now).await?;
         }
     }
@@ -286,6 +351,15 @@ async fn delete_snapshot(svc: &Services, job: &Job) -> Result<()> {
         Err(e) => {
             log_failure(job, &e);
             tx.cas_snapshot_status(&sid_text, &[SnapshotStatus::Deleting], SnapshotStatus::ErrorDeleting, &now).await?;
+            record_message(
+                &mut tx,
+                job,
+                "VOLUME_SNAPSHOT",
+                &sid_text,
+                MessageAction::SnapshotDelete,
+                MessageDetail::SnapshotDeleteError,
+            )
+            .await?;
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2019"), Some(&e.message), &now).await?;
         }
     }
@@ -321,4 +395,73 @@ async fn rollback_snapshot(svc: &Services, job: &Job) -> Result<()> {
         }
     }
     tx.commit().await
+}
+
+/// Retype with migration: copy the volume's data into the destination pool, then in one
+/// transaction switch its pool and type (migration `success`) and release the old pool's
+/// capacity; the old file goes after the commit (or, after a crash, with start-up recovery's
+/// sweep of files no row owns). Until that commit the volume's row and data stay on the old pool,
+/// so a crash mid-copy leaves it intact: the requeued job copies again.
+async fn retype_volume(svc: &Services, job: &Job) -> Result<()> {
+    let now = now_timestamp();
+    let payload = job.payload();
+    let v = load_volume(svc, job).await?;
+    if v.status != VolumeStatus::Retyping {
+        // An admin reset the volume before the job ran: the retype is abandoned.
+        let mut tx = svc.db.begin_write().await?;
+        if let Some(dest) = &payload.dest_pool {
+            tx.release_pool_capacity(dest, v.size_gb).await?;
+        }
+        tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2002"), Some("the volume left retyping"), &now).await?;
+        return tx.commit().await;
+    }
+    let dest = payload.dest_pool.clone().unwrap_or_default();
+    let new_type = payload.new_type_id.clone().unwrap_or_default();
+    let id = uuid_of(Some(&v.id), "volume", job)?;
+    let step = async {
+        let t = svc.catalog.require_type(&new_type)?;
+        let src = driver_of(svc, &v.pool)?.export_path(id);
+        let bytes = v.size_gb as u64 * GIB;
+        run_driver(svc, &dest, move |d| d.copy_volume_data(id, &src, bytes)).await?;
+        Ok::<_, Error>(t)
+    }
+    .await;
+    let mut tx = svc.db.begin_write().await?;
+    match step {
+        Ok(t) => {
+            let multiattach =
+                t.extra_specs.get("multiattach").is_some_and(|m| m.trim().eq_ignore_ascii_case("<is> true"));
+            if tx.finish_migration(&v.id, &dest, &t.id, multiattach, VolumeStatus::Available, &now).await? {
+                tx.release_pool_capacity(&v.pool, v.size_gb).await?;
+            } else {
+                // Someone reset the volume meanwhile: it stays where its row says.
+                tx.release_pool_capacity(&dest, v.size_gb).await?;
+            }
+            tx.finish_job(&job.id, JobStatus::Success, None, None, &now).await?;
+            tx.commit().await?;
+            let (old_pool, moved) = if v.pool != dest { (v.pool.clone(), true) } else { (String::new(), false) };
+            if moved {
+                if let Err(e) = run_driver(svc, &old_pool, move |d| d.delete_volume(id)).await {
+                    tracing::warn!(volume = %v.id, pool = %old_pool, error = %e, "could not remove the migrated volume's old file");
+                }
+            }
+            tracing::info!(volume = %v.id, from = %v.pool, to = %dest, "volume migrated");
+            Ok(())
+        }
+        Err(e) => {
+            log_failure(job, &e);
+            tx.release_pool_capacity(&dest, v.size_gb).await?;
+            tx.cas_volume_status(&v.id, &[VolumeStatus::Retyping], VolumeStatus::Available, &now).await?;
+            tx.set_migration_status(&v.id, Some("error"), &now).await?;
+            tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2002"), Some(&e.message), &now).await?;
+            tx.commit().await?;
+            // The row still points at the old pool: a copy left in the destination is garbage.
+            if v.pool != dest {
+                if let Err(e) = run_driver(svc, &dest, move |d| d.delete_volume(id)).await {
+                    tracing::warn!(volume = %v.id, pool = %dest, error = %e, "could not remove a failed migration's copy");
+                }
+            }
+            Ok(())
+        }
+    }
 }

@@ -14,9 +14,16 @@ pub async fn recover(svc: &Services) -> Result<()> {
         tracing::warn!(count = requeued, "requeued jobs interrupted by the previous run");
     }
     let now = now_timestamp();
-    for (from, to) in
-        [(VolumeStatus::Creating, VolumeStatus::Error), (VolumeStatus::Deleting, VolumeStatus::ErrorDeleting)]
-    {
+    // actions: a retype whose job is gone leaves the volume where it was, usable again.
+    let n = svc.db.fail_stranded_migrations(&now).await?;
+    if n > 0 {
+        tracing::warn!(count = n, "marked migrations with no job as error");
+    }
+    for (from, to) in [
+        (VolumeStatus::Creating, VolumeStatus::Error),
+        (VolumeStatus::Deleting, VolumeStatus::ErrorDeleting),
+        (VolumeStatus::Retyping, VolumeStatus::Available),
+    ] {
         let n = svc.db.fail_stranded_volumes(from, to, &now).await?;
         if n > 0 {
             tracing::warn!(count = n, from = from.as_str(), to = to.as_str(), "repaired volumes with no job");

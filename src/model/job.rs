@@ -64,6 +64,8 @@ pub enum JobKind {
     DeleteSnapshot,
     /// Roll a snapshot back onto its volume.
     RollbackSnapshot,
+    /// Retype with migration: copy the volume into another pool, then switch type and pool.
+    RetypeVolume,
 }
 
 impl JobKind {
@@ -77,6 +79,7 @@ impl JobKind {
             Self::CreateSnapshot => "createSnapshot",
             Self::DeleteSnapshot => "deleteSnapshot",
             Self::RollbackSnapshot => "rollbackSnapshot",
+            Self::RetypeVolume => "retypeVolume",
         }
     }
 }
@@ -92,6 +95,7 @@ impl FromStr for JobKind {
             "createSnapshot" => Ok(Self::CreateSnapshot),
             "deleteSnapshot" => Ok(Self::DeleteSnapshot),
             "rollbackSnapshot" => Ok(Self::RollbackSnapshot),
+            "retypeVolume" => Ok(Self::RetypeVolume),
             _ => Err(()),
         }
     }
@@ -141,6 +145,19 @@ pub struct JobPayload {
     /// A volume delete also deletes the volume's snapshots.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cascade: bool,
+    /// The API request that enqueued the job (named by the user message of a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// No pool satisfies the volume type's capabilities: the create fails without storage
+    /// work, as Cinder's scheduler fails it ("no valid backend").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_valid_backend: bool,
+    /// Retype: the new volume type id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_type_id: Option<String>,
+    /// Retype with migration: the pool the volume moves to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_pool: Option<String>,
 }
 
 impl Job {

@@ -12,6 +12,8 @@ mod identity;
 mod job;
 // qos: QoS specs records.
 mod qos;
+// actions: user messages.
+mod message;
 mod snapshot;
 mod status;
 mod volume;
@@ -25,6 +27,8 @@ pub use identity::{Credential, Project, Role, RoleAssignment, TokenRecord, User}
 pub use job::{Job, JobKind, JobPayload, JobStatus};
 // qos: QoS specs records.
 pub use qos::{QosAssociation, QosSpecs, DEFAULT_QOS_CONSUMER, QOS_CONSUMERS};
+// actions: user messages.
+pub use message::{Message, MessageAction, MessageDetail};
 pub use snapshot::{Snapshot, SnapshotStatus};
 pub use status::VolumeStatus;
 pub use volume::{NewVolume, Pool, Volume, VolumeType};

@@ -96,4 +96,6 @@ pub struct Snapshot {
     pub tags: BTreeMap<String, String>,
     /// The group snapshot this snapshot is a member of (Cinder 3.14 `group_snapshot_id`).
     pub group_snapshot_id: Option<String>,
+    /// Progress set by `os-update_snapshot_status` (`None`: derived from the status).
+    pub progress: Option<String>,
 }

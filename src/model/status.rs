@@ -36,11 +36,13 @@ pub enum VolumeStatus {
     AwaitingTransfer,
     /// Reserved for an attachment.
     Reserved,
+    /// Its type is changing (`os-retype`); with a migration, its data is moving to another pool.
+    Retyping,
 }
 
 impl VolumeStatus {
     /// Every status, for parsing and filters.
-    pub const ALL: [VolumeStatus; 15] = [
+    pub const ALL: [VolumeStatus; 16] = [
         Self::Creating,
         Self::Available,
         Self::InUse,
@@ -56,6 +58,7 @@ impl VolumeStatus {
         Self::ErrorRollbacking,
         Self::AwaitingTransfer,
         Self::Reserved,
+        Self::Retyping,
     ];
 
     /// Statuses a volume may be deleted from (EVS.1046 lists them; Cinder adds
@@ -87,6 +90,7 @@ impl VolumeStatus {
             Self::ErrorRollbacking => "error_rollbacking",
             Self::AwaitingTransfer => "awaiting-transfer",
             Self::Reserved => "reserved",
+            Self::Retyping => "retyping",
         }
     }
 }

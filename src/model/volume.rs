@@ -53,6 +53,8 @@ pub struct Volume {
     pub encrypted: bool,
     /// The generic volume group it belongs to (Cinder 3.13 `group_id`).
     pub group_id: Option<String>,
+    /// Cinder's `migration_status` (`migrating`, `success`, `error`; `None` when never moved).
+    pub migration_status: Option<String>,
 }
 
 /// What a create request asks for, after validation.

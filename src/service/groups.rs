@@ -652,6 +652,7 @@ impl Services {
                 attachments: Vec::new(),
                 encrypted: v.encrypted,
                 group_id: Some(g.id.clone()),
+                migration_status: None,
             })
             .collect();
         // Pool capacity per pool, read before the transaction (see `project_limits`).
@@ -794,6 +795,7 @@ impl Services {
                 metadata: BTreeMap::new(),
                 tags: BTreeMap::new(),
                 group_snapshot_id: Some(gs.id.clone()),
+                progress: None,
             })
             .collect();
         let limits = self.project_limits(&g.project_id).await?;

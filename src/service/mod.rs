@@ -2,6 +2,8 @@
 //! enqueueing, each mutation in one database transaction. Services never touch files or devices
 //! themselves; the job runner does, through the drivers.
 
+// actions: reset_status, update_snapshot_status, force_delete, retype.
+mod actions;
 mod attachments;
 mod catalog;
 mod client_tokens;
@@ -11,6 +13,8 @@ mod groups;
 pub mod identity;
 mod jobs;
 pub mod login_limits;
+// actions: user messages.
+pub mod messages;
 // misc: encryption types, default types.
 mod misc;
 pub mod policy;
@@ -32,6 +36,8 @@ use crate::config::{Config, PoolConfig};
 use crate::driver::Driver;
 use crate::store::Db;
 
+// actions: reset_status, update_snapshot_status, force_delete, retype.
+pub use actions::{parse_snapshot_status, validate_progress, MigrationPolicy, RetypeOutcome};
 pub use attachments::AttachRequest;
 pub use catalog::Catalog;
 pub use exports::{ExportManager, ExportRequest};

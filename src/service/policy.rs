@@ -46,6 +46,12 @@ pub const POLICY: &[(&str, Role)] = &[
     ("evs:snapshots:rollback", Member),
     ("evs:snapshots:resetStatus", Admin),
     ("evs:snapshots:forceDelete", Admin),
+    // actions: a snapshot's creator reports its status (Cinder's update_snapshot_status: member).
+    ("evs:snapshots:updateStatus", Member),
+    // actions: user messages (Cinder: project readers list and show, members delete).
+    ("evs:messages:list", Reader),
+    ("evs:messages:get", Reader),
+    ("evs:messages:delete", Member),
     // Tags (9.6).
     ("evs:volumeTags:list", Reader),
     ("evs:volumeTags:get", Reader),

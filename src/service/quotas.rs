@@ -55,6 +55,9 @@ pub struct QuotaDelta {
     pub volume_type: String,
     /// Size of each new volume (checked against `per_volume_gigabytes`).
     pub per_volume_gb: Option<i64>,
+    /// Only the per-type limits apply (a retype moves use between types; the project's total
+    /// does not change).
+    pub per_type_only: bool,
 }
 
 fn quota_error(code: &'static str, msg: String) -> Error {
@@ -178,7 +181,7 @@ impl Services {
             (format!("snapshots_{t}"), delta.snapshots, "EVS.5413"),
         ];
         for (res, add, code) in checks {
-            if add <= 0 {
+            if add <= 0 || (delta.per_type_only && !res.contains('_')) {
                 continue;
             }
             let limit = limits.get(&res).copied().unwrap_or(-1);

@@ -93,6 +93,7 @@ impl Services {
             metadata: req.metadata,
             tags: BTreeMap::new(),
             group_snapshot_id: None,
+            progress: None,
         };
         let limits = self.project_limits(&snap.project_id).await?;
         let mut tx = self.db.begin_write().await?;
@@ -115,7 +116,11 @@ impl Services {
             kind: JobKind::CreateSnapshot,
             parent_id: None,
             volume_id: Some(v.id.clone()),
-            payload: Some(JobPayload { snapshot_id: Some(snap.id.clone()), ..Default::default() }),
+            payload: Some(JobPayload {
+                snapshot_id: Some(snap.id.clone()),
+                request_id: super::messages::current_request_id(),
+                ..Default::default()
+            }),
             entities: serde_json::json!({"snapshot_id": snap.id, "volume_id": v.id}).to_string(),
             begin_time: now,
         })
@@ -368,6 +373,7 @@ impl Services {
             parent_id: None,
             volume_id: Some(v.id.clone()),
             payload: Some(JobPayload {
+                request_id: super::messages::current_request_id(),
                 new_size_gb: Some(new_size),
                 restore_status: Some(v.status.as_str().to_string()),
                 ..Default::default()

@@ -185,6 +185,7 @@ impl Services {
             gigabytes: v.size_gb + snap_gb,
             volume_type: v.volume_type_name.clone(),
             per_volume_gb: Some(v.size_gb),
+            ..Default::default()
         };
         self.check_quota(&mut tx, &caller.project_id, &delta, &limits).await?;
         if !tx.delete_transfer(&t.id).await? {

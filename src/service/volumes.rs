@@ -106,6 +106,41 @@ pub struct UpdateVolume {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
+/// The vendor every pool reports to Cinder's capabilities filter.
+pub const VENDOR_NAME: &str = "cinderblock";
+/// The storage protocol every pool reports (volumes are exported over NBD).
+pub const STORAGE_PROTOCOL: &str = "nbd";
+
+/// Whether the capability extra specs of a type (`vendor_name`, `storage_protocol`, bare or
+/// `capabilities:`-scoped) match what our pools report, with the operators of Cinder's
+/// `extra_specs_ops` that make sense for strings (`<in>`, `<or>`, `s==`, plain equality, which
+/// Cinder's filter compares case-insensitively for the protocol). Other keys are not ours to judge.
+pub fn type_fits_capabilities(vtype: &crate::model::VolumeType) -> bool {
+    vtype.extra_specs.iter().all(|(k, want)| {
+        let key = k.strip_prefix("capabilities:").unwrap_or(k);
+        let have = match key {
+            "vendor_name" => VENDOR_NAME,
+            "storage_protocol" => STORAGE_PROTOCOL,
+            _ => return true,
+        };
+        capability_matches(have, want)
+    })
+}
+
+fn capability_matches(have: &str, want: &str) -> bool {
+    let want = want.trim();
+    if let Some(rest) = want.strip_prefix("<in>") {
+        return have.to_lowercase().contains(&rest.trim().to_lowercase());
+    }
+    if want.starts_with("<or>") {
+        return want.split("<or>").map(str::trim).filter(|w| !w.is_empty()).any(|w| w.eq_ignore_ascii_case(have));
+    }
+    if let Some(rest) = want.strip_prefix("s==") {
+        return rest.trim() == have;
+    }
+    want.eq_ignore_ascii_case(have)
+}
+
 /// A new 32-hex-digit job id, the form EVS prints.
 pub(crate) fn new_job_id() -> String {
     Uuid::new_v4().simple().to_string()
@@ -179,7 +214,7 @@ pub fn validate_metadata(m: &BTreeMap<String, String>) -> Result<()> {
 impl Services {
     /// The pool in `az` that the type's `volume_backend_name` names (any pool of the zone when
     /// the type names none); the first configured wins.
-    fn place(&self, az: &str, vtype: &crate::model::VolumeType) -> Result<&PoolRuntime> {
+    pub(super) fn place(&self, az: &str, vtype: &crate::model::VolumeType) -> Result<&PoolRuntime> {
         let type_name = &vtype.name;
         let backends = vtype.backends();
         self.config
@@ -340,6 +375,9 @@ impl Services {
             Some(gid) => Some(self.group_for_new_volume(caller, gid, &vtype.id).await?),
             None => None,
         };
+        // actions: a type asking for capabilities no pool has is accepted and then fails in
+        // its job, as Cinder's scheduler fails it, leaving a user message.
+        let no_valid_backend = !type_fits_capabilities(&vtype);
         let total_gb = size * req.count;
         // Cinder checks the quota before the pool: a request over both gets the quota's 413.
         let capacity = self.capacity_limit_gb(pool, total_gb);
@@ -375,6 +413,7 @@ impl Services {
                 attachments: Vec::new(),
                 encrypted,
                 group_id: group.as_ref().map(|g| g.id.clone()),
+                migration_status: None,
             })
             .collect();
 
@@ -430,7 +469,11 @@ impl Services {
                 kind: JobKind::CreateVolume,
                 parent_id: batch.then(|| job_id.clone()),
                 volume_id: Some(v.id.clone()),
-                payload: None,
+                payload: Some(crate::model::JobPayload {
+                    request_id: super::messages::current_request_id(),
+                    no_valid_backend,
+                    ..Default::default()
+                }),
                 entities:
                     serde_json::json!({"volume_id": v.id, "size": v.size_gb, "name": v.name, "volume_type": vtype.name})
                         .to_string(),

@@ -13,6 +13,8 @@ mod client_tokens;
 mod groups;
 mod identity;
 mod jobs;
+// actions: user messages.
+mod messages;
 // misc: encryption types, default types.
 mod misc;
 // qos: QoS specs.

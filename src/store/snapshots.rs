@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::model::{Snapshot, SnapshotStatus};
 
 const SNAPSHOT_COLUMNS: &str = "s.id, s.project_id, s.user_id, s.volume_id, s.name, s.description, s.size_gb, \
-     s.status, s.pool, s.created_at, s.updated_at, s.group_snapshot_id";
+     s.status, s.pool, s.created_at, s.updated_at, s.group_snapshot_id, s.progress";
 
 /// Which snapshots a list returns.
 #[derive(Debug, Clone, Default)]
@@ -119,6 +119,7 @@ fn snapshot_from_row(row: &AnyRow) -> Result<Snapshot> {
         metadata: BTreeMap::new(),
         tags: BTreeMap::new(),
         group_snapshot_id: row.try_get("group_snapshot_id")?,
+        progress: row.try_get("progress")?,
     })
 }
 
@@ -294,6 +295,42 @@ impl WriteTx<'_> {
     ) -> Result<bool> {
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         self.cas_status("snapshots", id, &from, to.as_str(), now).await
+    }
+
+    /// Set a snapshot's status whatever it was (admin `os-reset_status`); clears a progress set
+    /// by `os-update_snapshot_status`. True when the row exists.
+    pub async fn reset_snapshot_status(&mut self, id: &str, to: SnapshotStatus, now: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE snapshots SET status = $1, progress = NULL, updated_at = $2 WHERE id = $3")
+            .bind(to.as_str())
+            .bind(now)
+            .bind(id)
+            .execute(self.conn())
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Compare-and-set a snapshot's status from `from` to `to` and record `progress` when given
+    /// (`os-update_snapshot_status`). True when the row changed.
+    pub async fn update_snapshot_status(
+        &mut self,
+        id: &str,
+        from: SnapshotStatus,
+        to: SnapshotStatus,
+        progress: Option<&str>,
+        now: &str,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE snapshots SET status = $1, progress = COALESCE(CAST($2 AS TEXT), progress), updated_at = $3 \
+             WHERE id = $4 AND status = $5",
+        )
+        .bind(to.as_str())
+        .bind(progress)
+        .bind(now)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(self.conn())
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// Move every snapshot of `volume_id` whose status is in `from` to `to`; returns their ids.

@@ -12,7 +12,7 @@ use crate::model::{Volume, VolumeStatus};
 
 const VOLUME_COLUMNS: &str = "v.id, v.project_id, v.user_id, v.name, v.description, v.size_gb, \
      v.status, v.availability_zone, v.volume_type_id, t.name AS type_name, v.pool, v.bootable, \
-     v.multiattach, v.readonly, v.snapshot_id, v.source_volid, v.created_at, v.updated_at, v.group_id, \
+     v.multiattach, v.readonly, v.snapshot_id, v.source_volid, v.created_at, v.updated_at, v.group_id, v.migration_status, \
      (SELECT COUNT(*) FROM volume_metadata m WHERE m.volume_id = v.id) AS n_meta, \
      (SELECT COUNT(*) FROM tags g WHERE g.resource_type = 'volumes' AND g.resource_id = v.id) AS n_tags, \
      (SELECT COUNT(*) FROM attachments a WHERE a.volume_id = v.id) AS n_att, \
@@ -163,6 +163,7 @@ fn volume_from_row(row: &AnyRow) -> Result<Volume> {
         attachments: Vec::new(),
         encrypted: row.try_get::<i64, _>("n_enc")? > 0,
         group_id: opt_text(row, "group_id")?,
+        migration_status: opt_text(row, "migration_status")?,
     })
 }
 
@@ -448,6 +449,55 @@ impl WriteTx<'_> {
         Ok(())
     }
 
+    /// Give a volume a new type (a retype that keeps its pool) and its multiattach flag.
+    pub async fn set_volume_type(&mut self, id: &str, type_id: &str, multiattach: bool, now: &str) -> Result<()> {
+        sqlx::query("UPDATE volumes SET volume_type_id = $1, multiattach = $2, updated_at = $3 WHERE id = $4")
+            .bind(type_id)
+            .bind(multiattach as i64)
+            .bind(now)
+            .bind(id)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Set a volume's `migration_status` (`None` clears it).
+    pub async fn set_migration_status(&mut self, id: &str, status: Option<&str>, now: &str) -> Result<()> {
+        sqlx::query("UPDATE volumes SET migration_status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status)
+            .bind(now)
+            .bind(id)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// End a retype with migration: the volume now lives on `pool` with type `type_id`, back in
+    /// `status`, migration `success`. True when the volume was still `retyping`.
+    pub async fn finish_migration(
+        &mut self,
+        id: &str,
+        pool: &str,
+        type_id: &str,
+        multiattach: bool,
+        status: VolumeStatus,
+        now: &str,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE volumes SET pool = $1, volume_type_id = $2, multiattach = $3, status = $4, \
+             migration_status = 'success', updated_at = $5 WHERE id = $6 AND status = 'retyping'",
+        )
+        .bind(pool)
+        .bind(type_id)
+        .bind(multiattach as i64)
+        .bind(status.as_str())
+        .bind(now)
+        .bind(id)
+        .execute(self.conn())
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Whether a pending job still reads this volume's data: a snapshot of it being taken, or a
     /// volume being created from it or from one of its snapshots.
     pub async fn volume_busy_as_source(&mut self, id: &str) -> Result<bool> {
@@ -495,6 +545,21 @@ impl Db {
 }
 
 impl Db {
+    /// Mark migrations left `migrating` with no open job as `error` (the volume stayed on its
+    /// old pool: the job that would have moved it is gone).
+    pub async fn fail_stranded_migrations(&self, now: &str) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query(
+            "UPDATE volumes SET migration_status = 'error', updated_at = $1 WHERE migration_status = 'migrating' \
+             AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.volume_id = volumes.id AND j.status IN ('INIT', 'RUNNING'))",
+        )
+        .bind(now)
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected())
+    }
+
     /// Move snapshots stuck in `from` with no open job to `to` (see `fail_stranded_volumes`).
     pub async fn fail_stranded_snapshots(
         &self,

@@ -19,7 +19,7 @@ use crate::api::guard::body_action;
 use crate::api::ApiVersion;
 use crate::error::{Error, ErrorKind};
 use crate::model::AttachMode;
-use crate::service::{AttachRequest, Services};
+use crate::service::{AttachRequest, MigrationPolicy, Services};
 use crate::store::VolumeFlag;
 
 /// The policy action of a volume `…/action` body (Cinder's and EVS's action keys).
@@ -194,7 +194,91 @@ pub(super) async fn volume_action(
             svc.set_volume_flag(&c, &id, VolumeFlag::Bootable, b).await?;
             Ok(StatusCode::OK.into_response())
         }
+        // actions: retype, with migration on demand.
+        "os-retype" => {
+            reject_unknown(&args, &["new_type", "migration_policy"])?;
+            let new_type = required_string(&args, "new_type")?;
+            let policy = match opt_string(&args, "migration_policy", "EVS.5400")? {
+                Some(p) => MigrationPolicy::parse(&p)?,
+                None => MigrationPolicy::Never,
+            };
+            svc.retype(&c, &id, &new_type, policy).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         other => Err(Error::invalid("EVS.5400", format!("There is no such action: {other}")).into()),
+    }
+}
+
+// ----- actions: snapshot actions ----------------------------------------------------------------
+
+/// The policy action of a snapshot `…/action` body.
+pub(crate) fn snapshot_action_policy(body: &[u8]) -> &'static str {
+    body_action(body, snapshot_action_key)
+}
+
+/// Snapshot action key → policy action (Cinder: reset and force delete are admin-only; the
+/// snapshot's owner may report its status); unknown keys are updates the handler rejects.
+fn snapshot_action_key(key: &str) -> &'static str {
+    match key {
+        "os-reset_status" => "evs:snapshots:resetStatus",
+        "os-update_snapshot_status" => "evs:snapshots:updateStatus",
+        "os-force_delete" => "evs:snapshots:forceDelete",
+        "os-unmanage" => "evs:volumes:manage",
+        _ => "evs:snapshots:update",
+    }
+}
+
+/// A required string argument of an action.
+fn required_string(args: &Map<String, Value>, key: &str) -> Result<String, Error> {
+    opt_string(args, key, "EVS.5400")?
+        .ok_or_else(|| Error::invalid("EVS.5400", format!("Invalid input received: '{key}' is a required property")))
+}
+
+/// `POST /snapshots/{id}/action`: `os-reset_status`, `os-update_snapshot_status`,
+/// `os-force_delete`.
+pub(super) async fn snapshot_action(
+    State(svc): State<Services>,
+    Path((p, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, CinderError> {
+    let c = caller(&svc, &headers, &p)?;
+    let (action, args) = split_action(&body)?;
+    match action.as_str() {
+        "os-reset_status" => {
+            reject_unknown(&args, &["status"])?;
+            let status = crate::service::parse_snapshot_status(&required_string(&args, "status")?)?;
+            svc.reset_snapshot_status(&c, &id, status).await?;
+        }
+        "os-update_snapshot_status" => {
+            reject_unknown(&args, &["status", "progress"])?;
+            let status = required_string(&args, "status")?;
+            let progress = opt_string(&args, "progress", "EVS.5400")?;
+            svc.update_snapshot_status(&c, &id, &status, progress.as_deref()).await?;
+        }
+        "os-force_delete" => {
+            svc.force_delete_snapshot(&c, &id).await?;
+        }
+        "os-unmanage" => {
+            // Unmanaging keeps the file while dropping the row, and start-up recovery removes
+            // files no row owns: it needs the manage/import folder first.
+            return Err(Error::invalid("EVS.5400", "The os-unmanage snapshot action is not supported.").into());
+        }
+        other => return Err(Error::invalid("EVS.5400", format!("There is no such action: {other}")).into()),
+    }
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Refuse keys an action's schema does not allow (Cinder: `additionalProperties: false`).
+fn reject_unknown(args: &Map<String, Value>, allowed: &[&str]) -> Result<(), Error> {
+    match args.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(Error::invalid(
+            "EVS.5400",
+            format!(
+                "Invalid input for field/attribute {k}: Additional properties are not allowed ('{k}' was unexpected)"
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -229,5 +313,15 @@ mod policy_tests {
         }
         assert_eq!(volume_action_policy(br#"{"os-reset_status":{}}"#), "evs:volumes:resetStatus");
         assert_eq!(volume_action_policy(br#"{"os-extend":{},"os-force_delete":{}}"#), "evs:volumes:forceDelete");
+    }
+
+    #[test]
+    fn snapshot_action_keys_name_policy_actions() {
+        for k in ["os-reset_status", "os-update_snapshot_status", "os-force_delete", "os-unmanage", "x"] {
+            assert!(policy::is_known(snapshot_action_key(k)), "{k}");
+        }
+        assert_eq!(policy::required_role(snapshot_action_key("os-reset_status")), crate::model::Role::Admin);
+        assert_eq!(policy::required_role(snapshot_action_key("os-force_delete")), crate::model::Role::Admin);
+        assert_eq!(policy::required_role(snapshot_action_key("os-update_snapshot_status")), crate::model::Role::Member);
     }
 }

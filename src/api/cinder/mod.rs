@@ -5,6 +5,8 @@ pub(crate) mod actions;
 mod attachments;
 mod catalog;
 mod list_query;
+// actions: user messages.
+mod messages;
 mod metadata;
 // qos: QoS specs.
 mod qos;
@@ -83,6 +85,11 @@ pub(super) fn routes() -> Router<Services> {
                 get_as("evs:snapshots:get", snapshots::show)
                     .merge(put_as("evs:snapshots:update", snapshots::update))
                     .merge(delete_as("evs:snapshots:delete", snapshots::delete)),
+            )
+            // actions: reset_status, update_snapshot_status, force_delete.
+            .route(
+                &format!("{pre}/{{p}}/snapshots/{{id}}/action"),
+                post_as(Act::Body(actions::snapshot_action_policy), actions::snapshot_action),
             );
         for (coll, read, write, delete) in [
             ("volumes", "evs:volumes:get", "evs:volumes:update", "evs:volumes:delete"),
@@ -171,6 +178,12 @@ pub(super) fn routes() -> Router<Services> {
     r = r
         .route("/v3/{p}/volumes/summary", get_as("evs:volumes:list", summary::volume_summary))
         .route("/v3/{p}/resource_filters", get_as(Act::Open, summary::resource_filters))
+        // actions: user messages (3.3).
+        .route("/v3/{p}/messages", get_as("evs:messages:list", messages::list))
+        .route(
+            "/v3/{p}/messages/{id}",
+            get_as("evs:messages:get", messages::show).merge(delete_as("evs:messages:delete", messages::delete)),
+        )
         .route("/v3/{p}/default-types", get_as("evs:defaultTypes:manage", encryption::list_defaults))
         .route(
             "/v3/{p}/default-types/{project}",

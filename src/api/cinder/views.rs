@@ -113,14 +113,14 @@ pub fn volume_detail(ctx: &ViewCtx, v: &Volume, call: Call) -> Value {
     put("consistencygroup_id", Value::Null);
     put("user_id", json!(v.user_id));
     if admin {
-        put("migration_status", Value::Null);
+        put("migration_status", json!(v.migration_status));
     }
     if call == Call::Read {
         // VolumeTenantAttribute: every reader of the project; host and migration: admins.
         put("os-vol-tenant-attr:tenant_id", json!(v.project_id));
         if admin {
             put("os-vol-host-attr:host", json!(host_of(ctx.node, v)));
-            put("os-vol-mig-status-attr:migstat", Value::Null);
+            put("os-vol-mig-status-attr:migstat", json!(v.migration_status));
             put("os-vol-mig-status-attr:name_id", Value::Null);
         }
     }
@@ -242,7 +242,8 @@ pub fn snapshot(ctx: &ViewCtx, s: &Snapshot, view: SnapshotView) -> Value {
     put("updated_at", json!(s.updated_at));
     put("metadata", json!(s.metadata));
     if view == SnapshotView::Read {
-        let progress = if s.status == SnapshotStatus::Creating { "0%" } else { "100%" };
+        let derived = if s.status == SnapshotStatus::Creating { "0%" } else { "100%" };
+        let progress = s.progress.as_deref().unwrap_or(derived);
         put("os-extended-snapshot-attributes:progress", json!(progress));
         put("os-extended-snapshot-attributes:project_id", json!(s.project_id));
     }

@@ -1,0 +1,529 @@
+//! Admin actions on snapshots and volumes (`os-reset_status`, `os-update_snapshot_status`,
+//! `os-force_delete`), retype (with and without migration) and user messages (3.3). Noauth
+//! daemons (the caller is its project's admin) plus one keystone daemon for the policy checks;
+//! each test runs on SQLite and, with `TEST_DATABASE_URL`, PostgreSQL.
+
+#[macro_use]
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use common::{project, s, Api, Backend, Opts, Resp, TestServer};
+
+backend_tests!(
+    snapshot_reset_update_and_force_delete,
+    snapshot_admin_actions_need_admin,
+    messages_tell_the_project_why_a_create_failed,
+    retype_in_place_and_with_migration,
+    retype_migration_survives_kill9,
+);
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
+
+/// Poll a snapshot until its status is `want`; returns its body.
+async fn wait_snapshot(api: &Api, p: &str, id: &str, want: &str) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let r = api.get(&format!("/v3/{p}/snapshots/{id}")).await.expect(200);
+        if r.body["snapshot"]["status"] == want {
+            return r.body["snapshot"].clone();
+        }
+        assert!(Instant::now() < deadline, "snapshot {id} never reached {want}: {}", r.text);
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Poll until a snapshot answers 404.
+async fn wait_snapshot_gone(api: &Api, p: &str, id: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let r = api.get(&format!("/v3/{p}/snapshots/{id}")).await;
+        if r.status == 404 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "snapshot {id} not gone: {}", r.text);
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn available_snapshot(api: &Api, p: &str, volume: &str) -> String {
+    let r = api.post(&format!("/v3/{p}/snapshots"), json!({"snapshot": {"volume_id": volume}})).await.expect(202);
+    let id = s(&r.body["snapshot"], "id");
+    wait_snapshot(api, p, &id, "available").await;
+    id
+}
+
+async fn snap_action(api: &Api, p: &str, id: &str, body: Value) -> Resp {
+    api.post(&format!("/v3/{p}/snapshots/{id}/action"), body).await
+}
+
+async fn snapshot_reset_update_and_force_delete(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let v = api.cinder_create_available(&p, json!({"size": 1})).await;
+    let vid = s(&v, "id");
+    let sid = available_snapshot(&api, &p, &vid).await;
+
+    // Bad input is 400 and changes nothing.
+    for bad in [
+        json!({"os-reset_status": {"status": "bogus"}}),
+        json!({"os-reset_status": {}}),
+        json!({"os-reset_status": {"status": "error", "extra": 1}}),
+        json!({"os-no_such_action": {}}),
+        json!({"os-unmanage": {}}),
+    ] {
+        let r = snap_action(&api, &p, &sid, bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    let r = snap_action(&api, &p, &sid, json!({"os-unmanage": {}})).await;
+    assert!(r.text.contains("os-unmanage"), "{}", r.text);
+    assert_eq!(wait_snapshot(&api, &p, &sid, "available").await["status"], "available");
+    snap_action(&api, &p, &uuid::Uuid::new_v4().to_string(), json!({"os-reset_status": {"status": "error"}}))
+        .await
+        .expect(404);
+
+    // Reset to creating, then report error with a progress.
+    snap_action(&api, &p, &sid, json!({"os-reset_status": {"status": "creating"}})).await.expect(202);
+    wait_snapshot(&api, &p, &sid, "creating").await;
+    for bad in [
+        json!({"os-update_snapshot_status": {"status": "deleting"}}),
+        json!({"os-update_snapshot_status": {"status": "error", "progress": "180%"}}),
+        json!({"os-update_snapshot_status": {"progress": "10%"}}),
+    ] {
+        let r = snap_action(&api, &p, &sid, bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    snap_action(&api, &p, &sid, json!({"os-update_snapshot_status": {"status": "error", "progress": "80%"}}))
+        .await
+        .expect(202);
+    let got = api.get(&format!("/v3/{p}/snapshots/{sid}")).await.expect(200);
+    assert_eq!(got.body["snapshot"]["status"], "error");
+    assert_eq!(got.body["snapshot"]["os-extended-snapshot-attributes:progress"], "80%");
+    // From error, the creator may report nothing more.
+    snap_action(&api, &p, &sid, json!({"os-update_snapshot_status": {"status": "available"}})).await.expect(400);
+    snap_action(&api, &p, &sid, json!({"os-reset_status": {"status": "available"}})).await.expect(202);
+    let got = wait_snapshot(&api, &p, &sid, "available").await;
+    assert_eq!(got["os-extended-snapshot-attributes:progress"], "100%");
+
+    // Force delete works from every status and really removes the snapshot's file.
+    for status in ["creating", "deleting", "error", "error_deleting", "available"] {
+        let id = available_snapshot(&api, &p, &vid).await;
+        let file = srv.pool.join("snapshots").join(format!("{id}.raw"));
+        assert!(file.exists(), "{} missing", file.display());
+        if status != "available" {
+            snap_action(&api, &p, &id, json!({"os-reset_status": {"status": status}})).await.expect(202);
+            wait_snapshot(&api, &p, &id, status).await;
+        }
+        // A plain delete refuses the transitional statuses; force does not.
+        if status == "creating" || status == "deleting" {
+            api.delete(&format!("/v3/{p}/snapshots/{id}")).await.expect(400);
+        }
+        snap_action(&api, &p, &id, json!({"os-force_delete": {}})).await.expect(202);
+        wait_snapshot_gone(&api, &p, &id).await;
+        assert!(!file.exists(), "force delete from {status} left {}", file.display());
+    }
+    // The shared snapshot and its volume are still fine.
+    wait_snapshot(&api, &p, &sid, "available").await;
+    api.wait_available(&p, &vid).await;
+}
+
+// ----- keystone: policy ------------------------------------------------------------------------
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Run `cinderblock <args> --config <server config>`, feeding `stdin`; returns stdout.
+fn cli(server: &TestServer, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut cmd = server.command(args);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cinderblock admin");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    let o = child.wait_with_output().expect("output");
+    assert!(o.status.success(), "cinderblock {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A user's token-carrying client.
+#[derive(Clone)]
+struct Client {
+    api: Api,
+    token: String,
+}
+
+impl Client {
+    async fn login(api: &Api, user: &str, project: &str) -> Client {
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {"name": user, "password": PASSWORD, "domain": {"name": "Default"}}}},
+            "scope": {"project": {"name": project, "domain": {"name": "Default"}}}
+        }});
+        let r = api.post("/identity/v3/auth/tokens", body).await.expect(201);
+        Client { api: api.clone(), token: r.header("x-subject-token").expect("X-Subject-Token") }
+    }
+    async fn req(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        let h = [("X-Auth-Token", self.token.as_str()), ("OpenStack-API-Version", "volume 3.3")];
+        self.api.request(method, path, &h, body.map(|b| b.to_string())).await
+    }
+    async fn get(&self, path: &str) -> Resp {
+        self.req(Method::GET, path, None).await
+    }
+    async fn post(&self, path: &str, body: Value) -> Resp {
+        self.req(Method::POST, path, Some(body)).await
+    }
+    async fn delete(&self, path: &str) -> Resp {
+        self.req(Method::DELETE, path, None).await
+    }
+    async fn wait_volume(&self, p: &str, id: &str, want: &str) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let r = self.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200);
+            if r.body["volume"]["status"] == want {
+                return r.body["volume"].clone();
+            }
+            assert!(Instant::now() < deadline, "volume {id} never reached {want}: {}", r.text);
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    async fn wait_snapshot(&self, p: &str, id: &str, want: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let r = self.get(&format!("/v3/{p}/snapshots/{id}")).await.expect(200);
+            if r.body["snapshot"]["status"] == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "snapshot {id} never reached {want}: {}", r.text);
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Keystone daemon with project A (boss: admin, alice: member) and project B (bob: member).
+struct Keystone {
+    _server: TestServer,
+    a: String,
+    b: String,
+    boss: Client,
+    alice: Client,
+    bob: Client,
+}
+
+async fn keystone(b: Backend) -> Keystone {
+    let env = vec![("CINDERBLOCK_AUTH__MODE".to_string(), "keystone".to_string())];
+    let server = TestServer::start(b, Opts { env, ..Opts::default() });
+    let a = cli(&server, &["admin", "project", "create", "proj-a"], None).trim().to_string();
+    let pb = cli(&server, &["admin", "project", "create", "proj-b"], None).trim().to_string();
+    for (user, project, role) in
+        [("boss", "proj-a", "admin"), ("alice", "proj-a", "member"), ("bob", "proj-b", "member")]
+    {
+        cli(
+            &server,
+            &["admin", "user", "create", user, "--project", project, "--role", role],
+            Some(&format!("{PASSWORD}\n")),
+        );
+    }
+    let api = server.api();
+    let boss = Client::login(&api, "boss", "proj-a").await;
+    let alice = Client::login(&api, "alice", "proj-a").await;
+    let bob = Client::login(&api, "bob", "proj-b").await;
+    Keystone { _server: server, a, b: pb, boss, alice, bob }
+}
+
+async fn snapshot_admin_actions_need_admin(b: Backend) {
+    let k = keystone(b).await;
+    let a = &k.a;
+    let r = k.alice.post(&format!("/v3/{a}/volumes"), json!({"volume": {"size": 1}})).await.expect(202);
+    let vid = s(&r.body["volume"], "id");
+    k.alice.wait_volume(a, &vid, "available").await;
+    let r = k.alice.post(&format!("/v3/{a}/snapshots"), json!({"snapshot": {"volume_id": vid}})).await.expect(202);
+    let sid = s(&r.body["snapshot"], "id");
+    k.alice.wait_snapshot(a, &sid, "available").await;
+    let path = format!("/v3/{a}/snapshots/{sid}/action");
+    k.alice.post(&path, json!({"os-reset_status": {"status": "creating"}})).await.expect_fault(403, "forbidden");
+    k.alice.post(&path, json!({"os-force_delete": {}})).await.expect_fault(403, "forbidden");
+    k.alice.wait_snapshot(a, &sid, "available").await;
+    // The admin resets; the member (its creator) may then report the outcome, as in Cinder.
+    k.boss.post(&path, json!({"os-reset_status": {"status": "creating"}})).await.expect(202);
+    k.alice
+        .post(&path, json!({"os-update_snapshot_status": {"status": "available", "progress": "100%"}}))
+        .await
+        .expect(202);
+    k.alice.wait_snapshot(a, &sid, "available").await;
+    // Another project does not see it at all.
+    let bp = &k.b;
+    k.bob
+        .post(&format!("/v3/{bp}/snapshots/{sid}/action"), json!({"os-update_snapshot_status": {"status": "error"}}))
+        .await
+        .expect(404);
+    k.boss.post(&path, json!({"os-force_delete": {}})).await.expect(202);
+    let deadline = Instant::now() + DEADLINE;
+    while k.alice.get(&format!("/v3/{a}/snapshots/{sid}")).await.status != 404 {
+        assert!(Instant::now() < deadline, "snapshot not force-deleted");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn messages_tell_the_project_why_a_create_failed(b: Backend) {
+    let k = keystone(b).await;
+    let (a, pb) = (&k.a, &k.b);
+    // A type asking for a protocol and vendor no pool has: accepted, then fails (no valid
+    // backend), as Cinder's scheduler fails it.
+    let specs = json!({"storage_protocol": "fibre_channel", "vendor_name": "acme"});
+    let t = k
+        .boss
+        .post(
+            &format!("/v3/{a}/types"),
+            json!({"volume_type": {"name": common::unique("bogus"), "extra_specs": specs}}),
+        )
+        .await
+        .expect(200);
+    let tid = s(&t.body["volume_type"], "id");
+    let r =
+        k.alice.post(&format!("/v3/{a}/volumes"), json!({"volume": {"size": 1, "volume_type": tid}})).await.expect(202);
+    let request_id = r.header("x-openstack-request-id").expect("request id");
+    let vid = s(&r.body["volume"], "id");
+    k.alice.wait_volume(a, &vid, "error").await;
+    // A type whose capabilities match ours creates normally.
+    let ok_specs = json!({"storage_protocol": "nbd", "vendor_name": "cinderblock"});
+    let t2 = k
+        .boss
+        .post(
+            &format!("/v3/{a}/types"),
+            json!({"volume_type": {"name": common::unique("fine"), "extra_specs": ok_specs}}),
+        )
+        .await
+        .expect(200);
+    let r = k
+        .alice
+        .post(
+            &format!("/v3/{a}/volumes"),
+            json!({"volume": {"size": 1, "volume_type": s(&t2.body["volume_type"], "id")}}),
+        )
+        .await
+        .expect(202);
+    k.alice.wait_volume(a, &s(&r.body["volume"], "id"), "available").await;
+
+    let list = k.alice.get(&format!("/v3/{a}/messages")).await.expect(200);
+    let msgs = list.body["messages"].as_array().expect("messages").clone();
+    assert_eq!(msgs.len(), 1, "{}", list.text);
+    let m = &msgs[0];
+    assert_eq!(m["resource_uuid"], vid.as_str());
+    assert_eq!(m["resource_type"], "VOLUME");
+    assert_eq!(m["event_id"], "VOLUME_VOLUME_001_003");
+    assert_eq!(m["message_level"], "ERROR");
+    assert_eq!(m["user_message"], "schedule allocate volume:Could not find any available weighted backend.");
+    assert_eq!(m["request_id"], request_id.as_str());
+    assert!(m["guaranteed_until"].as_str().unwrap_or_default() > m["created_at"].as_str().unwrap_or("~"), "{m}");
+    let mid = s(m, "id");
+    let show = k.alice.get(&format!("/v3/{a}/messages/{mid}")).await.expect(200);
+    assert_eq!(&show.body["message"], m);
+    // Messages need 3.3.
+    let old = k
+        .alice
+        .api
+        .request(Method::GET, &format!("/v3/{a}/messages"), &[("X-Auth-Token", k.alice.token.as_str())], None)
+        .await;
+    assert_eq!(old.status, 404, "{}", old.text);
+    // Another project sees none of them.
+    let other = k.bob.get(&format!("/v3/{pb}/messages")).await.expect(200);
+    assert_eq!(other.body["messages"], json!([]));
+    k.bob.get(&format!("/v3/{pb}/messages/{mid}")).await.expect(404);
+    k.bob.delete(&format!("/v3/{pb}/messages/{mid}")).await.expect(404);
+    k.alice.get(&format!("/v3/{a}/messages/{mid}")).await.expect(200);
+    k.alice.get(&format!("/v3/{a}/messages/not-a-uuid")).await.expect(404);
+    // Delete.
+    k.alice.delete(&format!("/v3/{a}/messages/{mid}")).await.expect(204);
+    k.alice.get(&format!("/v3/{a}/messages/{mid}")).await.expect(404);
+    k.alice.delete(&format!("/v3/{a}/messages/{mid}")).await.expect(404);
+    assert_eq!(k.alice.get(&format!("/v3/{a}/messages")).await.expect(200).body["messages"], json!([]));
+}
+
+// ----- retype -----------------------------------------------------------------------------------
+
+/// A noauth daemon with a second pool `second` (in `second`'s own directory) beside `default`.
+fn two_pools(b: Backend, step_delay_ms: u64) -> (TestServer, tempfile::TempDir) {
+    let second = tempfile::tempdir().expect("second pool dir");
+    let tail = format!(
+        "[[pools]]\nname = \"second\"\npath = {:?}\navailability_zone = \"nova\"\n",
+        second.path().display().to_string()
+    );
+    (TestServer::start(b, Opts { extra_tail: tail, step_delay_ms, ..Opts::default() }), second)
+}
+
+async fn make_type(api: &Api, p: &str, specs: Value) -> (String, String) {
+    let name = common::unique("rt");
+    let r = api.post(&format!("/v3/{p}/types"), json!({"volume_type": {"name": name, "extra_specs": specs}})).await;
+    let r = r.expect(200);
+    (s(&r.body["volume_type"], "id"), name)
+}
+
+async fn retype(api: &Api, p: &str, id: &str, args: Value) -> Resp {
+    api.post(&format!("/v3/{p}/volumes/{id}/action"), json!({ "os-retype": args })).await
+}
+
+/// Poll until the volume shows `type_name` and is available.
+async fn wait_type(api: &Api, p: &str, id: &str, type_name: &str) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let v = api.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200).body["volume"].clone();
+        if v["volume_type"] == type_name && v["status"] == "available" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "volume {id} never became {type_name}: {v}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+const MARK: &[u8] = b"cinderblock retype keeps these bytes";
+const MARK_AT: u64 = 3 << 20;
+
+fn write_mark(path: &std::path::Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).expect("open volume file");
+    f.seek(SeekFrom::Start(MARK_AT)).expect("seek");
+    f.write_all(MARK).expect("write");
+    f.sync_all().expect("sync");
+}
+
+fn read_mark(path: &std::path::Path) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    f.seek(SeekFrom::Start(MARK_AT)).expect("seek");
+    let mut buf = vec![0; MARK.len()];
+    f.read_exact(&mut buf).expect("read");
+    buf
+}
+
+fn file_of(pool: &std::path::Path, id: &str) -> std::path::PathBuf {
+    pool.join("volumes").join(format!("{id}.raw"))
+}
+
+async fn retype_in_place_and_with_migration(b: Backend) {
+    let (srv, second) = two_pools(b, 0);
+    let api = srv.api();
+    let p = project();
+    let (src_t, src_name) = make_type(&api, &p, json!({"volume_backend_name": "default"})).await;
+    let (dst_t, dst_name) = make_type(&api, &p, json!({"volume_backend_name": "second"})).await;
+    let (_, plain_name) = make_type(&api, &p, json!({})).await;
+    let v = api.cinder_create_available(&p, json!({"size": 1, "volume_type": src_t, "name": "moving"})).await;
+    let id = s(&v, "id");
+    let host = s(&v, "os-vol-host-attr:host");
+    assert!(host.ends_with("#default"), "{host}");
+    write_mark(&file_of(&srv.pool, &id));
+
+    // Bad input: 400 and nothing changes.
+    for bad in [
+        json!({"new_type": "no-such-type"}),
+        json!({"new_type": src_name}),
+        json!({"new_type": plain_name, "migration_policy": "sometimes"}),
+        json!({"new_type": plain_name, "extra": true}),
+        json!({}),
+        json!({"new_type": dst_t}),
+        json!({"new_type": dst_name, "migration_policy": "never"}),
+    ] {
+        let r = retype(&api, &p, &id, bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    let r = retype(&api, &p, &id, json!({"new_type": dst_name, "migration_policy": "never"})).await;
+    assert!(r.text.contains("migration"), "{}", r.text);
+    let now = api.wait_available(&p, &id).await;
+    assert_eq!(
+        (now["volume_type"].as_str(), now["os-vol-host-attr:host"].as_str()),
+        (Some(src_name.as_str()), Some(host.as_str()))
+    );
+    assert_eq!(now["migration_status"], Value::Null);
+
+    // Same pool: the type changes at once, nothing moves.
+    retype(&api, &p, &id, json!({"new_type": plain_name, "migration_policy": "never"})).await.expect(202);
+    let now = wait_type(&api, &p, &id, &plain_name).await;
+    assert_eq!(now["os-vol-host-attr:host"], host.as_str());
+    assert_eq!(now["migration_status"], Value::Null);
+    assert_eq!(read_mark(&file_of(&srv.pool, &id)), MARK);
+
+    // Per-type quotas follow the volume: no room in the destination type → 413, unchanged.
+    api.put(&format!("/v3/{p}/os-quota-sets/{p}"), json!({"quota_set": {format!("volumes_{dst_name}"): 0}}))
+        .await
+        .expect(200);
+    let r = retype(&api, &p, &id, json!({"new_type": dst_name, "migration_policy": "on-demand"})).await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    let now = api.wait_available(&p, &id).await;
+    assert_eq!(now["volume_type"], plain_name.as_str());
+    api.put(&format!("/v3/{p}/os-quota-sets/{p}"), json!({"quota_set": {format!("volumes_{dst_name}"): -1}}))
+        .await
+        .expect(200);
+
+    // Another pool: on-demand migrates the data, keeping id, name and size.
+    retype(&api, &p, &id, json!({"new_type": dst_name, "migration_policy": "on-demand"})).await.expect(202);
+    let now = wait_type(&api, &p, &id, &dst_name).await;
+    assert_eq!(now["migration_status"], "success");
+    assert_eq!(now["os-vol-mig-status-attr:migstat"], "success");
+    assert!(s(&now, "os-vol-host-attr:host").ends_with("#second"), "{now}");
+    assert_eq!(
+        (now["id"].as_str(), now["name"].as_str(), now["size"].as_i64()),
+        (Some(id.as_str()), Some("moving"), Some(1))
+    );
+    assert_eq!(read_mark(&file_of(second.path(), &id)), MARK);
+    let deadline = Instant::now() + DEADLINE;
+    while file_of(&srv.pool, &id).exists() {
+        assert!(Instant::now() < deadline, "the old pool kept the migrated volume's file");
+        tokio::time::sleep(POLL).await;
+    }
+    // And back.
+    retype(&api, &p, &id, json!({"new_type": src_name, "migration_policy": "on-demand"})).await.expect(202);
+    wait_type(&api, &p, &id, &src_name).await;
+    assert_eq!(read_mark(&file_of(&srv.pool, &id)), MARK);
+    // A volume with snapshots cannot migrate.
+    let sid = available_snapshot(&api, &p, &id).await;
+    let r = retype(&api, &p, &id, json!({"new_type": dst_name, "migration_policy": "on-demand"})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    api.delete(&format!("/v3/{p}/snapshots/{sid}")).await.expect(202);
+    wait_snapshot_gone(&api, &p, &sid).await;
+    api.delete(&format!("/v3/{p}/volumes/{id}")).await.expect(202);
+    api.wait_volume_gone(&p, &id).await;
+}
+
+async fn retype_migration_survives_kill9(b: Backend) {
+    let (srv, second) = two_pools(b, 0);
+    let api = srv.api();
+    let p = project();
+    let (src_t, _) = make_type(&api, &p, json!({"volume_backend_name": "default"})).await;
+    let (_, dst_name) = make_type(&api, &p, json!({"volume_backend_name": "second"})).await;
+    let v = api.cinder_create_available(&p, json!({"size": 1, "volume_type": src_t})).await;
+    let id = s(&v, "id");
+    write_mark(&file_of(&srv.pool, &id));
+    // Slow jobs down so the daemon dies with the migration running.
+    srv.restart_with(|o| o.step_delay_ms = 5000);
+    let api = srv.api();
+    retype(&api, &p, &id, json!({"new_type": dst_name, "migration_policy": "on-demand"})).await.expect(202);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let jobs = srv.db_jobs().await;
+        if jobs.iter().any(|(_, st)| st == "RUNNING") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the retype job never ran: {jobs:?}");
+        tokio::time::sleep(POLL).await;
+    }
+    assert_eq!(api.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200).body["volume"]["status"], "retyping");
+    srv.kill9();
+    // Killed mid-migration: the data is still where the row says, untouched.
+    assert_eq!(read_mark(&file_of(&srv.pool, &id)), MARK);
+    srv.restart_with(|o| o.step_delay_ms = 0);
+    let api = srv.api();
+    let now = wait_type(&api, &p, &id, &dst_name).await;
+    assert_eq!(now["migration_status"], "success");
+    assert_eq!(read_mark(&file_of(second.path(), &id)), MARK);
+    let deadline = Instant::now() + DEADLINE;
+    while file_of(&srv.pool, &id).exists() {
+        assert!(Instant::now() < deadline, "the old pool kept the migrated volume's file");
+        tokio::time::sleep(POLL).await;
+    }
+}
