@@ -22,6 +22,7 @@ backend_tests!(
     in_use_extend_reaches_the_export,
     exports_block_delete_and_rollback,
     failed_attachment_create_leaves_nothing,
+    exports_block_migration,
 );
 
 const MV: (&str, &str) = ("OpenStack-API-Version", "volume 3.71");
@@ -326,6 +327,46 @@ async fn exports_block_delete_and_rollback(b: Backend) {
     snapkit::wait_snapshot_gone(&api, &p, &sid).await;
     api.delete(&format!("/v3/{p}/volumes/{id}")).await.expect(202);
     api.wait_volume_gone(&p, &id).await;
+}
+
+/// Issue 17.1: a retype that must move the data to another pool is refused while the volume
+/// is exported (the export would keep the old file); after terminate_connection it moves.
+async fn exports_block_migration(b: Backend) {
+    let second = tempfile::tempdir().expect("second pool dir");
+    let tail = format!(
+        "[[pools]]\nname = \"second\"\npath = {:?}\navailability_zone = \"nova\"\n",
+        second.path().display().to_string()
+    );
+    let srv = TestServer::start(b, Opts { extra_tail: tail, ..Opts::default() });
+    let api = srv.api();
+    let p = project();
+    let name = common::unique("far");
+    api.post(
+        &format!("/v3/{p}/types"),
+        json!({"volume_type": {"name": name, "extra_specs": {"volume_backend_name": "second"}}}),
+    )
+    .await
+    .expect(200);
+    let src = common::unique("near");
+    api.post(
+        &format!("/v3/{p}/types"),
+        json!({"volume_type": {"name": src, "extra_specs": {"volume_backend_name": "default"}}}),
+    )
+    .await
+    .expect(200);
+    let id = new_volume(&api, &p, json!({"volume_type": src})).await;
+    let r = action(&api, &p, &id, json!({"os-initialize_connection": {"connector": {"host": "h1"}}})).await.expect(200);
+    let info = r.body["connection_info"].clone();
+    let retype = json!({"os-retype": {"new_type": name, "migration_policy": "on-demand"}});
+    let r = action(&api, &p, &id, retype.clone()).await.expect_fault(400, "badRequest");
+    assert!(r.text.contains("attachments or exports"), "{}", r.text);
+    let v = api.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200).body["volume"].clone();
+    assert_eq!((v["status"].as_str(), v["volume_type"].as_str()), (Some("available"), Some(src.as_str())));
+    assert_eq!(nbd_size(&info), Ok(1 << 30));
+    action(&api, &p, &id, json!({"os-terminate_connection": {"connector": {"host": "h1"}}})).await.expect(202);
+    action(&api, &p, &id, retype).await.expect(202);
+    let v = api.wait_available(&p, &id).await;
+    assert_eq!(v["volume_type"], name.as_str(), "{v}");
 }
 
 /// Issue 17.2: a v3 attachment create whose connector cannot be served answers an error and

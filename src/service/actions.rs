@@ -277,6 +277,19 @@ impl Services {
         if !tx.cas_volume_status(&v.id, &[VolumeStatus::Available], VolumeStatus::Retyping, &now).await? {
             return Err(busy());
         }
+        // Migration moves the data to a new file in another pool: an export (initialized
+        // connections leave the volume `available`) would keep serving the old one and lose
+        // every later write (issue 17.1). The status change above locked the row.
+        if !tx.volume_attachments(&v.id).await?.is_empty() {
+            return Err(Error::invalid_status(
+                "EVS.5400",
+                format!(
+                    "Invalid volume: Volume {} cannot be migrated while it has attachments or exports; \
+                     terminate its connections or delete its attachments first.",
+                    v.id
+                ),
+            ));
+        }
         if tx.volume_busy_as_source(&v.id).await? {
             return Err(Error::invalid_status(
                 "EVS.5400",
