@@ -23,6 +23,7 @@ backend_tests!(
     exports_block_delete_and_rollback,
     failed_attachment_create_leaves_nothing,
     exports_block_migration,
+    nbd_names_are_secret_and_unlisted,
 );
 
 const MV: (&str, &str) = ("OpenStack-API-Version", "volume 3.71");
@@ -83,7 +84,9 @@ async fn legacy_attach_over_nbd_and_restart(b: Backend) {
     let r = action(&api, &p, &id, json!({"os-initialize_connection": {"connector": {"host": "h1"}}})).await.expect(200);
     let info = r.body["connection_info"].clone();
     assert_eq!(info["driver_volume_type"], "nbd", "{}", r.text);
-    assert_eq!(info["data"]["export_name"], id.as_str());
+    // The export name is the volume id plus a secret (issue 17.4).
+    let name = s(&info["data"], "export_name");
+    assert!(name.starts_with(&format!("{id}-")) && name.len() >= id.len() + 33, "{name}");
     assert_eq!(nbd_size(&info), Ok(1 << 30));
 
     // A volume that is being attached cannot be deleted.
@@ -367,6 +370,57 @@ async fn exports_block_migration(b: Backend) {
     action(&api, &p, &id, retype).await.expect(202);
     let v = api.wait_available(&p, &id).await;
     assert_eq!(v["volume_type"], name.as_str(), "{v}");
+}
+
+/// Issue 17.4: an anonymous NBD client cannot list exports, cannot open a volume by its id, and
+/// cannot read the secret name back from the API (attachment show, the database row); the
+/// name it was given survives a kill -9 restart; each attachment of a multiattach volume gets
+/// its own name, and ending one attachment closes only its own.
+async fn nbd_names_are_secret_and_unlisted(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let id = new_volume(&api, &p, json!({"multiattach": true})).await;
+    let r = action(&api, &p, &id, json!({"os-initialize_connection": {"connector": {"host": "h1"}}})).await.expect(200);
+    let info = r.body["connection_info"].clone();
+    let name = s(&info["data"], "export_name");
+    let data = &info["data"];
+    let base = format!("nbd://{}:{}", s(data, "host"), data["port"]);
+    assert_eq!(nbd_size(&info), Ok(1 << 30));
+
+    // NBD_OPT_LIST is refused; the volume id alone opens nothing.
+    let out = Command::new("nbdinfo").args(["--list", &format!("{base}/")]).output().expect("nbdinfo");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains(&id), "the listing leaked the volume id: {text}");
+    let mut by_id = info.clone();
+    by_id["data"]["export_name"] = json!(id);
+    assert!(nbd_size(&by_id).is_err(), "the volume id alone opened the export");
+    assert!(nbd_write(&by_id).is_err());
+
+    // The name is not stored: not in the attachments API, not in the database.
+    let list = api.get_h(&format!("/v3/{p}/attachments/detail?volume_id={id}"), &[MV]).await.expect(200);
+    assert!(!list.text.contains(&name), "attachment detail shows the secret: {}", list.text);
+    let rows = srv.db_query_pairs("SELECT id, COALESCE(connection_info, '') FROM attachments").await;
+    assert!(rows.iter().all(|(_, c)| !c.contains(&name)), "the database holds the secret name: {rows:?}");
+
+    // A second attachment gets another name; ending it leaves the first one served.
+    let r = action(&api, &p, &id, json!({"os-initialize_connection": {"connector": {"host": "h2"}}})).await.expect(200);
+    let info2 = r.body["connection_info"].clone();
+    assert_ne!(s(&info2["data"], "export_name"), name);
+    assert_eq!(nbd_size(&info2), Ok(1 << 30));
+    action(&api, &p, &id, json!({"os-terminate_connection": {"connector": {"host": "h2"}}})).await.expect(202);
+    assert!(nbd_size(&info2).is_err(), "the ended attachment's export is still served");
+    assert_eq!(nbd_size(&info), Ok(1 << 30), "ending one attachment closed another's export");
+
+    // kill -9: the same secret name works on the restarted daemon.
+    let port = data["port"].as_u64().expect("port");
+    srv.kill9();
+    srv.restart_with(|o| o.env.push(("CINDERBLOCK_EXPORTS__NBD_LISTEN".into(), format!("127.0.0.1:{port}"))));
+    assert_eq!(nbd_size(&info), Ok(1 << 30), "the export did not come back under its name");
+    assert!(nbd_size(&by_id).is_err());
+    let api = srv.api();
+    action(&api, &p, &id, json!({"os-terminate_connection": {"connector": {"host": "h1"}}})).await.expect(202);
+    assert!(nbd_size(&info).is_err());
 }
 
 /// Issue 17.2: a v3 attachment create whose connector cannot be served answers an error and

@@ -44,7 +44,8 @@ impl Served {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("nbd.sock");
-        let server = NbdServer::new(NbdConfig::default());
+        // This server is the generic one, not the daemon's: it may list its exports.
+        let server = NbdServer::new(NbdConfig { allow_list: true, ..NbdConfig::default() });
         let tcp = rt.block_on(async {
             server.listen_unix(&sock).await.unwrap();
             server.listen_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap()

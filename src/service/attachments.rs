@@ -148,24 +148,34 @@ impl Services {
     /// Export `a` for `connector`, then record the attachment with its connection info.
     async fn connect(&self, v: &Volume, mut a: Attachment, connector: &Value) -> Result<Value> {
         let req = self.export_request(v, a.mode, connector)?;
-        let info = self.exports()?.export(&a.id, &req).await?;
+        // A repeated call for the same attachment gets a new secret name; the old NBD export
+        // goes once the new one is recorded.
+        let previous = a.clone();
+        let exported = self.exports()?.export(&a.id, &req).await?;
         a.connector = Some(connector.to_string());
-        a.connection_info = Some(info.to_string());
+        a.connection_info = Some(exported.stored.to_string());
         if a.status == AttachStatus::Reserved {
             a.status = AttachStatus::Attaching;
         }
         let recorded = self.record_export(v, &a).await;
         match recorded {
-            Ok(true) => Ok(info),
+            Ok(true) => {
+                let digest = |x: &Attachment| {
+                    x.connection_info
+                        .as_deref()
+                        .and_then(|c| serde_json::from_str::<Value>(c).ok())
+                        .and_then(|c| c["data"]["export_digest"].as_str().map(str::to_string))
+                };
+                if digest(&previous).is_some() && digest(&previous) != digest(&a) {
+                    if let Err(e) = self.exports()?.unexport(&previous, true).await {
+                        tracing::warn!(attachment = %a.id, error = %e.message, "removing a replaced export");
+                    }
+                }
+                Ok(exported.info)
+            }
             Ok(false) | Err(_) => {
-                // Not recorded: nothing may keep serving the file. Another attachment of the
-                // volume still on NBD keeps the volume's NBD export.
-                let others = self.db.get_volume(None, &v.id).await.ok().flatten().map(|x| x.attachments);
-                let still_nbd = others
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|o| o.id != a.id && o.connection_info.as_deref().is_some_and(|c| c.contains("\"nbd\"")));
-                if let Err(e) = self.exports()?.unexport(&a, still_nbd).await {
+                // Not recorded: nothing may keep serving the file under the new name.
+                if let Err(e) = self.exports()?.unexport(&a, true).await {
                     tracing::warn!(attachment = %a.id, error = %e.message, "removing an unrecorded export");
                 }
                 match recorded {
@@ -374,14 +384,17 @@ impl Services {
         tx.insert_attachment(&a).await?;
         tx.commit().await?;
         if let Some(c) = connector {
-            if let Err(e) = self.update_attachment(caller, &a.id, c).await {
-                // A create that fails answers an error and must leave nothing behind: no
-                // reservation, the volume back in the status it had.
-                let v = self.get_volume(caller, volume_id).await?;
-                if let Some(mine) = v.attachments.iter().find(|x| x.id == a.id).cloned() {
-                    self.drop_attachments(&v, &[mine]).await?;
+            match self.update_attachment(caller, &a.id, c).await {
+                Ok(exported) => return Ok(exported),
+                Err(e) => {
+                    // A create that fails answers an error and must leave nothing behind: no
+                    // reservation, the volume back in the status it had.
+                    let v = self.get_volume(caller, volume_id).await?;
+                    if let Some(mine) = v.attachments.iter().find(|x| x.id == a.id).cloned() {
+                        self.drop_attachments(&v, &[mine]).await?;
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
         }
         self.get_attachment(caller, &a.id).await
@@ -395,13 +408,16 @@ impl Services {
         if let Some(h) = connector.get("host").and_then(Value::as_str) {
             next.attached_host = Some(h.to_string());
         }
-        self.connect(&v, next, connector).await?;
+        let info = self.connect(&v, next, connector).await?;
         if v.status == VolumeStatus::Reserved {
             let mut tx = self.db.begin_write().await?;
             tx.cas_volume_status(&v.id, &[VolumeStatus::Reserved], VolumeStatus::Attaching, &now_timestamp()).await?;
             tx.commit().await?;
         }
-        self.get_attachment(caller, id).await
+        // The secret export name is in this answer only (the row keeps its digest).
+        let mut a = self.get_attachment(caller, id).await?;
+        a.connection_info = Some(info.to_string());
+        Ok(a)
     }
 
     /// v3 attachment complete (3.44): attached, volume in-use.

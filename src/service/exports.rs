@@ -1,8 +1,15 @@
-//! The export manager: turns attachments into live exports (an NBD export named by the volume id,
-//! or a loop device) and back, and re-creates them at start.
+//! The export manager: turns attachments into live exports (an NBD export per attachment, or a
+//! loop device) and back, and re-creates them at start.
 //!
-//! Invariants: an NBD export exists while at least one attachment of its volume has NBD
-//! connection info; a loop device exists per attachment with `local` connection info; at start,
+//! NBD has no authentication, so the export name is the credential: each attachment gets
+//! `<volume id>-<128 random bits>`, given only in the answer to the call that exported it
+//! (`os-initialize_connection`, attachment update). The attachment row keeps the name's
+//! SHA-256 (`data.export_digest`), never the name: the server is keyed by that digest, so a
+//! restart re-registers the export and the client reconnects with the name it has, while
+//! nobody who can read the database or the attachment can.
+//!
+//! Invariants: an NBD export exists per attachment whose connection info carries an
+//! `export_digest`; a loop device exists per attachment with `local` connection info; at start,
 //! every exported attachment is exported again (loop devices are adopted by backing file when
 //! they survived) and loop devices backed by one of our volume files with no attachment are
 //! detached.
@@ -50,6 +57,24 @@ pub struct ExportRequest {
     pub transport: Transport,
 }
 
+/// What an export gives: the connection info for the caller (with the secret export name) and
+/// the connection info the attachment row keeps (with its digest instead).
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// For the response of the call that exported.
+    pub info: Value,
+    /// For the attachment row.
+    pub stored: Value,
+}
+
+/// A new unguessable NBD export name for a volume.
+fn secret_export_name(volume_id: &str) -> Result<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| Error::internal(format!("random: {e}")))?;
+    let secret: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!("{volume_id}-{secret}"))
+}
+
 fn export_error(e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Invalid, format!("cannot export the volume: {e}")).with_code("EVS.5400")
 }
@@ -92,41 +117,46 @@ impl ExportManager {
         }
     }
 
-    /// Export for attachment `attachment_id`; returns Cinder-shaped connection info.
-    pub async fn export(&self, attachment_id: &str, req: &ExportRequest) -> Result<Value> {
+    /// Export for attachment `attachment_id`: a new secret NBD name (see the module docs) or a
+    /// loop device; returns Cinder-shaped connection info for the caller and for the row.
+    pub async fn export(&self, attachment_id: &str, req: &ExportRequest) -> Result<Exported> {
         let access_mode = if req.readonly { "ro" } else { "rw" };
         match req.transport {
             Transport::Nbd => {
-                let nbd = self.nbd.clone();
-                let (name, path, ro) = (req.volume_id.clone(), req.path.clone(), req.readonly);
-                tokio::task::spawn_blocking(move || nbd.add_export(name, path, ro))
-                    .await
-                    .map_err(|e| Error::internal(e.to_string()))?
-                    .map_err(|e| match e {
-                        crate::export::nbd::NbdError::Conflict(_) => {
-                            Error::conflict("EVS.5400", "the volume is already exported with another access mode")
-                        }
-                        other => export_error(other),
-                    })?;
+                let name = secret_export_name(&req.volume_id)?;
+                let digest = crate::export::nbd::export_digest(&name);
+                self.add_nbd(&digest, req).await?;
                 let mut data = json!({
                     "host": self.nbd_host,
                     "port": self.nbd_addr.port(),
-                    "export_name": req.volume_id,
                     "access_mode": access_mode,
                 });
                 if let Some(s) = &self.unix_socket {
                     data["unix_socket"] = json!(s.display().to_string());
                 }
-                Ok(json!({"driver_volume_type": "nbd", "data": data}))
+                let mut stored = json!({"driver_volume_type": "nbd", "data": data.clone()});
+                stored["data"]["export_digest"] = json!(digest);
+                data["export_name"] = json!(name);
+                Ok(Exported { info: json!({"driver_volume_type": "nbd", "data": data}), stored })
             }
             Transport::Loop => {
                 let dev = self.attach_loop(attachment_id, &req.path, req.readonly).await?;
-                Ok(json!({
+                let info = json!({
                     "driver_volume_type": "local",
                     "data": {"device_path": dev.path().display().to_string(), "access_mode": access_mode},
-                }))
+                });
+                Ok(Exported { info: info.clone(), stored: info })
             }
         }
+    }
+
+    async fn add_nbd(&self, digest: &str, req: &ExportRequest) -> Result<()> {
+        let nbd = self.nbd.clone();
+        let (digest, display, path, ro) = (digest.to_string(), req.volume_id.clone(), req.path.clone(), req.readonly);
+        tokio::task::spawn_blocking(move || nbd.add_export_digest(digest, display, path, ro))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+            .map_err(export_error)
     }
 
     async fn attach_loop(&self, attachment_id: &str, path: &Path, readonly: bool) -> Result<LoopDevice> {
@@ -145,15 +175,21 @@ impl ExportManager {
         Ok(attached.device)
     }
 
-    /// Remove the export of `attachment`. `volume_still_on_nbd` keeps the volume's NBD export
-    /// for its other attachments.
+    /// Remove the export of `attachment`. `volume_still_on_nbd` matters only for exports made
+    /// before export names were secret (named by the volume id, shared by its attachments).
     pub async fn unexport(&self, attachment: &Attachment, volume_still_on_nbd: bool) -> Result<()> {
         let Some(info) = attachment.connection_info.as_deref() else { return Ok(()) };
         let info: Value = serde_json::from_str(info).unwrap_or(Value::Null);
         match info.get("driver_volume_type").and_then(Value::as_str) {
-            Some("nbd") if !volume_still_on_nbd => {
-                self.nbd.remove_export(&attachment.volume_id).await;
-            }
+            Some("nbd") => match info["data"]["export_digest"].as_str() {
+                Some(d) => {
+                    self.nbd.remove_export_digest(d).await;
+                }
+                None if !volume_still_on_nbd => {
+                    self.nbd.remove_export(&attachment.volume_id).await;
+                }
+                None => {}
+            },
             Some("local") => {
                 let dev = self.loops.lock().unwrap_or_else(|e| e.into_inner()).remove(&attachment.id);
                 if let Some(dev) = dev {
@@ -205,7 +241,13 @@ impl ExportManager {
                         readonly: *readonly,
                         transport: Transport::Nbd,
                     };
-                    if let Err(e) = self.export(&a.id, &req).await {
+                    let Some(digest) = info["data"]["export_digest"].as_str() else {
+                        // Exported before names were secret: its name was the volume id, which
+                        // anyone could guess. Not re-exported; the consumer connects again.
+                        tracing::warn!(attachment = %a.id, "not restoring an NBD export named by its volume id; initialize the connection again");
+                        continue;
+                    };
+                    if let Err(e) = self.add_nbd(digest, &req).await {
                         tracing::error!(attachment = %a.id, error = %e, "could not re-export over NBD");
                     }
                 }

@@ -15,7 +15,7 @@ pub mod proto;
 pub mod server;
 mod sink;
 
-pub use server::{ExportInfo, NbdConfig, NbdError, NbdServer};
+pub use server::{export_digest, ExportInfo, NbdConfig, NbdError, NbdServer};
 
 #[cfg(test)]
 mod tests;

@@ -126,6 +126,10 @@ where
                 let _ = send(wr, &out).await;
                 return Ok(Outcome::Aborted);
             }
+            ClientOption::List if !registry.allow_list => {
+                // A listing would tell anyone who can connect which volumes exist.
+                proto::encode_option_error(&mut out, opt, proto::REP_ERR_POLICY, "listing exports is not allowed");
+            }
             ClientOption::List => {
                 for name in registry.names() {
                     proto::encode_rep_server(&mut out, &name);

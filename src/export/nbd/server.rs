@@ -8,6 +8,11 @@
 //!
 //! Each export opens its file once; all connections share that descriptor and the page cache,
 //! which is what makes `CAN_MULTI_CONN` safe (a FLUSH is `fdatasync` on that one file).
+//!
+//! Export names are secrets (the service gives each attachment an unguessable one): the
+//! registry keeps only their SHA-256 ([`export_digest`]), so the service can store the digest
+//! and re-register an export after a restart without ever storing the name, and `NBD_OPT_LIST`
+//! answers `NBD_REP_ERR_POLICY` unless [`NbdConfig::allow_list`] says otherwise.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -50,6 +55,9 @@ pub struct NbdConfig {
     pub handshake_timeout: Duration,
     /// On removal or shutdown, how long replies in flight may still be sent.
     pub shutdown_grace: Duration,
+    /// Answer `NBD_OPT_LIST` with the exports' display names (off: `NBD_REP_ERR_POLICY`, since
+    /// a listing would tell an anonymous client which volumes exist).
+    pub allow_list: bool,
 }
 
 impl Default for NbdConfig {
@@ -60,6 +68,7 @@ impl Default for NbdConfig {
             max_bytes_per_connection: 64 << 20,
             handshake_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            allow_list: false,
         }
     }
 }
@@ -136,8 +145,16 @@ impl Drop for TrackGuard {
     }
 }
 
+/// The registry key of an export name: its SHA-256, hex.
+pub fn export_digest(name: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(name.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A registered export.
 pub(crate) struct ExportEntry {
+    /// What logs and [`NbdServer::list`] call it (for the service: the volume id, never the
+    /// secret name).
     pub name: String,
     pub path: PathBuf,
     pub readonly: bool,
@@ -182,19 +199,24 @@ impl Drop for BulkReader {
     }
 }
 
-/// Exports by name.
+/// Exports by the digest of their name.
 #[derive(Default)]
 pub(crate) struct Registry {
     map: RwLock<HashMap<String, Arc<ExportEntry>>>,
+    /// See [`NbdConfig::allow_list`].
+    pub(crate) allow_list: bool,
 }
 
 impl Registry {
+    /// The export a client names.
     pub(crate) fn get(&self, name: &str) -> Option<Arc<ExportEntry>> {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.map.read().unwrap_or_else(|e| e.into_inner()).get(&export_digest(name)).cloned()
     }
 
+    /// Display names, for `NBD_OPT_LIST` where allowed.
     pub(crate) fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.map.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let mut v: Vec<String> =
+            self.map.read().unwrap_or_else(|e| e.into_inner()).values().map(|e| e.name.clone()).collect();
         v.sort();
         v
     }
@@ -219,11 +241,12 @@ pub struct NbdServer {
 impl NbdServer {
     /// A server with no export and no listener.
     pub fn new(config: NbdConfig) -> NbdServer {
+        let allow_list = config.allow_list;
         let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         NbdServer {
             inner: Arc::new(Inner {
                 config,
-                registry: Registry::default(),
+                registry: Registry { map: RwLock::default(), allow_list },
                 stop: watch::channel(false).0,
                 conns: Tracker::new(),
                 slots,
@@ -240,17 +263,32 @@ impl NbdServer {
         if name.len() > proto::MAX_STRING_LEN || name.contains('\0') {
             return Err(NbdError::InvalidName);
         }
-        if let Some(e) = self.inner.registry.get(&name) {
-            return if e.path == path && e.readonly == readonly { Ok(()) } else { Err(NbdError::Conflict(name)) };
+        self.add_export_digest(export_digest(&name), name, path, readonly)
+    }
+
+    /// Export `path` under the name whose [`export_digest`] is `digest`, listed and logged as
+    /// `label`: how a secret name is registered (and re-registered after a restart) without
+    /// the server being told the name. Same rules as [`NbdServer::add_export`].
+    pub fn add_export_digest(
+        &self,
+        digest: String,
+        label: String,
+        path: PathBuf,
+        readonly: bool,
+    ) -> Result<(), NbdError> {
+        let same = |e: &ExportEntry| e.path == path && e.readonly == readonly;
+        if let Some(e) = self.inner.registry.map.read().unwrap_or_else(|e| e.into_inner()).get(&digest) {
+            return if same(e) { Ok(()) } else { Err(NbdError::Conflict(label)) };
         }
         let file = open_export(&path, readonly)?;
         let mut map = self.inner.registry.map.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = map.get(&name) {
-            return if e.path == path && e.readonly == readonly { Ok(()) } else { Err(NbdError::Conflict(name)) };
+        if let Some(e) = map.get(&digest) {
+            return if same(e) { Ok(()) } else { Err(NbdError::Conflict(label)) };
         }
-        tracing::info!(export = %name, path = %path.display(), readonly, "nbd: export added");
+        tracing::info!(export = %label, path = ?path, readonly, "nbd: export added");
+        let name = label;
         map.insert(
-            name.clone(),
+            digest,
             Arc::new(ExportEntry {
                 name,
                 path,
@@ -269,11 +307,16 @@ impl NbdServer {
     /// and this returns once none of them uses the file any more. False if there was no such
     /// export.
     pub async fn remove_export(&self, name: &str) -> bool {
-        let entry = self.inner.registry.map.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        self.remove_export_digest(&export_digest(name)).await
+    }
+
+    /// [`NbdServer::remove_export`] by the name's [`export_digest`].
+    pub async fn remove_export_digest(&self, digest: &str) -> bool {
+        let entry = self.inner.registry.map.write().unwrap_or_else(|e| e.into_inner()).remove(digest);
         let Some(entry) = entry else { return false };
         entry.stop.send_replace(true);
         entry.conns.idle().await;
-        tracing::info!(export = %name, "nbd: export removed");
+        tracing::info!(export = %entry.name, "nbd: export removed");
         true
     }
 

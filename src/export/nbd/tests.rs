@@ -170,8 +170,20 @@ fn cookie_of(r: &Reply) -> u64 {
 }
 
 #[tokio::test]
-async fn options_are_answered_per_protocol() {
+async fn listing_is_refused_by_default() {
     let fx = fixture();
+    let mut c = fx.connect();
+    c.greet(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).await;
+    let r = c.option(OPT_LIST, &[]).await;
+    assert_eq!(r.len(), 1, "no export name may leak");
+    assert_eq!(r[0].reply_type, REP_ERR_POLICY);
+    // The connection stays usable.
+    assert_eq!(c.option(OPT_STARTTLS, &[]).await[0].reply_type, REP_ERR_POLICY);
+}
+
+#[tokio::test]
+async fn options_are_answered_per_protocol() {
+    let fx = fixture_with(NbdConfig { allow_list: true, ..NbdConfig::default() });
     let mut c = fx.connect();
     c.greet(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).await;
 
