@@ -86,11 +86,9 @@ pub async fn serve(config: Config) -> Result<()> {
         let _ = out.flush();
     }
     let trimmer = tokio::spawn(trim_memory_when_idle());
+    let http = config.http.clone();
     let app = crate::api::router(svc);
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| Error::internal(format!("http server: {e}")))?;
+    crate::api::listener::serve(listener, app, &http, shutdown_signal()).await;
     tracing::info!("shutting down");
     trimmer.abort();
     stop.cancel();

@@ -39,6 +39,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// How attached volumes are handed out (NBD server, loop devices).
     pub exports: ExportsConfig,
+    /// HTTP connection limits and timeouts.
+    pub http: HttpConfig,
     /// Default quota limits (`volumes`, `gigabytes`, `snapshots`, `per_volume_gigabytes`,
     /// `volumes_<type>`…; -1 = unlimited, the default). Quota classes and per-project limits,
     /// set through the API, override them.
@@ -174,6 +176,25 @@ pub struct ExportsConfig {
     pub nbd_host: Option<String>,
 }
 
+/// HTTP connection limits and timeouts (slow or idle clients must not hold the daemon).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Connections served at once; one more gets a 503 and is closed.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers, and that a kept-alive connection may
+    /// sit idle before the next request.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a client has to send a request's whole body (408 after).
+    pub body_read_timeout_seconds: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { max_connections: 1024, header_read_timeout_seconds: 30, body_read_timeout_seconds: 30 }
+    }
+}
+
 /// Job runner settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -219,6 +240,7 @@ impl Default for Config {
                 max_over_subscription_ratio: default_ratio(),
             }],
             jobs: JobsConfig { workers: 4, lease_seconds: 60, step_delay_ms: 0 },
+            http: HttpConfig::default(),
             quotas: std::collections::BTreeMap::new(),
             exports: ExportsConfig {
                 default_transport: Transport::Nbd,
@@ -271,6 +293,14 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.http.max_connections == 0
+            || self.http.header_read_timeout_seconds == 0
+            || self.http.body_read_timeout_seconds == 0
+        {
+            return Err(ConfigError::Invalid(
+                "http.max_connections, http.header_read_timeout_seconds and http.body_read_timeout_seconds must be at least 1".into(),
+            ));
+        }
         if self.pools.is_empty() {
             return Err(ConfigError::Invalid("at least one pool is required".into()));
         }

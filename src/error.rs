@@ -34,6 +34,8 @@ pub enum ErrorKind {
     TooManyRequests,
     /// The request body is larger than the route accepts (413).
     PayloadTooLarge,
+    /// The client did not send its request body in time (408).
+    RequestTimeout,
     /// The request body is not JSON (`Content-Type` other than `application/json`) (415).
     UnsupportedMediaType,
     /// Anything else; the message is not shown to the client (500).

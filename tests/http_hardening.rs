@@ -182,3 +182,122 @@ async fn metadata_keys_per_resource_are_bounded(b: Backend) {
     let list = api.get(&format!("/v3/{p}/snapshots")).await.expect(200);
     assert_eq!(list.body["snapshots"], json!([]), "{}", list.text);
 }
+
+/// Read from `s` until the peer closes; returns what arrived, or panics after `within`.
+fn read_until_closed(s: &mut std::net::TcpStream, within: Duration) -> String {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return String::from_utf8_lossy(&got).to_string(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return String::from_utf8_lossy(&got).to_string()
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+        assert!(
+            start.elapsed() < within,
+            "the server kept the connection open for {within:?}; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+}
+
+fn addr_of(srv: &TestServer) -> String {
+    srv.base_url().trim_start_matches("http://").to_string()
+}
+
+/// Issue 17.6: a connection that sends nothing, headers that never end, a body that never
+/// ends, and a kept-alive connection left idle are all closed after the configured timeouts,
+/// while other clients are served.
+#[test]
+fn idle_and_slow_clients_are_cut_off() {
+    use std::io::Write;
+    let srv = TestServer::start(
+        Backend::Sqlite,
+        Opts {
+            env: vec![
+                ("CINDERBLOCK_HTTP__HEADER_READ_TIMEOUT_SECONDS".into(), "1".into()),
+                ("CINDERBLOCK_HTTP__BODY_READ_TIMEOUT_SECONDS".into(), "1".into()),
+            ],
+            ..Opts::default()
+        },
+    );
+    let addr = addr_of(&srv);
+    let within = Duration::from_secs(10);
+    // Silent.
+    let mut silent = std::net::TcpStream::connect(&addr).expect("connect");
+    // Headers that never end.
+    let mut slow_headers = std::net::TcpStream::connect(&addr).expect("connect");
+    slow_headers.write_all(b"GET /v3 HTTP/1.1\r\nHost: localhost\r\n").expect("write");
+    // A body that never ends.
+    let p = project();
+    let mut slow_body = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(
+        slow_body,
+        "POST /v3/{p}/volumes HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"volume\""
+    )
+    .expect("write");
+    // Kept alive after one answered request.
+    let mut kept = std::net::TcpStream::connect(&addr).expect("connect");
+    kept.write_all(b"GET /v3 HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("write");
+
+    read_until_closed(&mut silent, within);
+    read_until_closed(&mut slow_headers, within);
+    let answer = read_until_closed(&mut slow_body, within);
+    assert!(answer.starts_with("HTTP/1.1 408"), "a slow body gets 408: {answer:?}");
+    let answer = read_until_closed(&mut kept, within);
+    assert!(answer.starts_with("HTTP/1.1 200"), "the kept-alive request was answered first: {answer:?}");
+    // Nothing was created; the daemon still answers.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let list = rt.block_on(async { srv.api().get(&format!("/v3/{p}/volumes")).await.expect(200) });
+    assert_eq!(list.body["volumes"], json!([]));
+}
+
+/// Issue 17.6: beyond `http.max_connections` a new connection gets a JSON 503 with
+/// `Retry-After` and is closed; once a slot frees, requests are served again.
+#[test]
+fn connections_over_the_cap_get_503() {
+    use std::io::Write;
+    let srv = TestServer::start(
+        Backend::Sqlite,
+        Opts { env: vec![("CINDERBLOCK_HTTP__MAX_CONNECTIONS".into(), "4".into())], ..Opts::default() },
+    );
+    let addr = addr_of(&srv);
+    let mut idle: Vec<std::net::TcpStream> =
+        (0..4).map(|_| std::net::TcpStream::connect(&addr).expect("connect")).collect();
+    // The accept loop takes them in order; poll until the fifth is refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let mut c = std::net::TcpStream::connect(&addr).expect("connect");
+        let _ = c.write_all(b"GET /v3 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let answer = read_until_closed(&mut c, Duration::from_secs(10));
+        if answer.starts_with("HTTP/1.1 503") {
+            break answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "never refused: {answer:?}");
+    };
+    assert!(refused.contains("Retry-After: 1"), "{refused}");
+    let body = refused.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+    assert_eq!(v["computeFault"]["code"], 503);
+    // Free one slot: requests get through again.
+    drop(idle.pop());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = rt.block_on(async { srv.api().request(reqwest::Method::GET, "/v3", &[], None).await });
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.text);
+        assert!(std::time::Instant::now() < deadline, "no slot came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(idle);
+}

@@ -12,6 +12,7 @@ mod common;
 pub mod evs;
 mod guard;
 mod identity;
+pub mod listener;
 mod microversion;
 pub mod signature;
 mod snapshot_query;
@@ -44,6 +45,7 @@ pub fn router(svc: Services) -> Router {
         .layer(middleware::from_fn_with_state(svc.clone(), auth::authenticate))
         .layer(middleware::from_fn(error_bodies))
         .layer(middleware::from_fn(microversion::negotiate))
+        .layer(middleware::from_fn_with_state(svc.clone(), buffer_body))
         .layer(middleware::from_fn(request_id))
         .with_state(svc)
 }
@@ -103,6 +105,39 @@ async fn error_bodies(req: Request, next: Next) -> Response {
         _ => return resp,
     };
     render_for_path(&path, err)
+}
+
+/// Read a request's body whole, within `http.body_read_timeout_seconds` and
+/// [`MAX_BODY_BYTES`], before anything else sees the request: a client sending its body a byte
+/// at a time gets 408 instead of holding a connection and a task for ever, and a body over the
+/// limit is 413 in the API's format whichever route it was sent to. Every route takes bodies
+/// of a few KiB, so buffering costs nothing they would not buffer anyway.
+async fn buffer_body(axum::extract::State(svc): axum::extract::State<Services>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let chunked = headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+    if declared.unwrap_or(0) == 0 && !chunked {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_string();
+    let too_large = || {
+        Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("Request is too large: a request body may be at most {MAX_BODY_BYTES} bytes."),
+        )
+    };
+    let (parts, body) = req.into_parts();
+    let deadline = std::time::Duration::from_secs(svc.config.http.body_read_timeout_seconds);
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Err(_) => {
+            render_for_path(&path, Error::new(ErrorKind::RequestTimeout, "The request body did not arrive in time."))
+        }
+        Ok(Err(_)) => render_for_path(&path, too_large()),
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+    }
 }
 
 /// Largest request body any route accepts (axum's default limit, which every body extractor

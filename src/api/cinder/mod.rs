@@ -309,6 +309,7 @@ fn status_and_name(e: &Error) -> (StatusCode, &'static str) {
         ErrorKind::Quota => (StatusCode::PAYLOAD_TOO_LARGE, "overLimit"),
         ErrorKind::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "overLimit"),
         ErrorKind::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "overLimit"),
+        ErrorKind::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "badRequest"),
         ErrorKind::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "badMediaType"),
         ErrorKind::Unsupported => (StatusCode::NOT_IMPLEMENTED, "notImplemented"),
         ErrorKind::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),

@@ -89,6 +89,7 @@ fn status_of(e: &Error) -> StatusCode {
         ErrorKind::Unsupported => return StatusCode::NOT_IMPLEMENTED,
         ErrorKind::TooManyRequests => return StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::PayloadTooLarge => return StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::RequestTimeout => return StatusCode::REQUEST_TIMEOUT,
         ErrorKind::UnsupportedMediaType => return StatusCode::UNSUPPORTED_MEDIA_TYPE,
         _ => {}
     }

@@ -69,6 +69,7 @@ impl IntoResponse for KeystoneError {
             ErrorKind::Conflict => (StatusCode::CONFLICT, "Conflict"),
             ErrorKind::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
             ErrorKind::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
+            ErrorKind::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "Request Timeout"),
             ErrorKind::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type"),
             ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
             _ => (StatusCode::BAD_REQUEST, "Bad Request"),

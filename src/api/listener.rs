@@ -1,0 +1,97 @@
+//! The HTTP listener: accepts connections and serves the router on each, with the limits a
+//! public daemon needs (issue 17.6) that `axum::serve` does not offer:
+//! - at most `http.max_connections` connections at once; one more is answered `503` with a JSON
+//!   body and `Retry-After`, and closed, instead of waiting in the kernel's backlog or taking
+//!   descriptors until the daemon can no longer open files;
+//! - `http.header_read_timeout_seconds` for a request's headers, which also bounds how long a
+//!   kept-alive connection may sit idle between requests (hyper starts the timer whenever the
+//!   connection waits for a new request);
+//! - bodies are read by [`super::buffer_body`] within `http.body_read_timeout_seconds`.
+//!
+//! Each connection gets the peer address as `ConnectInfo` (login throttling keys on it). On
+//! shutdown the listener stops accepting and open connections finish their current request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::HttpConfig;
+
+/// How long connections may take to finish once shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The answer to a connection over the cap: what any HTTP client reads as "try again".
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n\
+Connection: close\r\nContent-Length: 86\r\n\r\n\
+{\"computeFault\": {\"code\": 503, \"message\": \"Too many connections; retry in a moment.\"}}";
+
+/// Serve `app` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    cfg: &HttpConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // HTTP/1.1 only (every OpenStack and Huawei client speaks it): hyper's version detection
+    // for HTTP/2 would wait for a first byte with no timeout, so a silent connection would be
+    // held for ever.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(cfg.header_read_timeout_seconds))
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; the cap normally keeps
+                    // us from getting here.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection refused: http.max_connections reached");
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(BUSY)).await;
+                let _ = stream.shutdown().await;
+            });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = tower::ServiceExt::map_request(app.clone(), move |req: hyper::Request<hyper::body::Incoming>| {
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            req
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("some HTTP connections did not finish within the shutdown grace period");
+    }
+}
