@@ -223,6 +223,17 @@ async fn groups_create_update_and_delete(b: Backend) {
     let mut both = vec![v1.clone(), v2.clone()];
     both.sort();
     assert_eq!(members(&api, &p, &g).await, both);
+    // The volume list filters by group_id from 3.10 (and ignores it before).
+    let filtered = format!("/v3/{p}/volumes?group_id={g}");
+    assert_eq!(get(&api, &filtered).await.expect(200).body["volumes"].as_array().map(Vec::len), Some(2));
+    let r = call(&api, Method::GET, &filtered, 9, None, None).await.expect(200);
+    assert_eq!(r.body["volumes"].as_array().map(Vec::len), Some(2));
+    let other = format!("/v3/{p}/volumes?group_id={}", uuid::Uuid::new_v4());
+    assert_eq!(get(&api, &other).await.expect(200).body["volumes"], json!([]));
+    assert_eq!(
+        call(&api, Method::GET, &other, 9, None, None).await.expect(200).body["volumes"].as_array().map(Vec::len),
+        Some(2)
+    );
     let r = get(&api, &format!("/v3/{p}/groups/{g}?list_volume=true")).await.expect(200);
     assert_eq!(r.body["group"]["volumes"].as_array().map(Vec::len), Some(2));
 
