@@ -531,7 +531,25 @@ async fn kill9_during_group_snapshot_settles(b: Backend) {
     let snaps = get(&api, &format!("/v3/{p}/snapshots/detail")).await.expect(200).body["snapshots"].clone();
     let n = snaps.as_array().unwrap().iter().filter(|x| x["group_snapshot_id"] == gs.as_str()).count();
     assert_eq!(n, 2);
-    // And a group being deleted when the daemon dies goes away after the restart.
+    // A group created from that group snapshot when the daemon dies: its volumes' jobs are
+    // requeued and the group ends available.
+    srv.restart_with(|o| o.step_delay_ms = 3000);
+    let r = post(&api, &format!("/v3/{p}/groups/action"), json!({"create-from-src": {"group_snapshot_id": gs}}))
+        .await
+        .expect(202);
+    let g2 = s(&r.body["group"], "id");
+    assert_eq!(get(&api, &format!("/v3/{p}/groups/{g2}")).await.expect(200).body["group"]["status"], "creating");
+    srv.kill9();
+    srv.restart_with(|o| o.step_delay_ms = 0);
+    wait_status(&api, &format!("/v3/{p}/groups/{g2}"), "group", "available").await;
+    let copies = members(&api, &p, &g2).await;
+    assert_eq!(copies.len(), 2);
+    for c in &copies {
+        api.wait_available(&p, c).await;
+    }
+    post(&api, &format!("/v3/{p}/groups/{g2}/action"), json!({"delete": {"delete-volumes": true}})).await.expect(202);
+    wait_gone(&api, &format!("/v3/{p}/groups/{g2}")).await;
+    // And a group snapshot being deleted when the daemon dies goes away after the restart.
     srv.restart_with(|o| o.step_delay_ms = 3000);
     call(&api, Method::DELETE, &path, LATEST, None, None).await.expect(202);
     srv.kill9();
