@@ -234,6 +234,21 @@ async fn groups_create_update_and_delete(b: Backend) {
         call(&api, Method::GET, &other, 9, None, None).await.expect(200).body["volumes"].as_array().map(Vec::len),
         Some(2)
     );
+    // Group lists filter, sort and page as Cinder's.
+    let g_other = group(&api, &p, &gt).await;
+    let ids = |r: Resp| -> Vec<String> { r.body["groups"].as_array().unwrap().iter().map(|x| s(x, "id")).collect() };
+    let all = ids(get(&api, &format!("/v3/{p}/groups?sort=created_at:asc")).await.expect(200));
+    assert_eq!(all, vec![g.clone(), g_other.clone()]);
+    let r = get(&api, &format!("/v3/{p}/groups?sort=created_at:asc&limit=1&marker={g}")).await.expect(200);
+    assert_eq!(ids(r), vec![g_other.clone()]);
+    let name = s(&shown, "name");
+    assert_eq!(ids(get(&api, &format!("/v3/{p}/groups?name={name}")).await.expect(200)), vec![g.clone()]);
+    get(&api, &format!("/v3/{p}/groups?sort=bogus:asc")).await.expect_fault(400, "badRequest");
+    get(&api, &format!("/v3/{p}/groups?marker={}", uuid::Uuid::new_v4())).await.expect_fault(404, "itemNotFound");
+    post(&api, &format!("/v3/{p}/groups/{g_other}/action"), json!({"delete": {"delete-volumes": false}}))
+        .await
+        .expect(202);
+    wait_gone(&api, &format!("/v3/{p}/groups/{g_other}")).await;
     let r = get(&api, &format!("/v3/{p}/groups/{g}?list_volume=true")).await.expect(200);
     assert_eq!(r.body["group"]["volumes"].as_array().map(Vec::len), Some(2));
 
