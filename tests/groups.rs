@@ -223,6 +223,32 @@ async fn groups_create_update_and_delete(b: Backend) {
     let mut both = vec![v1.clone(), v2.clone()];
     both.sort();
     assert_eq!(members(&api, &p, &g).await, both);
+    // The volume list filters by group_id from 3.10 (and ignores it before).
+    let filtered = format!("/v3/{p}/volumes?group_id={g}");
+    assert_eq!(get(&api, &filtered).await.expect(200).body["volumes"].as_array().map(Vec::len), Some(2));
+    let r = call(&api, Method::GET, &filtered, 9, None, None).await.expect(200);
+    assert_eq!(r.body["volumes"].as_array().map(Vec::len), Some(2));
+    let other = format!("/v3/{p}/volumes?group_id={}", uuid::Uuid::new_v4());
+    assert_eq!(get(&api, &other).await.expect(200).body["volumes"], json!([]));
+    assert_eq!(
+        call(&api, Method::GET, &other, 9, None, None).await.expect(200).body["volumes"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // Group lists filter, sort and page as Cinder's.
+    let g_other = group(&api, &p, &gt).await;
+    let ids = |r: Resp| -> Vec<String> { r.body["groups"].as_array().unwrap().iter().map(|x| s(x, "id")).collect() };
+    let all = ids(get(&api, &format!("/v3/{p}/groups?sort=created_at:asc")).await.expect(200));
+    assert_eq!(all, vec![g.clone(), g_other.clone()]);
+    let r = get(&api, &format!("/v3/{p}/groups?sort=created_at:asc&limit=1&marker={g}")).await.expect(200);
+    assert_eq!(ids(r), vec![g_other.clone()]);
+    let name = s(&shown, "name");
+    assert_eq!(ids(get(&api, &format!("/v3/{p}/groups?name={name}")).await.expect(200)), vec![g.clone()]);
+    get(&api, &format!("/v3/{p}/groups?sort=bogus:asc")).await.expect_fault(400, "badRequest");
+    get(&api, &format!("/v3/{p}/groups?marker={}", uuid::Uuid::new_v4())).await.expect_fault(404, "itemNotFound");
+    post(&api, &format!("/v3/{p}/groups/{g_other}/action"), json!({"delete": {"delete-volumes": false}}))
+        .await
+        .expect(202);
+    wait_gone(&api, &format!("/v3/{p}/groups/{g_other}")).await;
     let r = get(&api, &format!("/v3/{p}/groups/{g}?list_volume=true")).await.expect(200);
     assert_eq!(r.body["group"]["volumes"].as_array().map(Vec::len), Some(2));
 
@@ -520,7 +546,25 @@ async fn kill9_during_group_snapshot_settles(b: Backend) {
     let snaps = get(&api, &format!("/v3/{p}/snapshots/detail")).await.expect(200).body["snapshots"].clone();
     let n = snaps.as_array().unwrap().iter().filter(|x| x["group_snapshot_id"] == gs.as_str()).count();
     assert_eq!(n, 2);
-    // And a group being deleted when the daemon dies goes away after the restart.
+    // A group created from that group snapshot when the daemon dies: its volumes' jobs are
+    // requeued and the group ends available.
+    srv.restart_with(|o| o.step_delay_ms = 3000);
+    let r = post(&api, &format!("/v3/{p}/groups/action"), json!({"create-from-src": {"group_snapshot_id": gs}}))
+        .await
+        .expect(202);
+    let g2 = s(&r.body["group"], "id");
+    assert_eq!(get(&api, &format!("/v3/{p}/groups/{g2}")).await.expect(200).body["group"]["status"], "creating");
+    srv.kill9();
+    srv.restart_with(|o| o.step_delay_ms = 0);
+    wait_status(&api, &format!("/v3/{p}/groups/{g2}"), "group", "available").await;
+    let copies = members(&api, &p, &g2).await;
+    assert_eq!(copies.len(), 2);
+    for c in &copies {
+        api.wait_available(&p, c).await;
+    }
+    post(&api, &format!("/v3/{p}/groups/{g2}/action"), json!({"delete": {"delete-volumes": true}})).await.expect(202);
+    wait_gone(&api, &format!("/v3/{p}/groups/{g2}")).await;
+    // And a group snapshot being deleted when the daemon dies goes away after the restart.
     srv.restart_with(|o| o.step_delay_ms = 3000);
     call(&api, Method::DELETE, &path, LATEST, None, None).await.expect(202);
     srv.kill9();

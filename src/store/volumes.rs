@@ -37,6 +37,8 @@ pub struct VolumeFilter {
     pub multiattach: Option<bool>,
     /// Volume type id.
     pub volume_type_id: Option<String>,
+    /// groups: members of this generic volume group (Cinder 3.10 `group_id`).
+    pub group_id: Option<String>,
 }
 
 /// Columns a list can be sorted by.
@@ -218,6 +220,9 @@ fn push_filter(sql: &mut Sql, f: &VolumeFilter) {
     }
     if let Some(m) = f.multiattach {
         sql.push(" AND v.multiattach = ").bind(Arg::Int(m as i64));
+    }
+    if let Some(g) = &f.group_id {
+        sql.push(" AND v.group_id = ").bind(Arg::Text(g.clone()));
     }
     if let Some(t) = &f.volume_type_id {
         sql.push(" AND v.volume_type_id = ").bind(Arg::Text(t.clone()));

@@ -73,7 +73,11 @@ async fn list(
     require(version, MIN)?;
     let c = caller(svc, headers, p)?;
     let q = parse_query(uri.query())?;
-    let list = svc.list_group_snapshots(&c, all_tenants(&q)).await?;
+    let mut list = svc.list_group_snapshots(&c, all_tenants(&q)).await?;
+    // Filters, sorting and paging from 3.29 (`GROUP_SNAPSHOT_PAGINATION`), as Cinder.
+    if version.at_least(29) {
+        list = super::groups::page(list, &q, &["name", "status", "group_id"])?;
+    }
     let base = base_url(svc, headers);
     let ctx = ViewCtx { base: &base, api: "v3", version, node: &svc.config.node, audience: Audience::of(&c) };
     let view = if detail { SnapshotView::Read } else { SnapshotView::Summary };

@@ -99,7 +99,7 @@ async fn list(
     require(version, MIN)?;
     let c = caller(svc, headers, p)?;
     let q = parse_query(uri.query())?;
-    let groups = svc.list_groups(&c, all_tenants(&q)).await?;
+    let groups = page(svc.list_groups(&c, all_tenants(&q)).await?, &q, &["name", "status", "availability_zone"])?;
     let base = base_url(svc, headers);
     let ctx = ViewCtx { base: &base, api: "v3", version, node: &svc.config.node, audience: Audience::of(&c) };
     let list_volume = query_get(&q, "list_volume").and_then(parse_bool).unwrap_or(false);
@@ -245,4 +245,111 @@ pub(super) async fn create_from_src(
         .create_group_from_src(&c, opt_string(&o, "name", "EVS.5400")?, opt_string(&o, "description", "EVS.5400")?, src)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"group": views::group_summary(&g)}))).into_response())
+}
+
+/// What a group or group snapshot list can be filtered and sorted by.
+pub(super) trait Listed {
+    /// Id (markers and ties).
+    fn id(&self) -> &str;
+    /// A sort key's or filter's value (`None` = unknown key).
+    fn field(&self, key: &str) -> Option<String>;
+    /// The keys [`Listed::field`] knows.
+    const KEYS: &'static [&'static str];
+}
+
+impl Listed for crate::model::Group {
+    const KEYS: &'static [&'static str] =
+        &["id", "name", "status", "created_at", "availability_zone", "group_type_id", "group_type"];
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn field(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "id" => self.id.clone(),
+            "name" => self.name.clone().unwrap_or_default(),
+            "status" => self.status.clone(),
+            "created_at" => self.created_at.clone(),
+            "availability_zone" => self.availability_zone.clone(),
+            "group_type_id" | "group_type" => self.group_type_id.clone(),
+            _ => return None,
+        })
+    }
+}
+
+impl Listed for crate::model::GroupSnapshot {
+    const KEYS: &'static [&'static str] = &["id", "name", "status", "created_at", "group_id", "group_type_id"];
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn field(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "id" => self.id.clone(),
+            "name" => self.name.clone().unwrap_or_default(),
+            "status" => self.status.clone(),
+            "created_at" => self.created_at.clone(),
+            "group_id" => self.group_id.clone(),
+            "group_type_id" => self.group_type_id.clone(),
+            _ => return None,
+        })
+    }
+}
+
+/// Cinder's list parameters over an in-memory list: exact filters on `filters` keys, then
+/// `sort` (or `sort_key`/`sort_dir`, default `created_at:desc`, ties by id), `marker`,
+/// `offset`, `limit`.
+pub(super) fn page<T: Listed>(mut items: Vec<T>, q: &[(String, String)], filters: &[&str]) -> Result<Vec<T>, Error> {
+    for key in filters {
+        if let Some(want) = query_get(q, key) {
+            items.retain(|t| t.field(key).as_deref() == Some(want));
+        }
+    }
+    let (key, dir) = match query_get(q, "sort") {
+        Some(s) => {
+            let first = s.split(',').next().unwrap_or("");
+            let (k, d) = first.split_once(':').unwrap_or((first, "desc"));
+            (k.trim().to_string(), d.trim().to_ascii_lowercase())
+        }
+        None => (
+            query_get(q, "sort_key").unwrap_or("created_at").to_string(),
+            query_get(q, "sort_dir").unwrap_or("desc").to_ascii_lowercase(),
+        ),
+    };
+    if !T::KEYS.contains(&key.as_str()) {
+        return Err(bad(format!("Invalid input received: Invalid sort key {key}")));
+    }
+    let desc = match dir.as_str() {
+        "asc" => false,
+        "desc" => true,
+        other => {
+            return Err(bad(format!(
+                "Invalid input received: Unknown sort direction, must be 'desc' or 'asc': {other}"
+            )))
+        }
+    };
+    items.sort_by(|a, b| {
+        let o = a.field(&key).cmp(&b.field(&key)).then_with(|| a.id().cmp(b.id()));
+        if desc {
+            o.reverse()
+        } else {
+            o
+        }
+    });
+    let number = |name: &str| -> Result<usize, Error> {
+        match query_get(q, name) {
+            None => Ok(usize::MAX),
+            Some(v) => v.parse::<usize>().map_err(|_| bad(format!("{name} param must be a non-negative integer"))),
+        }
+    };
+    if let Some(m) = query_get(q, "marker") {
+        let at = items
+            .iter()
+            .position(|t| t.id() == m)
+            .ok_or_else(|| Error::new(crate::error::ErrorKind::NotFound, format!("Marker {m} could not be found.")))?;
+        items.drain(..=at);
+    }
+    let offset = number("offset")?;
+    let offset = if offset == usize::MAX { 0 } else { offset };
+    items.drain(..offset.min(items.len()));
+    items.truncate(number("limit")?);
+    Ok(items)
 }

@@ -87,6 +87,8 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListVolu
         metadata,
         multiattach: None,
         volume_type_id: None,
+        // groups: the caller drops it below 3.10 (`VOLUME_LIST_GROUP`).
+        group_id: query_get(q, "group_id").map(str::to_string),
     };
     let with_count = query_get(q, "with_count").and_then(parse_bool).unwrap_or(false);
     let req = ListVolumes {

@@ -62,7 +62,7 @@ pub(super) async fn volume_summary(
 
 /// The filters our lists implement, by resource (Cinder's `resource_filters.json` keys).
 const RESOURCE_FILTERS: &[(&str, &[&str])] = &[
-    ("volume", &["name", "status", "metadata", "availability_zone"]),
+    ("volume", &["name", "status", "metadata", "availability_zone", "group_id"]),
     ("snapshot", &["id", "name", "status", "volume_id"]),
     ("attachment", &["volume_id", "status", "instance_id"]),
 ];

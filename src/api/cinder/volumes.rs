@@ -90,6 +90,10 @@ async fn list(
     let q = parse_query(uri.query())?;
     let (mut req, limit) = list_request(&caller, &q)?;
     req.with_count = req.with_count && version.at_least(45);
+    // groups: Cinder filters by group_id from 3.10 and ignores it before.
+    if !version.at_least(10) {
+        req.filter.group_id = None;
+    }
     let mut page = svc.list_volumes(&req).await?;
     // Cinder links to a next page whenever this one is full, even if nothing follows.
     let more = page.volumes.len() as i64 >= limit;

@@ -108,6 +108,7 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListVolu
         metadata,
         multiattach,
         volume_type_id: query_get(q, "volume_type_id").map(str::to_string),
+        group_id: None,
     };
     // Filters on things this node has none of (other service types, servers, dedicated
     // storage) match nothing rather than being silently ignored.
