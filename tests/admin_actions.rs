@@ -18,6 +18,7 @@ backend_tests!(
     snapshot_reset_update_and_force_delete,
     snapshot_admin_actions_need_admin,
     messages_tell_the_project_why_a_create_failed,
+    volume_reset_status_and_force_delete,
     retype_in_place_and_with_migration,
     retype_migration_survives_kill9,
 );
@@ -246,6 +247,10 @@ async fn snapshot_admin_actions_need_admin(b: Backend) {
     let r = k.alice.post(&format!("/v3/{a}/snapshots"), json!({"snapshot": {"volume_id": vid}})).await.expect(202);
     let sid = s(&r.body["snapshot"], "id");
     k.alice.wait_snapshot(a, &sid, "available").await;
+    let vpath = format!("/v3/{a}/volumes/{vid}/action");
+    k.alice.post(&vpath, json!({"os-reset_status": {"status": "error"}})).await.expect_fault(403, "forbidden");
+    k.alice.post(&vpath, json!({"os-force_delete": {}})).await.expect_fault(403, "forbidden");
+    k.alice.wait_volume(a, &vid, "available").await;
     let path = format!("/v3/{a}/snapshots/{sid}/action");
     k.alice.post(&path, json!({"os-reset_status": {"status": "creating"}})).await.expect_fault(403, "forbidden");
     k.alice.post(&path, json!({"os-force_delete": {}})).await.expect_fault(403, "forbidden");
@@ -526,4 +531,64 @@ async fn retype_migration_survives_kill9(b: Backend) {
         assert!(Instant::now() < deadline, "the old pool kept the migrated volume's file");
         tokio::time::sleep(POLL).await;
     }
+}
+
+async fn vol_action(api: &Api, p: &str, id: &str, body: Value) -> Resp {
+    api.post(&format!("/v3/{p}/volumes/{id}/action"), body).await
+}
+
+async fn volume_reset_status_and_force_delete(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let v = api.cinder_create_available(&p, json!({"size": 1})).await;
+    let id = s(&v, "id");
+    for bad in [
+        json!({"os-reset_status": {}}),
+        json!({"os-reset_status": {"status": "bogus"}}),
+        json!({"os-reset_status": {"status": "deleting"}}),
+        json!({"os-reset_status": {"status": "in-use"}}),
+        json!({"os-reset_status": {"attach_status": "half"}}),
+        json!({"os-reset_status": {"migration_status": "flying"}}),
+        json!({"os-reset_status": {"status": "error", "size": 3}}),
+    ] {
+        let r = vol_action(&api, &p, &id, bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    api.wait_available(&p, &id).await;
+    vol_action(&api, &p, &id, json!({"os-reset_status": {"status": "error", "migration_status": "error"}}))
+        .await
+        .expect(202);
+    let got = api.wait_volume_status(&p, &id, &["error"]).await;
+    assert_eq!(got["migration_status"], "error");
+    vol_action(&api, &p, &id, json!({"os-reset_status": {"status": "available", "migration_status": "none"}}))
+        .await
+        .expect(202);
+    let got = api.wait_available(&p, &id).await;
+    assert_eq!(got["migration_status"], Value::Null);
+
+    // A snapshot depends on it: even force delete refuses.
+    let sid = available_snapshot(&api, &p, &id).await;
+    vol_action(&api, &p, &id, json!({"os-force_delete": {}})).await.expect(400);
+    snap_action(&api, &p, &sid, json!({"os-force_delete": {}})).await.expect(202);
+    wait_snapshot_gone(&api, &p, &sid).await;
+
+    for status in ["creating", "attaching", "error", "maintenance", "available"] {
+        let v = api.cinder_create_available(&p, json!({"size": 1})).await;
+        let vid = s(&v, "id");
+        let file = srv.volume_path(&vid);
+        assert!(file.exists());
+        if status != "available" {
+            vol_action(&api, &p, &vid, json!({"os-reset_status": {"status": status}})).await.expect(202);
+            api.wait_volume_status(&p, &vid, &[status]).await;
+            if status != "error" {
+                // A plain delete refuses what force allows.
+                api.delete(&format!("/v3/{p}/volumes/{vid}")).await.expect(400);
+            }
+        }
+        vol_action(&api, &p, &vid, json!({"os-force_delete": {}})).await.expect(202);
+        api.wait_volume_gone(&p, &vid).await;
+        assert!(!file.exists(), "force delete from {status} left {}", file.display());
+    }
+    api.wait_available(&p, &id).await;
 }

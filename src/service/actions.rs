@@ -325,3 +325,153 @@ impl Services {
         Ok(RetypeOutcome::Migrating { pool: dest_name, job_id })
     }
 }
+
+/// Migration statuses an admin may set (`none` clears it), as Cinder's `volume_migration_status`.
+const MIGRATION_STATUSES: [&str; 6] = ["migrating", "error", "success", "completing", "starting", "none"];
+
+/// A validated volume `os-reset_status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResetVolumeStatus {
+    /// New status.
+    pub status: Option<VolumeStatus>,
+    /// `detached` drops every attachment (and its export); `attached` changes nothing.
+    pub detach: bool,
+    /// New migration status (`Some(None)` clears it).
+    pub migration_status: Option<Option<String>>,
+}
+
+impl ResetVolumeStatus {
+    /// Validate the three optional fields in Cinder's words.
+    pub fn parse(
+        status: Option<&str>,
+        attach_status: Option<&str>,
+        migration_status: Option<&str>,
+    ) -> Result<ResetVolumeStatus> {
+        if status.is_none() && attach_status.is_none() && migration_status.is_none() {
+            return Err(Error::invalid(
+                "EVS.5400",
+                "Invalid input received: Must specify 'status', 'attach_status' or 'migration_status' for update.",
+            ));
+        }
+        let status = match status.map(str::to_lowercase) {
+            None => None,
+            Some(s) if s == "deleting" => {
+                return Err(Error::invalid("EVS.5400", format!("Cannot reset-state to {s}")));
+            }
+            Some(s) => Some(s.parse::<VolumeStatus>().map_err(|()| {
+                Error::invalid("EVS.5400", format!("Invalid input for field/attribute status. Value: {s}."))
+            })?),
+        };
+        let detach = match attach_status.map(str::to_lowercase).as_deref() {
+            None | Some("attached") => false,
+            Some("detached") => true,
+            Some(other) => {
+                return Err(Error::invalid(
+                    "EVS.5400",
+                    format!("Invalid input for field/attribute attach_status. Value: {other}."),
+                ))
+            }
+        };
+        let migration_status = match migration_status.map(str::to_lowercase) {
+            None => None,
+            Some(m) if m == "none" => Some(None),
+            Some(m) if MIGRATION_STATUSES.contains(&m.as_str()) => Some(Some(m)),
+            Some(m) => {
+                return Err(Error::invalid(
+                    "EVS.5400",
+                    format!("Invalid input for field/attribute migration_status. Value: {m}."),
+                ))
+            }
+        };
+        Ok(ResetVolumeStatus { status, detach, migration_status })
+    }
+}
+
+impl Services {
+    /// Admin `os-reset_status` of a volume: set its status and migration status; with
+    /// `attach_status: detached` also drop its attachments and their exports. Storage is not
+    /// touched. `in-use` needs an attachment that stays.
+    pub async fn reset_volume_status(&self, caller: &Caller, id: &str, req: ResetVolumeStatus) -> Result<()> {
+        let v = self.get_volume(caller, id).await?;
+        if req.status == Some(VolumeStatus::InUse) && (req.detach || v.attachments.is_empty()) {
+            return Err(Error::invalid(
+                "EVS.5400",
+                "Cannot reset-state to in-use because volume does not have any attachments.",
+            ));
+        }
+        let now = now_timestamp();
+        let mut tx = self.db.begin_write().await?;
+        let dropped = if req.detach { tx.volume_attachments(&v.id).await? } else { Vec::new() };
+        for a in &dropped {
+            tx.delete_attachment(&a.id).await?;
+        }
+        if let Some(st) = req.status {
+            tx.cas_volume_status(&v.id, &VolumeStatus::ALL, st, &now).await?;
+        }
+        if let Some(m) = &req.migration_status {
+            tx.set_migration_status(&v.id, m.as_deref(), &now).await?;
+        }
+        tx.commit().await?;
+        if let Some(exports) = self.exports.as_deref() {
+            for a in &dropped {
+                exports.unexport(a, false).await?;
+            }
+        }
+        tracing::info!(volume = %v.id, from = v.status.as_str(), to = ?req.status, "reset volume status");
+        Ok(())
+    }
+
+    /// Admin `os-force_delete` of a volume: delete it whatever its status, as long as nothing is
+    /// attached, no migration runs and no snapshot depends on it (Cinder's conditions). A normal
+    /// delete job, so the storage really goes and a crash requeues it. Returns the job id.
+    pub async fn force_delete_volume(&self, caller: &Caller, id: &str) -> Result<String> {
+        let v = self.get_volume(caller, id).await?;
+        if !v.attachments.is_empty() {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!("Invalid volume: Volume {} is attached; detach it before deleting.", v.id),
+            ));
+        }
+        if v.migration_status.as_deref() == Some("migrating") {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!("Invalid volume: Volume {} is migrating; it cannot be deleted now.", v.id),
+            ));
+        }
+        let now = now_timestamp();
+        let job_id = new_job_id();
+        let mut tx = self.db.begin_write().await?;
+        let n = tx.count_volume_snapshots(&v.id).await?;
+        if n > 0 {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!("Invalid volume: Volume {} still has {n} dependent snapshots.", v.id),
+            ));
+        }
+        if tx.volume_busy_as_source(&v.id).await? {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!("Invalid volume: Volume {} is the source of a snapshot or volume being created.", v.id),
+            ));
+        }
+        if !tx.cas_volume_status(&v.id, &VolumeStatus::ALL, VolumeStatus::Deleting, &now).await? {
+            return Err(Error::not_found(format!("Volume {id} could not be found.")));
+        }
+        tx.insert_job(&NewJob {
+            id: job_id.clone(),
+            project_id: v.project_id.clone(),
+            kind: JobKind::DeleteVolume,
+            parent_id: None,
+            volume_id: Some(v.id.clone()),
+            payload: Some(JobPayload::default()),
+            entities: serde_json::json!({"volume_id": v.id, "size": v.size_gb, "name": v.name, "volume_type": v.volume_type_name})
+                .to_string(),
+            begin_time: now,
+        })
+        .await?;
+        tx.commit().await?;
+        self.job_notify.notify_waiters();
+        tracing::info!(volume = %v.id, from = v.status.as_str(), "force-deleting volume");
+        Ok(job_id)
+    }
+}
