@@ -491,8 +491,34 @@ async fn retype_in_place_and_with_migration(b: Backend) {
     assert_eq!(r.status, 400, "{}", r.text);
     api.delete(&format!("/v3/{p}/snapshots/{sid}")).await.expect(202);
     wait_snapshot_gone(&api, &p, &sid).await;
+    // The migrated volume's type pins it to `default`: an admin migration elsewhere is refused.
+    let mig = |host: &str| json!({"os-migrate_volume": {"host": host}});
+    vol_action(&api, &p, &id, mig("test-node@second#second")).await.expect(400);
     api.delete(&format!("/v3/{p}/volumes/{id}")).await.expect(202);
     api.wait_volume_gone(&p, &id).await;
+
+    // os-migrate_volume: same type, another pool of the zone.
+    let v = api.cinder_create_available(&p, json!({"size": 1, "volume_type": plain_name})).await;
+    let id = s(&v, "id");
+    assert!(s(&v, "os-vol-host-attr:host").ends_with("#default"));
+    write_mark(&file_of(&srv.pool, &id));
+    for bad in ["other-node@second#second", "test-node@nowhere#nowhere", "test-node@default#default", ""] {
+        let r = vol_action(&api, &p, &id, mig(bad)).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    vol_action(&api, &p, &id, mig("test-node@second#second")).await.expect(202);
+    let deadline = Instant::now() + DEADLINE;
+    let now = loop {
+        let now = api.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200).body["volume"].clone();
+        if now["migration_status"] == "success" && now["status"] == "available" {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "migration never finished: {now}");
+        tokio::time::sleep(POLL).await;
+    };
+    assert!(s(&now, "os-vol-host-attr:host").ends_with("#second"), "{now}");
+    assert_eq!(now["volume_type"], plain_name.as_str());
+    assert_eq!(read_mark(&file_of(second.path(), &id)), MARK);
 }
 
 async fn retype_migration_survives_kill9(b: Backend) {

@@ -6,9 +6,9 @@
 //! skips the status check; resetting a status touches the row alone, never the storage.
 
 use super::volumes::{new_job_id, type_fits_capabilities};
-use super::{Caller, QuotaDelta, Services};
+use super::{Caller, PoolRuntime, QuotaDelta, Services};
 use crate::error::{Error, Result};
-use crate::model::{now_timestamp, JobKind, JobPayload, Snapshot, SnapshotStatus, VolumeStatus, VolumeType};
+use crate::model::{now_timestamp, JobKind, JobPayload, Snapshot, SnapshotStatus, Volume, VolumeStatus, VolumeType};
 use crate::store::NewJob;
 
 /// `migration_policy` of an `os-retype`.
@@ -248,9 +248,6 @@ impl Services {
             Some(pool)
         };
         let limits = self.project_limits(&v.project_id).await?;
-        let capacity = dest.map(|p| self.capacity_limit_gb(p, v.size_gb));
-        let now = now_timestamp();
-        let mut tx = self.db.begin_write().await?;
         let quota = QuotaDelta {
             volumes: 1,
             gigabytes: v.size_gb,
@@ -259,6 +256,8 @@ impl Services {
             ..Default::default()
         };
         let Some(pool) = dest else {
+            let now = now_timestamp();
+            let mut tx = self.db.begin_write().await?;
             if !tx.cas_volume_status(&v.id, &[v.status], v.status, &now).await? {
                 return Err(busy());
             }
@@ -268,59 +267,8 @@ impl Services {
             tracing::info!(volume = %v.id, new_type = %t.name, "retyped in place");
             return Ok(RetypeOutcome::Retyped);
         };
-        if tx.count_volume_snapshots(&v.id).await? > 0 {
-            return Err(Error::invalid_status(
-                "EVS.5400",
-                format!("Invalid volume: Volume {} must not have snapshots to be migrated.", v.id),
-            ));
-        }
-        if !tx.cas_volume_status(&v.id, &[VolumeStatus::Available], VolumeStatus::Retyping, &now).await? {
-            return Err(busy());
-        }
-        // Migration moves the data to a new file in another pool: an export (initialized
-        // connections leave the volume `available`) would keep serving the old one and lose
-        // every later write (issue 17.1). The status change above locked the row.
-        if !tx.volume_attachments(&v.id).await?.is_empty() {
-            return Err(Error::invalid_status(
-                "EVS.5400",
-                format!(
-                    "Invalid volume: Volume {} cannot be migrated while it has attachments or exports; \
-                     terminate its connections or delete its attachments first.",
-                    v.id
-                ),
-            ));
-        }
-        if tx.volume_busy_as_source(&v.id).await? {
-            return Err(Error::invalid_status(
-                "EVS.5400",
-                format!("Invalid volume: Volume {} is the source of a snapshot or volume being created.", v.id),
-            ));
-        }
-        self.check_quota(&mut tx, &v.project_id, &quota, &limits).await?;
         let dest_name = pool.config.name.clone();
-        if !tx.reserve_pool_capacity(&dest_name, v.size_gb, capacity.unwrap_or(Ok(0))?).await? {
-            return Err(super::volumes::no_space(&dest_name, v.size_gb));
-        }
-        tx.set_migration_status(&v.id, Some("migrating"), &now).await?;
-        let job_id = new_job_id();
-        tx.insert_job(&NewJob {
-            id: job_id.clone(),
-            project_id: v.project_id.clone(),
-            kind: JobKind::RetypeVolume,
-            parent_id: None,
-            volume_id: Some(v.id.clone()),
-            payload: Some(JobPayload {
-                request_id: super::messages::current_request_id(),
-                new_type_id: Some(t.id.clone()),
-                dest_pool: Some(dest_name.clone()),
-                ..Default::default()
-            }),
-            entities: serde_json::json!({"volume_id": v.id, "volume_type": t.name, "pool": dest_name}).to_string(),
-            begin_time: now,
-        })
-        .await?;
-        tx.commit().await?;
-        self.job_notify.notify_waiters();
+        let job_id = self.enqueue_migration(&v, &t, pool, JobKind::RetypeVolume, Some(quota), &limits).await?;
         tracing::info!(volume = %v.id, new_type = %t.name, from = %v.pool, to = %dest_name, "retype migrates the volume");
         Ok(RetypeOutcome::Migrating { pool: dest_name, job_id })
     }
@@ -426,10 +374,10 @@ impl Services {
     /// delete job, so the storage really goes and a crash requeues it. Returns the job id.
     pub async fn force_delete_volume(&self, caller: &Caller, id: &str) -> Result<String> {
         let v = self.get_volume(caller, id).await?;
-        if !v.attachments.is_empty() {
+        if v.group_id.is_some() {
             return Err(Error::invalid_status(
                 "EVS.1046",
-                format!("Invalid volume: Volume {} is attached; detach it before deleting.", v.id),
+                format!("Invalid volume: Volume {} belongs to a group; delete it with its group.", v.id),
             ));
         }
         if v.migration_status.as_deref() == Some("migrating") {
@@ -457,6 +405,18 @@ impl Services {
         if !tx.cas_volume_status(&v.id, &VolumeStatus::ALL, VolumeStatus::Deleting, &now).await? {
             return Err(Error::not_found(format!("Volume {id} could not be found.")));
         }
+        // As a plain delete: a host may hold the file open through an attachment or export.
+        // The status change above locked the row, so none can be recorded before the commit.
+        if !tx.volume_attachments(&v.id).await?.is_empty() {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!(
+                    "Invalid volume: Volume {} cannot be deleted while it has attachments or exports; \
+                     terminate its connections or delete its attachments first.",
+                    v.id
+                ),
+            ));
+        }
         tx.insert_job(&NewJob {
             id: job_id.clone(),
             project_id: v.project_id.clone(),
@@ -472,6 +432,130 @@ impl Services {
         tx.commit().await?;
         self.job_notify.notify_waiters();
         tracing::info!(volume = %v.id, from = v.status.as_str(), "force-deleting volume");
+        Ok(job_id)
+    }
+}
+
+impl Services {
+    /// Move `v` (available) to `pool` with type `t` in a durable job of `kind` (`retypeVolume`
+    /// or `migrateVolume`): status `retyping`, migration `migrating`, the destination's capacity
+    /// reserved, `quota` (the new type's, for a retype) checked, all in one transaction.
+    async fn enqueue_migration(
+        &self,
+        v: &Volume,
+        t: &VolumeType,
+        pool: &PoolRuntime,
+        kind: JobKind,
+        quota: Option<QuotaDelta>,
+        limits: &std::collections::BTreeMap<String, i64>,
+    ) -> Result<String> {
+        let dest_name = pool.config.name.clone();
+        let capacity = self.capacity_limit_gb(pool, v.size_gb)?;
+        let now = now_timestamp();
+        let mut tx = self.db.begin_write().await?;
+        if tx.count_volume_snapshots(&v.id).await? > 0 {
+            return Err(Error::invalid_status(
+                "EVS.5400",
+                format!("Invalid volume: Volume {} must not have snapshots to be migrated.", v.id),
+            ));
+        }
+        if !tx.cas_volume_status(&v.id, &[VolumeStatus::Available], VolumeStatus::Retyping, &now).await? {
+            return Err(Error::invalid_status(
+                "EVS.5400",
+                format!("Invalid volume: Volume {} status must be available to migrate.", v.id),
+            ));
+        }
+        // Migration moves the data to a new file in another pool: an export (initialized
+        // connections leave the volume `available`) would keep serving the old one and lose
+        // every later write (issue 17.1). The status change above locked the row.
+        if !tx.volume_attachments(&v.id).await?.is_empty() {
+            return Err(Error::invalid_status(
+                "EVS.5400",
+                format!(
+                    "Invalid volume: Volume {} cannot be migrated while it has attachments or exports; \
+                     terminate its connections or delete its attachments first.",
+                    v.id
+                ),
+            ));
+        }
+        if tx.volume_busy_as_source(&v.id).await? {
+            return Err(Error::invalid_status(
+                "EVS.5400",
+                format!("Invalid volume: Volume {} is the source of a snapshot or volume being created.", v.id),
+            ));
+        }
+        if let Some(q) = &quota {
+            self.check_quota(&mut tx, &v.project_id, q, limits).await?;
+        }
+        if !tx.reserve_pool_capacity(&dest_name, v.size_gb, capacity).await? {
+            return Err(super::volumes::no_space(&dest_name, v.size_gb));
+        }
+        tx.set_migration_status(&v.id, Some("migrating"), &now).await?;
+        let job_id = new_job_id();
+        tx.insert_job(&NewJob {
+            id: job_id.clone(),
+            project_id: v.project_id.clone(),
+            kind,
+            parent_id: None,
+            volume_id: Some(v.id.clone()),
+            payload: Some(JobPayload {
+                request_id: super::messages::current_request_id(),
+                new_type_id: Some(t.id.clone()),
+                dest_pool: Some(dest_name.clone()),
+                ..Default::default()
+            }),
+            entities: serde_json::json!({"volume_id": v.id, "volume_type": t.name, "pool": dest_name}).to_string(),
+            begin_time: now,
+        })
+        .await?;
+        tx.commit().await?;
+        self.job_notify.notify_waiters();
+        Ok(job_id)
+    }
+
+    /// Admin `os-migrate_volume` (Cinder's `migrate_volume`): move an available volume, type
+    /// unchanged, to the pool `host` names (`node@pool#pool`, `node@pool` or the pool's name),
+    /// which must be another pool of its zone serving its type. Returns the job id.
+    pub async fn migrate_volume(&self, caller: &Caller, id: &str, host: &str) -> Result<String> {
+        let v = self.get_volume(caller, id).await?;
+        let no_host = || Error::invalid("EVS.5400", format!("Invalid host: No available service named '{host}'"));
+        let (node, rest) = match host.split_once('@') {
+            Some((n, r)) => (Some(n), r),
+            None => (None, host),
+        };
+        if node.is_some_and(|n| n != self.config.node) {
+            return Err(no_host());
+        }
+        let pool_name = rest.split_once('#').map_or(rest, |(_, p)| p);
+        let pool = self.pools.get(pool_name).ok_or_else(no_host)?;
+        let t = self.catalog.require_type(&v.volume_type_id)?;
+        let serves = t.backends().is_none_or(|b| b.contains(&pool_name));
+        if pool.config.availability_zone != v.availability_zone || !serves {
+            return Err(Error::invalid(
+                "EVS.5400",
+                format!(
+                    "No valid backend was found. Pool {pool_name} does not serve volume type {} in zone {}.",
+                    t.name, v.availability_zone
+                ),
+            ));
+        }
+        if v.status != VolumeStatus::Available
+            || v.migration_status.as_deref() == Some("migrating")
+            || v.pool == pool_name
+        {
+            return Err(Error::invalid_status(
+                "EVS.5400",
+                format!(
+                    "Invalid volume: Volume {} status must be available or in-use, must not be migrating, have \
+                     snapshots, be replicated, be part of a group and destination host/cluster must be different \
+                     than the current one",
+                    v.id
+                ),
+            ));
+        }
+        let limits = std::collections::BTreeMap::new();
+        let job_id = self.enqueue_migration(&v, &t, pool, JobKind::MigrateVolume, None, &limits).await?;
+        tracing::info!(volume = %v.id, from = %v.pool, to = %pool_name, "migrating volume");
         Ok(job_id)
     }
 }

@@ -211,6 +211,15 @@ pub(super) async fn volume_action(
             svc.force_delete_volume(&c, &id).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
+        "os-migrate_volume" => {
+            reject_unknown(&args, &["host", "force_host_copy", "lock_volume", "cluster"])?;
+            if args.get("cluster").is_some_and(|c| !c.is_null()) {
+                return Err(Error::invalid("EVS.5400", "Clusters are not supported: give a host.").into());
+            }
+            let host = required_string(&args, "host")?;
+            svc.migrate_volume(&c, &id, &host).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         // actions: retype, with migration on demand.
         "os-retype" => {
             reject_unknown(&args, &["new_type", "migration_policy"])?;
