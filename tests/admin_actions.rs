@@ -599,6 +599,14 @@ async fn volume_reset_status_and_force_delete(b: Backend) {
     snap_action(&api, &p, &sid, json!({"os-force_delete": {}})).await.expect(202);
     wait_snapshot_gone(&api, &p, &sid).await;
 
+    // An export (initialize_connection leaves the volume available) blocks even force delete.
+    let conn = json!({"connector": {"host": "h1"}});
+    vol_action(&api, &p, &id, json!({"os-initialize_connection": conn.clone()})).await.expect(200);
+    let r = vol_action(&api, &p, &id, json!({"os-force_delete": {}})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    vol_action(&api, &p, &id, json!({"os-terminate_connection": conn})).await.expect(202);
+    api.wait_available(&p, &id).await;
+
     for status in ["creating", "attaching", "error", "maintenance", "available"] {
         let v = api.cinder_create_available(&p, json!({"size": 1})).await;
         let vid = s(&v, "id");

@@ -192,6 +192,7 @@ impl Services {
         };
         if !matches!(v.status, VolumeStatus::Available | VolumeStatus::InUse)
             || v.migration_status.as_deref() == Some("migrating")
+            || v.group_id.is_some()
             || t.id == v.volume_type_id
         {
             return Err(busy());
@@ -541,6 +542,7 @@ impl Services {
         }
         if v.status != VolumeStatus::Available
             || v.migration_status.as_deref() == Some("migrating")
+            || v.group_id.is_some()
             || v.pool == pool_name
         {
             return Err(Error::invalid_status(
