@@ -19,6 +19,7 @@ backend_tests!(
     snapshot_admin_actions_need_admin,
     messages_tell_the_project_why_a_create_failed,
     volume_reset_status_and_force_delete,
+    driver_failures_leave_messages,
     retype_in_place_and_with_migration,
     retype_migration_survives_kill9,
 );
@@ -625,4 +626,62 @@ async fn volume_reset_status_and_force_delete(b: Backend) {
         assert!(!file.exists(), "force delete from {status} left {}", file.display());
     }
     api.wait_available(&p, &id).await;
+}
+
+/// A noauth admin GET at 3.3.
+async fn get33(api: &Api, path: &str) -> Resp {
+    api.get_h(path, &[("OpenStack-API-Version", "volume 3.3")]).await
+}
+
+async fn driver_failures_leave_messages(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    // Extend: the volume's file replaced by a directory makes the driver fail.
+    let v = api.cinder_create_available(&p, json!({"size": 1})).await;
+    let id = s(&v, "id");
+    let file = srv.volume_path(&id);
+    std::fs::remove_file(&file).expect("remove volume file");
+    std::fs::create_dir(&file).expect("dir in its place");
+    vol_action(&api, &p, &id, json!({"os-extend": {"new_size": 2}})).await.expect(202);
+    api.wait_volume_status(&p, &id, &["error_extending"]).await;
+    let deadline = Instant::now() + DEADLINE;
+    let m = loop {
+        let list = get33(&api, &format!("/v3/{p}/messages")).await.expect(200);
+        if let Some(m) = list.body["messages"].as_array().and_then(|a| a.first()).cloned() {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no message for the failed extend");
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(m["resource_uuid"], id.as_str());
+    assert_eq!(m["event_id"], "VOLUME_VOLUME_007_010");
+    assert_eq!(m["user_message"], "extend volume:Volume Driver failed to extend volume.");
+    // Create: the pool's volumes directory replaced by a file.
+    let vols = srv.pool.join("volumes");
+    let moved = srv.pool.join("volumes.away");
+    std::fs::rename(&vols, &moved).expect("move volumes dir");
+    std::fs::write(&vols, b"not a directory").expect("file in its place");
+    let r = api.post(&format!("/v3/{p}/volumes"), json!({"volume": {"size": 1}})).await.expect(202);
+    let nid = s(&r.body["volume"], "id");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let st = api.get(&format!("/v3/{p}/volumes/{nid}")).await.expect(200).body["volume"]["status"].clone();
+        if st == "error" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "create did not fail: {st}");
+        tokio::time::sleep(POLL).await;
+    }
+    std::fs::remove_file(&vols).expect("remove the file");
+    std::fs::rename(&moved, &vols).expect("restore volumes dir");
+    let list = get33(&api, &format!("/v3/{p}/messages")).await.expect(200);
+    let msgs = list.body["messages"].as_array().expect("messages").clone();
+    assert_eq!(msgs.len(), 2, "{}", list.text);
+    // Newest first.
+    assert_eq!(msgs[0]["resource_uuid"], nid.as_str());
+    assert_eq!(msgs[0]["event_id"], "VOLUME_VOLUME_008_012");
+    assert_eq!(msgs[0]["user_message"], "create volume from backend storage:Driver failed to create the volume.");
+    // No internal detail (paths, OS errors) leaks into a message.
+    assert!(!list.text.contains(&srv.pool.display().to_string()), "{}", list.text);
 }
