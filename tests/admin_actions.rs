@@ -684,4 +684,36 @@ async fn driver_failures_leave_messages(b: Backend) {
     assert_eq!(msgs[0]["user_message"], "create volume from backend storage:Driver failed to create the volume.");
     // No internal detail (paths, OS errors) leaks into a message.
     assert!(!list.text.contains(&srv.pool.display().to_string()), "{}", list.text);
+
+    // 3.5: filters, sort, limit and marker.
+    let at = |minor: u32, q: &str| {
+        let api = api.clone();
+        let path = format!("/v3/{p}/messages{q}");
+        async move { api.get_h(&path, &[("OpenStack-API-Version", &format!("volume 3.{minor}"))]).await }
+    };
+    let r = at(5, &format!("?resource_uuid={id}")).await.expect(200);
+    assert_eq!(r.body["messages"].as_array().map(Vec::len), Some(1), "{}", r.text);
+    assert_eq!(r.body["messages"][0]["resource_uuid"], id.as_str());
+    let r = at(5, "?event_id=VOLUME_VOLUME_008_012").await.expect(200);
+    assert_eq!(r.body["messages"][0]["resource_uuid"], nid.as_str());
+    let r = at(5, "?sort=created_at:asc").await.expect(200);
+    assert_eq!(r.body["messages"][0]["resource_uuid"], id.as_str());
+    let r = at(5, "?limit=1").await.expect(200);
+    assert_eq!(r.body["messages"].as_array().map(Vec::len), Some(1));
+    let next = r.body["messages_links"][0]["href"].as_str().expect("next link").to_string();
+    assert!(next.contains("marker="), "{next}");
+    let first = s(&r.body["messages"][0], "id");
+    let r = at(5, &format!("?limit=1&marker={first}")).await.expect(200);
+    assert_eq!(r.body["messages"][0]["resource_uuid"], id.as_str());
+    at(5, "?bogus=1").await.expect(400);
+    at(5, "?sort=user_message").await.expect(400);
+    at(5, &format!("?marker={}", uuid::Uuid::new_v4())).await.expect(404);
+    // Below 3.5 the query is ignored, as in Cinder.
+    let r = at(3, "?bogus=1&limit=1").await.expect(200);
+    assert_eq!(r.body["messages"].as_array().map(Vec::len), Some(2));
+    let r = api
+        .get_h(&format!("/v3/{p}/resource_filters?resource=message"), &[("OpenStack-API-Version", "volume 3.33")])
+        .await
+        .expect(200);
+    assert_eq!(r.body["resource_filters"][0]["filters"].as_array().map(Vec::len), Some(5), "{}", r.text);
 }
