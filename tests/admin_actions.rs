@@ -251,6 +251,12 @@ async fn snapshot_admin_actions_need_admin(b: Backend) {
     let vpath = format!("/v3/{a}/volumes/{vid}/action");
     k.alice.post(&vpath, json!({"os-reset_status": {"status": "error"}})).await.expect_fault(403, "forbidden");
     k.alice.post(&vpath, json!({"os-force_delete": {}})).await.expect_fault(403, "forbidden");
+    k.alice.post(&vpath, json!({"os-migrate_volume": {"host": "x@y#y"}})).await.expect_fault(403, "forbidden");
+    // Retype is the owner's (Cinder: project member): in place here, the type names no pool.
+    let tname = common::unique("plain");
+    k.boss.post(&format!("/v3/{a}/types"), json!({"volume_type": {"name": tname}})).await.expect(200);
+    k.alice.post(&vpath, json!({"os-retype": {"new_type": tname}})).await.expect(202);
+    assert_eq!(k.alice.wait_volume(a, &vid, "available").await["volume_type"], tname.as_str());
     k.alice.wait_volume(a, &vid, "available").await;
     let path = format!("/v3/{a}/snapshots/{sid}/action");
     k.alice.post(&path, json!({"os-reset_status": {"status": "creating"}})).await.expect_fault(403, "forbidden");
