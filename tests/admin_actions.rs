@@ -18,6 +18,8 @@ backend_tests!(
     snapshot_reset_update_and_force_delete,
     snapshot_admin_actions_need_admin,
     messages_tell_the_project_why_a_create_failed,
+    volume_reset_status_and_force_delete,
+    driver_failures_leave_messages,
     retype_in_place_and_with_migration,
     retype_migration_survives_kill9,
 );
@@ -246,6 +248,16 @@ async fn snapshot_admin_actions_need_admin(b: Backend) {
     let r = k.alice.post(&format!("/v3/{a}/snapshots"), json!({"snapshot": {"volume_id": vid}})).await.expect(202);
     let sid = s(&r.body["snapshot"], "id");
     k.alice.wait_snapshot(a, &sid, "available").await;
+    let vpath = format!("/v3/{a}/volumes/{vid}/action");
+    k.alice.post(&vpath, json!({"os-reset_status": {"status": "error"}})).await.expect_fault(403, "forbidden");
+    k.alice.post(&vpath, json!({"os-force_delete": {}})).await.expect_fault(403, "forbidden");
+    k.alice.post(&vpath, json!({"os-migrate_volume": {"host": "x@y#y"}})).await.expect_fault(403, "forbidden");
+    // Retype is the owner's (Cinder: project member): in place here, the type names no pool.
+    let tname = common::unique("plain");
+    k.boss.post(&format!("/v3/{a}/types"), json!({"volume_type": {"name": tname}})).await.expect(200);
+    k.alice.post(&vpath, json!({"os-retype": {"new_type": tname}})).await.expect(202);
+    assert_eq!(k.alice.wait_volume(a, &vid, "available").await["volume_type"], tname.as_str());
+    k.alice.wait_volume(a, &vid, "available").await;
     let path = format!("/v3/{a}/snapshots/{sid}/action");
     k.alice.post(&path, json!({"os-reset_status": {"status": "creating"}})).await.expect_fault(403, "forbidden");
     k.alice.post(&path, json!({"os-force_delete": {}})).await.expect_fault(403, "forbidden");
@@ -486,8 +498,34 @@ async fn retype_in_place_and_with_migration(b: Backend) {
     assert_eq!(r.status, 400, "{}", r.text);
     api.delete(&format!("/v3/{p}/snapshots/{sid}")).await.expect(202);
     wait_snapshot_gone(&api, &p, &sid).await;
+    // The migrated volume's type pins it to `default`: an admin migration elsewhere is refused.
+    let mig = |host: &str| json!({"os-migrate_volume": {"host": host}});
+    vol_action(&api, &p, &id, mig("test-node@second#second")).await.expect(400);
     api.delete(&format!("/v3/{p}/volumes/{id}")).await.expect(202);
     api.wait_volume_gone(&p, &id).await;
+
+    // os-migrate_volume: same type, another pool of the zone.
+    let v = api.cinder_create_available(&p, json!({"size": 1, "volume_type": plain_name})).await;
+    let id = s(&v, "id");
+    assert!(s(&v, "os-vol-host-attr:host").ends_with("#default"));
+    write_mark(&file_of(&srv.pool, &id));
+    for bad in ["other-node@second#second", "test-node@nowhere#nowhere", "test-node@default#default", ""] {
+        let r = vol_action(&api, &p, &id, mig(bad)).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    vol_action(&api, &p, &id, mig("test-node@second#second")).await.expect(202);
+    let deadline = Instant::now() + DEADLINE;
+    let now = loop {
+        let now = api.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200).body["volume"].clone();
+        if now["migration_status"] == "success" && now["status"] == "available" {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "migration never finished: {now}");
+        tokio::time::sleep(POLL).await;
+    };
+    assert!(s(&now, "os-vol-host-attr:host").ends_with("#second"), "{now}");
+    assert_eq!(now["volume_type"], plain_name.as_str());
+    assert_eq!(read_mark(&file_of(second.path(), &id)), MARK);
 }
 
 async fn retype_migration_survives_kill9(b: Backend) {
@@ -526,4 +564,162 @@ async fn retype_migration_survives_kill9(b: Backend) {
         assert!(Instant::now() < deadline, "the old pool kept the migrated volume's file");
         tokio::time::sleep(POLL).await;
     }
+}
+
+async fn vol_action(api: &Api, p: &str, id: &str, body: Value) -> Resp {
+    api.post(&format!("/v3/{p}/volumes/{id}/action"), body).await
+}
+
+async fn volume_reset_status_and_force_delete(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let v = api.cinder_create_available(&p, json!({"size": 1})).await;
+    let id = s(&v, "id");
+    for bad in [
+        json!({"os-reset_status": {}}),
+        json!({"os-reset_status": {"status": "bogus"}}),
+        json!({"os-reset_status": {"status": "deleting"}}),
+        json!({"os-reset_status": {"status": "in-use"}}),
+        json!({"os-reset_status": {"attach_status": "half"}}),
+        json!({"os-reset_status": {"migration_status": "flying"}}),
+        json!({"os-reset_status": {"status": "error", "size": 3}}),
+    ] {
+        let r = vol_action(&api, &p, &id, bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    api.wait_available(&p, &id).await;
+    vol_action(&api, &p, &id, json!({"os-reset_status": {"status": "error", "migration_status": "error"}}))
+        .await
+        .expect(202);
+    let got = api.wait_volume_status(&p, &id, &["error"]).await;
+    assert_eq!(got["migration_status"], "error");
+    vol_action(&api, &p, &id, json!({"os-reset_status": {"status": "available", "migration_status": "none"}}))
+        .await
+        .expect(202);
+    let got = api.wait_available(&p, &id).await;
+    assert_eq!(got["migration_status"], Value::Null);
+
+    // A snapshot depends on it: even force delete refuses.
+    let sid = available_snapshot(&api, &p, &id).await;
+    vol_action(&api, &p, &id, json!({"os-force_delete": {}})).await.expect(400);
+    snap_action(&api, &p, &sid, json!({"os-force_delete": {}})).await.expect(202);
+    wait_snapshot_gone(&api, &p, &sid).await;
+
+    // An export (initialize_connection leaves the volume available) blocks even force delete.
+    let conn = json!({"connector": {"host": "h1"}});
+    vol_action(&api, &p, &id, json!({"os-initialize_connection": conn.clone()})).await.expect(200);
+    let r = vol_action(&api, &p, &id, json!({"os-force_delete": {}})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    vol_action(&api, &p, &id, json!({"os-terminate_connection": conn})).await.expect(202);
+    api.wait_available(&p, &id).await;
+
+    for status in ["creating", "attaching", "error", "maintenance", "available"] {
+        let v = api.cinder_create_available(&p, json!({"size": 1})).await;
+        let vid = s(&v, "id");
+        let file = srv.volume_path(&vid);
+        assert!(file.exists());
+        if status != "available" {
+            vol_action(&api, &p, &vid, json!({"os-reset_status": {"status": status}})).await.expect(202);
+            api.wait_volume_status(&p, &vid, &[status]).await;
+            if status != "error" {
+                // A plain delete refuses what force allows.
+                api.delete(&format!("/v3/{p}/volumes/{vid}")).await.expect(400);
+            }
+        }
+        vol_action(&api, &p, &vid, json!({"os-force_delete": {}})).await.expect(202);
+        api.wait_volume_gone(&p, &vid).await;
+        assert!(!file.exists(), "force delete from {status} left {}", file.display());
+    }
+    api.wait_available(&p, &id).await;
+}
+
+/// A noauth admin GET at 3.3.
+async fn get33(api: &Api, path: &str) -> Resp {
+    api.get_h(path, &[("OpenStack-API-Version", "volume 3.3")]).await
+}
+
+async fn driver_failures_leave_messages(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    // Extend: the volume's file replaced by a directory makes the driver fail.
+    let v = api.cinder_create_available(&p, json!({"size": 1})).await;
+    let id = s(&v, "id");
+    let file = srv.volume_path(&id);
+    std::fs::remove_file(&file).expect("remove volume file");
+    std::fs::create_dir(&file).expect("dir in its place");
+    vol_action(&api, &p, &id, json!({"os-extend": {"new_size": 2}})).await.expect(202);
+    api.wait_volume_status(&p, &id, &["error_extending"]).await;
+    let deadline = Instant::now() + DEADLINE;
+    let m = loop {
+        let list = get33(&api, &format!("/v3/{p}/messages")).await.expect(200);
+        if let Some(m) = list.body["messages"].as_array().and_then(|a| a.first()).cloned() {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no message for the failed extend");
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(m["resource_uuid"], id.as_str());
+    assert_eq!(m["event_id"], "VOLUME_VOLUME_007_010");
+    assert_eq!(m["user_message"], "extend volume:Volume Driver failed to extend volume.");
+    // Create: the pool's volumes directory replaced by a file.
+    let vols = srv.pool.join("volumes");
+    let moved = srv.pool.join("volumes.away");
+    std::fs::rename(&vols, &moved).expect("move volumes dir");
+    std::fs::write(&vols, b"not a directory").expect("file in its place");
+    let r = api.post(&format!("/v3/{p}/volumes"), json!({"volume": {"size": 1}})).await.expect(202);
+    let nid = s(&r.body["volume"], "id");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let st = api.get(&format!("/v3/{p}/volumes/{nid}")).await.expect(200).body["volume"]["status"].clone();
+        if st == "error" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "create did not fail: {st}");
+        tokio::time::sleep(POLL).await;
+    }
+    std::fs::remove_file(&vols).expect("remove the file");
+    std::fs::rename(&moved, &vols).expect("restore volumes dir");
+    let list = get33(&api, &format!("/v3/{p}/messages")).await.expect(200);
+    let msgs = list.body["messages"].as_array().expect("messages").clone();
+    assert_eq!(msgs.len(), 2, "{}", list.text);
+    // Newest first.
+    assert_eq!(msgs[0]["resource_uuid"], nid.as_str());
+    assert_eq!(msgs[0]["event_id"], "VOLUME_VOLUME_008_012");
+    assert_eq!(msgs[0]["user_message"], "create volume from backend storage:Driver failed to create the volume.");
+    // No internal detail (paths, OS errors) leaks into a message.
+    assert!(!list.text.contains(&srv.pool.display().to_string()), "{}", list.text);
+
+    // 3.5: filters, sort, limit and marker.
+    let at = |minor: u32, q: &str| {
+        let api = api.clone();
+        let path = format!("/v3/{p}/messages{q}");
+        async move { api.get_h(&path, &[("OpenStack-API-Version", &format!("volume 3.{minor}"))]).await }
+    };
+    let r = at(5, &format!("?resource_uuid={id}")).await.expect(200);
+    assert_eq!(r.body["messages"].as_array().map(Vec::len), Some(1), "{}", r.text);
+    assert_eq!(r.body["messages"][0]["resource_uuid"], id.as_str());
+    let r = at(5, "?event_id=VOLUME_VOLUME_008_012").await.expect(200);
+    assert_eq!(r.body["messages"][0]["resource_uuid"], nid.as_str());
+    let r = at(5, "?sort=created_at:asc").await.expect(200);
+    assert_eq!(r.body["messages"][0]["resource_uuid"], id.as_str());
+    let r = at(5, "?limit=1").await.expect(200);
+    assert_eq!(r.body["messages"].as_array().map(Vec::len), Some(1));
+    let next = r.body["messages_links"][0]["href"].as_str().expect("next link").to_string();
+    assert!(next.contains("marker="), "{next}");
+    let first = s(&r.body["messages"][0], "id");
+    let r = at(5, &format!("?limit=1&marker={first}")).await.expect(200);
+    assert_eq!(r.body["messages"][0]["resource_uuid"], id.as_str());
+    at(5, "?bogus=1").await.expect(400);
+    at(5, "?sort=user_message").await.expect(400);
+    at(5, &format!("?marker={}", uuid::Uuid::new_v4())).await.expect(404);
+    // Below 3.5 the query is ignored, as in Cinder.
+    let r = at(3, "?bogus=1&limit=1").await.expect(200);
+    assert_eq!(r.body["messages"].as_array().map(Vec::len), Some(2));
+    let r = api
+        .get_h(&format!("/v3/{p}/resource_filters?resource=message"), &[("OpenStack-API-Version", "volume 3.33")])
+        .await
+        .expect(200);
+    assert_eq!(r.body["resource_filters"][0]["filters"].as_array().map(Vec::len), Some(5), "{}", r.text);
 }

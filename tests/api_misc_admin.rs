@@ -51,7 +51,7 @@ async fn summary_and_resource_filters(b: Backend) {
         json!([{"resource": "volume", "filters": ["name", "status", "metadata", "availability_zone", "group_id"]}])
     );
     let r = get_v(&api, &format!("/v3/{p}/resource_filters"), 33).await.expect(200);
-    assert_eq!(r.body["resource_filters"].as_array().map(Vec::len), Some(3));
+    assert_eq!(r.body["resource_filters"].as_array().map(Vec::len), Some(4));
 }
 
 async fn encryption_records_follow_the_type(b: Backend) {

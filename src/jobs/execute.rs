@@ -31,7 +31,7 @@ pub(crate) async fn execute(svc: &Services, job: &Job) {
         JobKind::CreateSnapshot => create_snapshot(svc, job).await,
         JobKind::DeleteSnapshot => delete_snapshot(svc, job).await,
         JobKind::RollbackSnapshot => rollback_snapshot(svc, job).await,
-        JobKind::RetypeVolume => retype_volume(svc, job).await,
+        JobKind::RetypeVolume | JobKind::MigrateVolume => retype_volume(svc, job).await,
         JobKind::BatchCreateVolume => Ok(()),
     };
     renew.abort();

@@ -66,6 +66,8 @@ pub enum JobKind {
     RollbackSnapshot,
     /// Retype with migration: copy the volume into another pool, then switch type and pool.
     RetypeVolume,
+    /// Admin migration: the same copy and switch, the type unchanged.
+    MigrateVolume,
 }
 
 impl JobKind {
@@ -80,6 +82,7 @@ impl JobKind {
             Self::DeleteSnapshot => "deleteSnapshot",
             Self::RollbackSnapshot => "rollbackSnapshot",
             Self::RetypeVolume => "retypeVolume",
+            Self::MigrateVolume => "migrateVolume",
         }
     }
 }
@@ -96,6 +99,7 @@ impl FromStr for JobKind {
             "deleteSnapshot" => Ok(Self::DeleteSnapshot),
             "rollbackSnapshot" => Ok(Self::RollbackSnapshot),
             "retypeVolume" => Ok(Self::RetypeVolume),
+            "migrateVolume" => Ok(Self::MigrateVolume),
             _ => Err(()),
         }
     }

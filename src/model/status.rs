@@ -38,11 +38,13 @@ pub enum VolumeStatus {
     Reserved,
     /// Its type is changing (`os-retype`); with a migration, its data is moving to another pool.
     Retyping,
+    /// Set by an admin (`os-reset_status`) while they work on it; no job uses it.
+    Maintenance,
 }
 
 impl VolumeStatus {
     /// Every status, for parsing and filters.
-    pub const ALL: [VolumeStatus; 16] = [
+    pub const ALL: [VolumeStatus; 17] = [
         Self::Creating,
         Self::Available,
         Self::InUse,
@@ -59,6 +61,7 @@ impl VolumeStatus {
         Self::AwaitingTransfer,
         Self::Reserved,
         Self::Retyping,
+        Self::Maintenance,
     ];
 
     /// Statuses a volume may be deleted from (EVS.1046 lists them; Cinder adds
@@ -91,6 +94,7 @@ impl VolumeStatus {
             Self::AwaitingTransfer => "awaiting-transfer",
             Self::Reserved => "reserved",
             Self::Retyping => "retyping",
+            Self::Maintenance => "maintenance",
         }
     }
 }

@@ -6,9 +6,9 @@
 //! skips the status check; resetting a status touches the row alone, never the storage.
 
 use super::volumes::{new_job_id, type_fits_capabilities};
-use super::{Caller, QuotaDelta, Services};
+use super::{Caller, PoolRuntime, QuotaDelta, Services};
 use crate::error::{Error, Result};
-use crate::model::{now_timestamp, JobKind, JobPayload, Snapshot, SnapshotStatus, VolumeStatus, VolumeType};
+use crate::model::{now_timestamp, JobKind, JobPayload, Snapshot, SnapshotStatus, Volume, VolumeStatus, VolumeType};
 use crate::store::NewJob;
 
 /// `migration_policy` of an `os-retype`.
@@ -192,6 +192,7 @@ impl Services {
         };
         if !matches!(v.status, VolumeStatus::Available | VolumeStatus::InUse)
             || v.migration_status.as_deref() == Some("migrating")
+            || v.group_id.is_some()
             || t.id == v.volume_type_id
         {
             return Err(busy());
@@ -248,9 +249,6 @@ impl Services {
             Some(pool)
         };
         let limits = self.project_limits(&v.project_id).await?;
-        let capacity = dest.map(|p| self.capacity_limit_gb(p, v.size_gb));
-        let now = now_timestamp();
-        let mut tx = self.db.begin_write().await?;
         let quota = QuotaDelta {
             volumes: 1,
             gigabytes: v.size_gb,
@@ -259,6 +257,8 @@ impl Services {
             ..Default::default()
         };
         let Some(pool) = dest else {
+            let now = now_timestamp();
+            let mut tx = self.db.begin_write().await?;
             if !tx.cas_volume_status(&v.id, &[v.status], v.status, &now).await? {
                 return Err(busy());
             }
@@ -268,6 +268,192 @@ impl Services {
             tracing::info!(volume = %v.id, new_type = %t.name, "retyped in place");
             return Ok(RetypeOutcome::Retyped);
         };
+        let dest_name = pool.config.name.clone();
+        let job_id = self.enqueue_migration(&v, &t, pool, JobKind::RetypeVolume, Some(quota), &limits).await?;
+        tracing::info!(volume = %v.id, new_type = %t.name, from = %v.pool, to = %dest_name, "retype migrates the volume");
+        Ok(RetypeOutcome::Migrating { pool: dest_name, job_id })
+    }
+}
+
+/// Migration statuses an admin may set (`none` clears it), as Cinder's `volume_migration_status`.
+const MIGRATION_STATUSES: [&str; 6] = ["migrating", "error", "success", "completing", "starting", "none"];
+
+/// A validated volume `os-reset_status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResetVolumeStatus {
+    /// New status.
+    pub status: Option<VolumeStatus>,
+    /// `detached` drops every attachment (and its export); `attached` changes nothing.
+    pub detach: bool,
+    /// New migration status (`Some(None)` clears it).
+    pub migration_status: Option<Option<String>>,
+}
+
+impl ResetVolumeStatus {
+    /// Validate the three optional fields in Cinder's words.
+    pub fn parse(
+        status: Option<&str>,
+        attach_status: Option<&str>,
+        migration_status: Option<&str>,
+    ) -> Result<ResetVolumeStatus> {
+        if status.is_none() && attach_status.is_none() && migration_status.is_none() {
+            return Err(Error::invalid(
+                "EVS.5400",
+                "Invalid input received: Must specify 'status', 'attach_status' or 'migration_status' for update.",
+            ));
+        }
+        let status = match status.map(str::to_lowercase) {
+            None => None,
+            Some(s) if s == "deleting" => {
+                return Err(Error::invalid("EVS.5400", format!("Cannot reset-state to {s}")));
+            }
+            Some(s) => Some(s.parse::<VolumeStatus>().map_err(|()| {
+                Error::invalid("EVS.5400", format!("Invalid input for field/attribute status. Value: {s}."))
+            })?),
+        };
+        let detach = match attach_status.map(str::to_lowercase).as_deref() {
+            None | Some("attached") => false,
+            Some("detached") => true,
+            Some(other) => {
+                return Err(Error::invalid(
+                    "EVS.5400",
+                    format!("Invalid input for field/attribute attach_status. Value: {other}."),
+                ))
+            }
+        };
+        let migration_status = match migration_status.map(str::to_lowercase) {
+            None => None,
+            Some(m) if m == "none" => Some(None),
+            Some(m) if MIGRATION_STATUSES.contains(&m.as_str()) => Some(Some(m)),
+            Some(m) => {
+                return Err(Error::invalid(
+                    "EVS.5400",
+                    format!("Invalid input for field/attribute migration_status. Value: {m}."),
+                ))
+            }
+        };
+        Ok(ResetVolumeStatus { status, detach, migration_status })
+    }
+}
+
+impl Services {
+    /// Admin `os-reset_status` of a volume: set its status and migration status; with
+    /// `attach_status: detached` also drop its attachments and their exports. Storage is not
+    /// touched. `in-use` needs an attachment that stays.
+    pub async fn reset_volume_status(&self, caller: &Caller, id: &str, req: ResetVolumeStatus) -> Result<()> {
+        let v = self.get_volume(caller, id).await?;
+        if req.status == Some(VolumeStatus::InUse) && (req.detach || v.attachments.is_empty()) {
+            return Err(Error::invalid(
+                "EVS.5400",
+                "Cannot reset-state to in-use because volume does not have any attachments.",
+            ));
+        }
+        let now = now_timestamp();
+        let mut tx = self.db.begin_write().await?;
+        let dropped = if req.detach { tx.volume_attachments(&v.id).await? } else { Vec::new() };
+        for a in &dropped {
+            tx.delete_attachment(&a.id).await?;
+        }
+        if let Some(st) = req.status {
+            tx.cas_volume_status(&v.id, &VolumeStatus::ALL, st, &now).await?;
+        }
+        if let Some(m) = &req.migration_status {
+            tx.set_migration_status(&v.id, m.as_deref(), &now).await?;
+        }
+        tx.commit().await?;
+        if let Some(exports) = self.exports.as_deref() {
+            for a in &dropped {
+                exports.unexport(a, false).await?;
+            }
+        }
+        tracing::info!(volume = %v.id, from = v.status.as_str(), to = ?req.status, "reset volume status");
+        Ok(())
+    }
+
+    /// Admin `os-force_delete` of a volume: delete it whatever its status, as long as nothing is
+    /// attached, no migration runs and no snapshot depends on it (Cinder's conditions). A normal
+    /// delete job, so the storage really goes and a crash requeues it. Returns the job id.
+    pub async fn force_delete_volume(&self, caller: &Caller, id: &str) -> Result<String> {
+        let v = self.get_volume(caller, id).await?;
+        if v.group_id.is_some() {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!("Invalid volume: Volume {} belongs to a group; delete it with its group.", v.id),
+            ));
+        }
+        if v.migration_status.as_deref() == Some("migrating") {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!("Invalid volume: Volume {} is migrating; it cannot be deleted now.", v.id),
+            ));
+        }
+        let now = now_timestamp();
+        let job_id = new_job_id();
+        let mut tx = self.db.begin_write().await?;
+        let n = tx.count_volume_snapshots(&v.id).await?;
+        if n > 0 {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!("Invalid volume: Volume {} still has {n} dependent snapshots.", v.id),
+            ));
+        }
+        if tx.volume_busy_as_source(&v.id).await? {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!("Invalid volume: Volume {} is the source of a snapshot or volume being created.", v.id),
+            ));
+        }
+        if !tx.cas_volume_status(&v.id, &VolumeStatus::ALL, VolumeStatus::Deleting, &now).await? {
+            return Err(Error::not_found(format!("Volume {id} could not be found.")));
+        }
+        // As a plain delete: a host may hold the file open through an attachment or export.
+        // The status change above locked the row, so none can be recorded before the commit.
+        if !tx.volume_attachments(&v.id).await?.is_empty() {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!(
+                    "Invalid volume: Volume {} cannot be deleted while it has attachments or exports; \
+                     terminate its connections or delete its attachments first.",
+                    v.id
+                ),
+            ));
+        }
+        tx.insert_job(&NewJob {
+            id: job_id.clone(),
+            project_id: v.project_id.clone(),
+            kind: JobKind::DeleteVolume,
+            parent_id: None,
+            volume_id: Some(v.id.clone()),
+            payload: Some(JobPayload::default()),
+            entities: serde_json::json!({"volume_id": v.id, "size": v.size_gb, "name": v.name, "volume_type": v.volume_type_name})
+                .to_string(),
+            begin_time: now,
+        })
+        .await?;
+        tx.commit().await?;
+        self.job_notify.notify_waiters();
+        tracing::info!(volume = %v.id, from = v.status.as_str(), "force-deleting volume");
+        Ok(job_id)
+    }
+}
+
+impl Services {
+    /// Move `v` (available) to `pool` with type `t` in a durable job of `kind` (`retypeVolume`
+    /// or `migrateVolume`): status `retyping`, migration `migrating`, the destination's capacity
+    /// reserved, `quota` (the new type's, for a retype) checked, all in one transaction.
+    async fn enqueue_migration(
+        &self,
+        v: &Volume,
+        t: &VolumeType,
+        pool: &PoolRuntime,
+        kind: JobKind,
+        quota: Option<QuotaDelta>,
+        limits: &std::collections::BTreeMap<String, i64>,
+    ) -> Result<String> {
+        let dest_name = pool.config.name.clone();
+        let capacity = self.capacity_limit_gb(pool, v.size_gb)?;
+        let now = now_timestamp();
+        let mut tx = self.db.begin_write().await?;
         if tx.count_volume_snapshots(&v.id).await? > 0 {
             return Err(Error::invalid_status(
                 "EVS.5400",
@@ -275,7 +461,10 @@ impl Services {
             ));
         }
         if !tx.cas_volume_status(&v.id, &[VolumeStatus::Available], VolumeStatus::Retyping, &now).await? {
-            return Err(busy());
+            return Err(Error::invalid_status(
+                "EVS.5400",
+                format!("Invalid volume: Volume {} status must be available to migrate.", v.id),
+            ));
         }
         // Migration moves the data to a new file in another pool: an export (initialized
         // connections leave the volume `available`) would keep serving the old one and lose
@@ -296,9 +485,10 @@ impl Services {
                 format!("Invalid volume: Volume {} is the source of a snapshot or volume being created.", v.id),
             ));
         }
-        self.check_quota(&mut tx, &v.project_id, &quota, &limits).await?;
-        let dest_name = pool.config.name.clone();
-        if !tx.reserve_pool_capacity(&dest_name, v.size_gb, capacity.unwrap_or(Ok(0))?).await? {
+        if let Some(q) = &quota {
+            self.check_quota(&mut tx, &v.project_id, q, limits).await?;
+        }
+        if !tx.reserve_pool_capacity(&dest_name, v.size_gb, capacity).await? {
             return Err(super::volumes::no_space(&dest_name, v.size_gb));
         }
         tx.set_migration_status(&v.id, Some("migrating"), &now).await?;
@@ -306,7 +496,7 @@ impl Services {
         tx.insert_job(&NewJob {
             id: job_id.clone(),
             project_id: v.project_id.clone(),
-            kind: JobKind::RetypeVolume,
+            kind,
             parent_id: None,
             volume_id: Some(v.id.clone()),
             payload: Some(JobPayload {
@@ -321,7 +511,53 @@ impl Services {
         .await?;
         tx.commit().await?;
         self.job_notify.notify_waiters();
-        tracing::info!(volume = %v.id, new_type = %t.name, from = %v.pool, to = %dest_name, "retype migrates the volume");
-        Ok(RetypeOutcome::Migrating { pool: dest_name, job_id })
+        Ok(job_id)
+    }
+
+    /// Admin `os-migrate_volume` (Cinder's `migrate_volume`): move an available volume, type
+    /// unchanged, to the pool `host` names (`node@pool#pool`, `node@pool` or the pool's name),
+    /// which must be another pool of its zone serving its type. Returns the job id.
+    pub async fn migrate_volume(&self, caller: &Caller, id: &str, host: &str) -> Result<String> {
+        let v = self.get_volume(caller, id).await?;
+        let no_host = || Error::invalid("EVS.5400", format!("Invalid host: No available service named '{host}'"));
+        let (node, rest) = match host.split_once('@') {
+            Some((n, r)) => (Some(n), r),
+            None => (None, host),
+        };
+        if node.is_some_and(|n| n != self.config.node) {
+            return Err(no_host());
+        }
+        let pool_name = rest.split_once('#').map_or(rest, |(_, p)| p);
+        let pool = self.pools.get(pool_name).ok_or_else(no_host)?;
+        let t = self.catalog.require_type(&v.volume_type_id)?;
+        let serves = t.backends().is_none_or(|b| b.contains(&pool_name));
+        if pool.config.availability_zone != v.availability_zone || !serves {
+            return Err(Error::invalid(
+                "EVS.5400",
+                format!(
+                    "No valid backend was found. Pool {pool_name} does not serve volume type {} in zone {}.",
+                    t.name, v.availability_zone
+                ),
+            ));
+        }
+        if v.status != VolumeStatus::Available
+            || v.migration_status.as_deref() == Some("migrating")
+            || v.group_id.is_some()
+            || v.pool == pool_name
+        {
+            return Err(Error::invalid_status(
+                "EVS.5400",
+                format!(
+                    "Invalid volume: Volume {} status must be available or in-use, must not be migrating, have \
+                     snapshots, be replicated, be part of a group and destination host/cluster must be different \
+                     than the current one",
+                    v.id
+                ),
+            ));
+        }
+        let limits = std::collections::BTreeMap::new();
+        let job_id = self.enqueue_migration(&v, &t, pool, JobKind::MigrateVolume, None, &limits).await?;
+        tracing::info!(volume = %v.id, from = %v.pool, to = %pool_name, "migrating volume");
+        Ok(job_id)
     }
 }

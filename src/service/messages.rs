@@ -52,10 +52,66 @@ pub fn new_message(
     }
 }
 
+/// The filters a message list accepts (Cinder 3.5; `resource_filters` names them).
+pub const MESSAGE_FILTERS: [&str; 5] = ["resource_uuid", "resource_type", "event_id", "request_id", "message_level"];
+
+/// A message list request (Cinder 3.5: filters, sort, marker, limit, offset).
+#[derive(Debug, Clone, Default)]
+pub struct ListMessages {
+    /// `(field, value)` pairs from [`MESSAGE_FILTERS`], all of which must match.
+    pub filters: Vec<(String, String)>,
+    /// Oldest first (`sort_dir=asc`); newest first otherwise.
+    pub ascending: bool,
+    /// Sort by `id` instead of `created_at`.
+    pub by_id: bool,
+    /// Start after this message.
+    pub marker: Option<String>,
+    /// Page size.
+    pub limit: Option<usize>,
+    /// Rows skipped after the marker.
+    pub offset: usize,
+}
+
+fn field<'a>(m: &'a Message, name: &str) -> Option<&'a str> {
+    match name {
+        "resource_uuid" => m.resource_uuid.as_deref(),
+        "resource_type" => m.resource_type.as_deref(),
+        "event_id" => Some(&m.event_id),
+        "request_id" => Some(&m.request_id),
+        "message_level" => Some(&m.message_level),
+        _ => None,
+    }
+}
+
 impl Services {
-    /// The caller's project's messages, newest first.
-    pub async fn list_messages(&self, caller: &Caller) -> Result<Vec<Message>> {
-        self.db.list_messages(&caller.project_id).await
+    /// The caller's project's messages, filtered, sorted and paged (a project's messages are
+    /// few: they expire after [`MESSAGE_TTL_SECONDS`], so this works on the loaded rows).
+    pub async fn list_messages(&self, caller: &Caller, q: &ListMessages) -> Result<Vec<Message>> {
+        let mut all: Vec<Message> = self
+            .db
+            .list_messages(&caller.project_id)
+            .await?
+            .into_iter()
+            .filter(|m| q.filters.iter().all(|(k, v)| field(m, k) == Some(v.as_str())))
+            .collect();
+        if q.by_id {
+            all.sort_by(|a, b| a.id.cmp(&b.id));
+        } else {
+            all.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        }
+        if !q.ascending {
+            all.reverse();
+        }
+        let start = match &q.marker {
+            None => 0,
+            Some(m) => {
+                all.iter()
+                    .position(|x| &x.id == m)
+                    .ok_or_else(|| Error::not_found(format!("Marker {m} could not be found.")).with_code("EVS.1024"))?
+                    + 1
+            }
+        };
+        Ok(all.into_iter().skip(start + q.offset).take(q.limit.unwrap_or(usize::MAX)).collect())
     }
 
     /// One message the caller may see (admins: any project's).

@@ -37,7 +37,7 @@ use crate::driver::Driver;
 use crate::store::Db;
 
 // actions: reset_status, update_snapshot_status, force_delete, retype.
-pub use actions::{parse_snapshot_status, validate_progress, MigrationPolicy, RetypeOutcome};
+pub use actions::{parse_snapshot_status, validate_progress, MigrationPolicy, ResetVolumeStatus, RetypeOutcome};
 pub use attachments::AttachRequest;
 pub use catalog::Catalog;
 pub use exports::{ExportManager, ExportRequest};

@@ -4,7 +4,9 @@
 //! the volume, where Cinder allows only the latest), the legacy attach actions (`os-reserve`,
 //! `os-unreserve`, `os-initialize_connection`, `os-attach`, `os-detach`,
 //! `os-terminate_connection`, `os-begin_detaching`, `os-roll_detaching`), and the flags
-//! `os-update_readonly_flag` and `os-set_bootable`.
+//! `os-update_readonly_flag` and `os-set_bootable`; the admin `os-reset_status` and
+//! `os-force_delete`, and `os-retype`. Snapshot actions (`os-reset_status`,
+//! `os-update_snapshot_status`, `os-force_delete`) are served by [`snapshot_action`].
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -19,7 +21,7 @@ use crate::api::guard::body_action;
 use crate::api::ApiVersion;
 use crate::error::{Error, ErrorKind};
 use crate::model::AttachMode;
-use crate::service::{AttachRequest, MigrationPolicy, Services};
+use crate::service::{AttachRequest, MigrationPolicy, ResetVolumeStatus, Services};
 use crate::store::VolumeFlag;
 
 /// The policy action of a volume `…/action` body (Cinder's and EVS's action keys).
@@ -193,6 +195,30 @@ pub(super) async fn volume_action(
                 .ok_or_else(|| Error::invalid("EVS.5400", "Invalid input: 'bootable' is required"))?;
             svc.set_volume_flag(&c, &id, VolumeFlag::Bootable, b).await?;
             Ok(StatusCode::OK.into_response())
+        }
+        // actions: admin reset and force delete.
+        "os-reset_status" => {
+            reject_unknown(&args, &["status", "attach_status", "migration_status"])?;
+            let req = ResetVolumeStatus::parse(
+                opt_string(&args, "status", "EVS.5400")?.as_deref(),
+                opt_string(&args, "attach_status", "EVS.5400")?.as_deref(),
+                opt_string(&args, "migration_status", "EVS.5400")?.as_deref(),
+            )?;
+            svc.reset_volume_status(&c, &id, req).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-force_delete" => {
+            svc.force_delete_volume(&c, &id).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-migrate_volume" => {
+            reject_unknown(&args, &["host", "force_host_copy", "lock_volume", "cluster"])?;
+            if args.get("cluster").is_some_and(|c| !c.is_null()) {
+                return Err(Error::invalid("EVS.5400", "Clusters are not supported: give a host.").into());
+            }
+            let host = required_string(&args, "host")?;
+            svc.migrate_volume(&c, &id, &host).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
         }
         // actions: retype, with migration on demand.
         "os-retype" => {

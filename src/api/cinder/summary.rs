@@ -65,6 +65,8 @@ const RESOURCE_FILTERS: &[(&str, &[&str])] = &[
     ("volume", &["name", "status", "metadata", "availability_zone", "group_id"]),
     ("snapshot", &["id", "name", "status", "volume_id"]),
     ("attachment", &["volume_id", "status", "instance_id"]),
+    // actions: user messages (3.5 filters).
+    ("message", &crate::service::messages::MESSAGE_FILTERS),
 ];
 
 /// `GET /v3/{p}/resource_filters[?resource=volume]` (3.33).
