@@ -113,6 +113,11 @@ async fn snapshot_reset_update_and_force_delete(b: Backend) {
     let got = wait_snapshot(&api, &p, &sid, "available").await;
     assert_eq!(got["os-extended-snapshot-attributes:progress"], "100%");
 
+    // A snapshot being rolled back is not deleted under the rollback, even by force.
+    snap_action(&api, &p, &sid, json!({"os-reset_status": {"status": "rollbacking"}})).await.expect(202);
+    snap_action(&api, &p, &sid, json!({"os-force_delete": {}})).await.expect(400);
+    snap_action(&api, &p, &sid, json!({"os-reset_status": {"status": "available"}})).await.expect(202);
+
     // Force delete works from every status and really removes the snapshot's file.
     for status in ["creating", "deleting", "error", "error_deleting", "available"] {
         let id = available_snapshot(&api, &p, &vid).await;
@@ -606,6 +611,10 @@ async fn volume_reset_status_and_force_delete(b: Backend) {
     snap_action(&api, &p, &sid, json!({"os-force_delete": {}})).await.expect(202);
     wait_snapshot_gone(&api, &p, &sid).await;
 
+    // A volume being retyped (its data may be on its way to another pool) is not deleted.
+    vol_action(&api, &p, &id, json!({"os-reset_status": {"status": "retyping"}})).await.expect(202);
+    vol_action(&api, &p, &id, json!({"os-force_delete": {}})).await.expect(400);
+    vol_action(&api, &p, &id, json!({"os-reset_status": {"status": "available"}})).await.expect(202);
     // An export (initialize_connection leaves the volume available) blocks even force delete.
     let conn = json!({"connector": {"host": "h1"}});
     vol_action(&api, &p, &id, json!({"os-initialize_connection": conn.clone()})).await.expect(200);

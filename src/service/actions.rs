@@ -142,8 +142,15 @@ impl Services {
                 format!("Invalid snapshot: a volume is still being created from snapshot {}.", s.id),
             ));
         }
-        if !tx.cas_snapshot_status(&s.id, &SnapshotStatus::ALL, SnapshotStatus::Deleting, &now).await? {
-            return Err(Error::not_found(format!("Snapshot {id} could not be found.")));
+        // A running rollback reads the snapshot's file: deleting it underneath is refused (an
+        // admin who knows better resets the status first).
+        let from: Vec<SnapshotStatus> =
+            SnapshotStatus::ALL.into_iter().filter(|st| *st != SnapshotStatus::Rollbacking).collect();
+        if !tx.cas_snapshot_status(&s.id, &from, SnapshotStatus::Deleting, &now).await? {
+            return Err(Error::invalid_status(
+                "EVS.1047",
+                format!("Invalid snapshot: Snapshot {} is being rolled back onto its volume.", s.id),
+            ));
         }
         tx.insert_job(&NewJob {
             id: job_id.clone(),
@@ -403,8 +410,14 @@ impl Services {
                 format!("Invalid volume: Volume {} is the source of a snapshot or volume being created.", v.id),
             ));
         }
-        if !tx.cas_volume_status(&v.id, &VolumeStatus::ALL, VolumeStatus::Deleting, &now).await? {
-            return Err(Error::not_found(format!("Volume {id} could not be found.")));
+        // A retype job may be copying the volume: it must finish (or be reset) first.
+        let from: Vec<VolumeStatus> =
+            VolumeStatus::ALL.into_iter().filter(|st| *st != VolumeStatus::Retyping).collect();
+        if !tx.cas_volume_status(&v.id, &from, VolumeStatus::Deleting, &now).await? {
+            return Err(Error::invalid_status(
+                "EVS.1046",
+                format!("Invalid volume: Volume {} is being retyped; it cannot be deleted now.", v.id),
+            ));
         }
         // As a plain delete: a host may hold the file open through an attachment or export.
         // The status change above locked the row, so none can be recorded before the commit.
