@@ -10,6 +10,8 @@ mod identity;
 mod job;
 // qos: QoS specs records.
 mod qos;
+// services: os-services records.
+mod service;
 mod snapshot;
 mod status;
 mod volume;
@@ -21,6 +23,8 @@ pub use identity::{Credential, Project, Role, RoleAssignment, TokenRecord, User}
 pub use job::{Job, JobKind, JobPayload, JobStatus};
 // qos: QoS specs records.
 pub use qos::{QosAssociation, QosSpecs, DEFAULT_QOS_CONSUMER, QOS_CONSUMERS};
+// services: os-services records.
+pub use service::{ServiceRecord, SCHEDULER_BINARY, VOLUME_BINARY};
 pub use snapshot::{Snapshot, SnapshotStatus};
 pub use status::VolumeStatus;
 pub use volume::{NewVolume, Pool, Volume, VolumeType};

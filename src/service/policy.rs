@@ -100,6 +100,13 @@ pub const POLICY: &[(&str, Role)] = &[
     ("evs:qosSpecs:create", Admin),
     ("evs:qosSpecs:update", Admin),
     ("evs:qosSpecs:delete", Admin),
+    // services: Cinder's operator APIs (admin-only) and the extension list (any reader).
+    ("evs:services:list", Admin),
+    ("evs:services:update", Admin),
+    ("evs:hosts:manage", Admin),
+    ("evs:schedulerStats:getPools", Admin),
+    ("evs:capabilities:show", Admin),
+    ("evs:extensions:list", Reader),
     // Operator-only views (services, pools, hosts, messages of all projects…).
     ("evs:admin", Admin),
 ];
