@@ -14,6 +14,8 @@ mod job;
 mod qos;
 // actions: user messages.
 mod message;
+// services: os-services records.
+mod service;
 mod snapshot;
 mod status;
 mod volume;
@@ -29,6 +31,8 @@ pub use job::{Job, JobKind, JobPayload, JobStatus};
 pub use qos::{QosAssociation, QosSpecs, DEFAULT_QOS_CONSUMER, QOS_CONSUMERS};
 // actions: user messages.
 pub use message::{Message, MessageAction, MessageDetail};
+// services: os-services records.
+pub use service::{ServiceRecord, SCHEDULER_BINARY, VOLUME_BINARY};
 pub use snapshot::{Snapshot, SnapshotStatus};
 pub use status::VolumeStatus;
 pub use volume::{NewVolume, Pool, Volume, VolumeType};

@@ -105,11 +105,21 @@ impl VolumeType {
         self.is_public || is_admin || self.projects.iter().any(|p| p == project_id)
     }
 
-    /// Pools this type is placed on (`volume_backend_name`, comma separated); `None` = any.
+    /// Pools this type is placed on; `None` = any. Cinder's capabilities filter matches both
+    /// `volume_backend_name` and its scoped form `capabilities:volume_backend_name` against the
+    /// backend name (exactly); here each may list several pools (comma separated), and when
+    /// both are set a pool must be named by both.
     pub fn backends(&self) -> Option<Vec<&str>> {
-        self.extra_specs
-            .get("volume_backend_name")
-            .map(|b| b.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+        let split = |k: &str| {
+            self.extra_specs
+                .get(k)
+                .map(|b| b.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<&str>>())
+        };
+        match (split("volume_backend_name"), split("capabilities:volume_backend_name")) {
+            (None, None) => None,
+            (Some(a), None) | (None, Some(a)) => Some(a),
+            (Some(a), Some(b)) => Some(a.into_iter().filter(|x| b.contains(x)).collect()),
+        }
     }
 }
 

@@ -231,7 +231,7 @@ impl Services {
         let dest = if stays {
             None
         } else {
-            let pool = self.place(&v.availability_zone, &t)?;
+            let pool = self.place(&v.availability_zone, &t).await?;
             if policy == MigrationPolicy::Never {
                 return Err(Error::invalid(
                     "EVS.5400",

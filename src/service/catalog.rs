@@ -28,6 +28,8 @@ impl Catalog {
         for p in &config.pools {
             db.ensure_pool(&p.name).await?;
         }
+        // services: this node's scheduler and one volume service per pool (os-services).
+        super::services::register(db, config, &now).await?;
         for name in config.volume_type_names() {
             let backends: Vec<&str> =
                 config.pools.iter().filter(|p| p.volume_types.contains(&name)).map(|p| p.name.as_str()).collect();

@@ -21,6 +21,9 @@ pub mod policy;
 // qos: QoS specs.
 mod qos;
 mod quotas;
+// services: os-services, os-hosts, scheduler-stats, capabilities.
+mod services;
+pub use services::{accepts_new_volumes, host_matches, PoolStats, ServiceState};
 mod snapshots;
 mod tags;
 mod transfers;

@@ -121,6 +121,12 @@ pub const POLICY: &[(&str, Role)] = &[
     ("evs:groupSnapshots:create", Member),
     ("evs:groupSnapshots:delete", Member),
     ("evs:groupSnapshots:resetStatus", Admin),
+    // services: Cinder's operator APIs (admin-only) and the extension list (any reader).
+    ("evs:services:list", Admin),
+    ("evs:services:update", Admin),
+    ("evs:hosts:manage", Admin),
+    ("evs:schedulerStats:getPools", Admin),
+    ("evs:capabilities:show", Admin),
     // Operator-only views (services, pools, hosts, messages of all projects…).
     ("evs:admin", Admin),
 ];

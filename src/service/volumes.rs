@@ -213,21 +213,35 @@ pub fn validate_metadata(m: &BTreeMap<String, String>) -> Result<()> {
 
 impl Services {
     /// The pool in `az` that the type's `volume_backend_name` names (any pool of the zone when
-    /// the type names none); the first configured wins.
-    pub(super) fn place(&self, az: &str, vtype: &crate::model::VolumeType) -> Result<&PoolRuntime> {
+    /// the type names none) and that takes new volumes (its volume service is neither disabled
+    /// nor frozen, see `services::accepts_new_volumes`); the first configured wins. This is the
+    /// one place a new volume's pool is chosen.
+    pub(super) async fn place(&self, az: &str, vtype: &crate::model::VolumeType) -> Result<&PoolRuntime> {
         let type_name = &vtype.name;
         let backends = vtype.backends();
-        self.config
+        let candidates: Vec<&PoolRuntime> = self
+            .config
             .pools
             .iter()
             .filter(|p| p.availability_zone == az && backends.as_ref().is_none_or(|b| b.contains(&p.name.as_str())))
-            .find_map(|p| self.pools.get(&p.name))
-            .ok_or_else(|| {
-                Error::invalid(
-                    "EVS.2071",
-                    format!("Invalid input received: Availability zone [{az}] do not have volume type [{type_name}]"),
-                )
-            })
+            .filter_map(|p| self.pools.get(&p.name))
+            .collect();
+        if candidates.is_empty() {
+            return Err(Error::invalid(
+                "EVS.2071",
+                format!("Invalid input received: Availability zone [{az}] do not have volume type [{type_name}]"),
+            ));
+        }
+        let skip = self.unschedulable_pools().await?;
+        candidates.into_iter().find(|p| !skip.contains(&p.config.name)).ok_or_else(|| {
+            Error::invalid(
+                "EVS.2071",
+                format!(
+                    "No valid backend was found. Every pool serving volume type [{type_name}] in availability \
+                     zone [{az}] is disabled or frozen."
+                ),
+            )
+        })
     }
 
     /// Create `req.count` volumes and one job (with sub-jobs for a batch). From a snapshot or a
@@ -368,7 +382,7 @@ impl Services {
                     .get(&src.pool)
                     .ok_or_else(|| Error::internal(format!("pool {} is not configured", src.pool)))?
             }
-            None => self.place(&az, &vtype)?,
+            None => self.place(&az, &vtype).await?,
         };
         // groups: the volume's type must be one of the group's, and the group available.
         let group = match &req.group_id {

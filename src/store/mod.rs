@@ -20,6 +20,8 @@ mod misc;
 // qos: QoS specs.
 mod qos;
 mod quotas;
+// services: os-services rows and per-host usage.
+mod services;
 mod snapshots;
 mod sql;
 mod tags;
@@ -42,6 +44,8 @@ pub use groups::GroupTypeDelete;
 pub use jobs::NewJob;
 // misc: encryption types, default types.
 pub use misc::EncryptionWrite;
+// services: per-host usage rows.
+pub use services::ProjectUsage;
 // qos: QoS specs.
 pub use qos::QosWrite;
 pub use snapshots::{ListSnapshots, SnapshotFilter, SnapshotSortKey};

@@ -48,6 +48,12 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("os-volume-type-access", "VolumeTypeAccess", "Volume type access support."),
     // qos: QoS specs (records only).
     ("qos-specs", "Qos_specs_manage", "QoS specs support."),
+    // services: operator APIs.
+    ("os-services", "Services", "Services support."),
+    ("os-extended-services", "ExtendedServices", "Extended services support."),
+    ("os-hosts", "Hosts", "Admin-only host administration."),
+    ("scheduler-stats", "Scheduler_stats", "Scheduler stats support."),
+    ("capabilities", "Capabilities", "Capabilities support."),
 ];
 
 pub(super) async fn extensions(State(svc): State<Services>, Path(p): Path<String>, headers: HeaderMap) -> Res {

@@ -11,6 +11,8 @@ mod metadata;
 // qos: QoS specs.
 mod qos;
 mod quotas;
+// services: os-services, os-hosts, scheduler-stats, capabilities (admin).
+mod services;
 pub(crate) mod snapshots;
 // misc: volume summary, resource filters, encryption types, default types, manage.
 mod encryption;
@@ -136,7 +138,7 @@ pub(super) fn routes() -> Router<Services> {
             )
             .route(&format!("{pre}/{{p}}/types/{{id}}/action"), post_as("evs:types:access", types::action))
             .route(&format!("{pre}/{{p}}/os-availability-zone"), get_as(Act::Open, catalog::availability_zones))
-            .route(&format!("{pre}/{{p}}/extensions"), get_as(Act::Open, catalog::extensions))
+            .route(&format!("{pre}/{{p}}/extensions"), get_as("evs:extensions:list", catalog::extensions))
             .route(
                 &format!("{pre}/{{p}}/os-quota-sets/{{target}}"),
                 get_as("evs:quotas:get", quotas::show)
@@ -284,6 +286,22 @@ pub(super) fn routes() -> Router<Services> {
             .route(
                 &format!("{pre}/{{p}}/qos-specs/{{id}}/disassociate_all"),
                 get_as("evs:qosSpecs:update", qos::disassociate_all),
+            );
+    }
+    // services: operator APIs (admin-only, as in Cinder).
+    for pre in PREFIXES {
+        r = r
+            .route(&format!("{pre}/{{p}}/os-services"), get_as("evs:services:list", services::list))
+            .route(&format!("{pre}/{{p}}/os-services/{{action}}"), put_as("evs:services:update", services::update))
+            .route(&format!("{pre}/{{p}}/os-hosts"), get_as("evs:hosts:manage", services::list_hosts))
+            .route(&format!("{pre}/{{p}}/os-hosts/{{host}}"), get_as("evs:hosts:manage", services::show_host))
+            .route(
+                &format!("{pre}/{{p}}/scheduler-stats/get_pools"),
+                get_as("evs:schedulerStats:getPools", services::get_pools),
+            )
+            .route(
+                &format!("{pre}/{{p}}/capabilities/{{host}}"),
+                get_as("evs:capabilities:show", services::show_capabilities),
             );
     }
     r
