@@ -132,16 +132,8 @@ fn noauth_request_check(svc: &Services, req: &Request) -> Result<()> {
         }
     }
     let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
-    let has_body = headers.contains_key(axum::http::header::TRANSFER_ENCODING)
-        || headers
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|n| n.trim() != "0");
-    if writes && has_body && !is_json(headers) {
-        return Err(Error::new(
-            ErrorKind::UnsupportedMediaType,
-            "Unsupported Content-Type: request bodies must be application/json.",
-        ));
+    if writes && super::common::has_body(headers) && !is_json(headers) {
+        return Err(super::unsupported_media_type());
     }
     Ok(())
 }

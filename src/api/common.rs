@@ -13,6 +13,15 @@ use crate::service::{Caller, Services};
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// Whether a request carries a body (a non-zero `Content-Length`, or chunked).
+pub fn has_body(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|n| n.trim() != "0")
+}
+
 /// Parse a JSON body into an object; malformed JSON is `EVS.5400`, and so is any string (key
 /// or value) holding a NUL character (PostgreSQL cannot store one; no field means one) or a
 /// `name` holding another control character.

@@ -97,10 +97,7 @@ async fn error_bodies(req: Request, next: Next) -> Response {
         StatusCode::METHOD_NOT_ALLOWED => {
             Error::new(ErrorKind::MethodNotAllowed, format!("The method {method} is not allowed for {path}."))
         }
-        StatusCode::PAYLOAD_TOO_LARGE => Error::new(
-            ErrorKind::PayloadTooLarge,
-            format!("Request is too large: a request body may be at most {} bytes.", MAX_BODY_BYTES),
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => body_too_large(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => unsupported_media_type(),
         _ => return resp,
     };
@@ -113,29 +110,17 @@ async fn error_bodies(req: Request, next: Next) -> Response {
 /// limit is 413 in the API's format whichever route it was sent to. Every route takes bodies
 /// of a few KiB, so buffering costs nothing they would not buffer anyway.
 async fn buffer_body(axum::extract::State(svc): axum::extract::State<Services>, req: Request, next: Next) -> Response {
-    let headers = req.headers();
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let chunked = headers.contains_key(axum::http::header::TRANSFER_ENCODING);
-    if declared.unwrap_or(0) == 0 && !chunked {
+    if !common::has_body(req.headers()) {
         return next.run(req).await;
     }
     let path = req.uri().path().to_string();
-    let too_large = || {
-        Error::new(
-            ErrorKind::PayloadTooLarge,
-            format!("Request is too large: a request body may be at most {MAX_BODY_BYTES} bytes."),
-        )
-    };
     let (parts, body) = req.into_parts();
     let deadline = std::time::Duration::from_secs(svc.config.http.body_read_timeout_seconds);
     match tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
         Err(_) => {
             render_for_path(&path, Error::new(ErrorKind::RequestTimeout, "The request body did not arrive in time."))
         }
-        Ok(Err(_)) => render_for_path(&path, too_large()),
+        Ok(Err(_)) => render_for_path(&path, body_too_large()),
         Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
     }
 }
@@ -144,7 +129,16 @@ async fn buffer_body(axum::extract::State(svc): axum::extract::State<Services>, 
 /// applies; the signature check buffers at most twice that).
 pub const MAX_BODY_BYTES: usize = 2 << 20;
 
-fn unsupported_media_type() -> Error {
+fn body_too_large() -> Error {
+    Error::new(
+        ErrorKind::PayloadTooLarge,
+        format!("Request is too large: a request body may be at most {MAX_BODY_BYTES} bytes."),
+    )
+}
+
+/// A body that is not `application/json` (noauth mode's cross-site defence, and axum's own
+/// rejection).
+pub(super) fn unsupported_media_type() -> Error {
     Error::new(ErrorKind::UnsupportedMediaType, "Unsupported Content-Type: request bodies must be application/json.")
 }
 

@@ -152,17 +152,7 @@ impl Services {
                 format!("Invalid snapshot: Snapshot {} is being rolled back onto its volume.", s.id),
             ));
         }
-        tx.insert_job(&NewJob {
-            id: job_id.clone(),
-            project_id: s.project_id.clone(),
-            kind: JobKind::DeleteSnapshot,
-            parent_id: None,
-            volume_id: Some(s.volume_id.clone()),
-            payload: Some(JobPayload { snapshot_id: Some(s.id.clone()), ..Default::default() }),
-            entities: serde_json::json!({"snapshot_id": s.id, "volume_id": s.volume_id}).to_string(),
-            begin_time: now,
-        })
-        .await?;
+        super::snapshots::insert_delete_snapshot_job(&mut tx, &s, &job_id, now).await?;
         tx.commit().await?;
         self.job_notify.notify_waiters();
         tracing::info!(snapshot = %s.id, from = s.status.as_str(), "force-deleting snapshot");

@@ -160,13 +160,8 @@ impl Services {
         let recorded = self.record_export(v, &a).await;
         match recorded {
             Ok(true) => {
-                let digest = |x: &Attachment| {
-                    x.connection_info
-                        .as_deref()
-                        .and_then(|c| serde_json::from_str::<Value>(c).ok())
-                        .and_then(|c| c["data"]["export_digest"].as_str().map(str::to_string))
-                };
-                if digest(&previous).is_some() && digest(&previous) != digest(&a) {
+                let old = super::ExportManager::nbd_digest(&previous);
+                if old.is_some() && old != super::ExportManager::nbd_digest(&a) {
                     if let Err(e) = self.exports()?.unexport(&previous, true).await {
                         tracing::warn!(attachment = %a.id, error = %e.message, "removing a replaced export");
                     }

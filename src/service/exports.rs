@@ -175,15 +175,22 @@ impl ExportManager {
         Ok(attached.device)
     }
 
+    /// The NBD export digest an attachment's stored connection info carries (none for loop
+    /// devices and for exports made before names were secret).
+    pub fn nbd_digest(attachment: &Attachment) -> Option<String> {
+        let info: Value = serde_json::from_str(attachment.connection_info.as_deref()?).ok()?;
+        info["data"]["export_digest"].as_str().map(str::to_string)
+    }
+
     /// Remove the export of `attachment`. `volume_still_on_nbd` matters only for exports made
     /// before export names were secret (named by the volume id, shared by its attachments).
     pub async fn unexport(&self, attachment: &Attachment, volume_still_on_nbd: bool) -> Result<()> {
         let Some(info) = attachment.connection_info.as_deref() else { return Ok(()) };
         let info: Value = serde_json::from_str(info).unwrap_or(Value::Null);
         match info.get("driver_volume_type").and_then(Value::as_str) {
-            Some("nbd") => match info["data"]["export_digest"].as_str() {
+            Some("nbd") => match Self::nbd_digest(attachment) {
                 Some(d) => {
-                    self.nbd.remove_export_digest(d).await;
+                    self.nbd.remove_export_digest(&d).await;
                 }
                 None if !volume_still_on_nbd => {
                     self.nbd.remove_export(&attachment.volume_id).await;

@@ -207,17 +207,7 @@ impl Services {
                 format!("Invalid snapshot: Snapshot status must be available or error, but is {}.", s.status),
             ));
         }
-        tx.insert_job(&NewJob {
-            id: job_id.clone(),
-            project_id: s.project_id.clone(),
-            kind: JobKind::DeleteSnapshot,
-            parent_id: None,
-            volume_id: Some(s.volume_id.clone()),
-            payload: Some(JobPayload { snapshot_id: Some(s.id.clone()), ..Default::default() }),
-            entities: serde_json::json!({"snapshot_id": s.id, "volume_id": s.volume_id}).to_string(),
-            begin_time: now,
-        })
-        .await?;
+        insert_delete_snapshot_job(&mut tx, &s, &job_id, now).await?;
         tx.commit().await?;
         self.job_notify.notify_waiters();
         Ok(job_id)
@@ -402,4 +392,25 @@ fn validate_snapshot_metadata(m: &BTreeMap<String, String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Queue the job that deletes snapshot `s`, whose row `tx` has just moved to `deleting` (the
+/// normal delete and the admin force delete share it).
+pub(super) async fn insert_delete_snapshot_job(
+    tx: &mut crate::store::WriteTx<'_>,
+    s: &Snapshot,
+    job_id: &str,
+    now: String,
+) -> Result<()> {
+    tx.insert_job(&NewJob {
+        id: job_id.to_string(),
+        project_id: s.project_id.clone(),
+        kind: JobKind::DeleteSnapshot,
+        parent_id: None,
+        volume_id: Some(s.volume_id.clone()),
+        payload: Some(JobPayload { snapshot_id: Some(s.id.clone()), ..Default::default() }),
+        entities: serde_json::json!({"snapshot_id": s.id, "volume_id": s.volume_id}).to_string(),
+        begin_time: now,
+    })
+    .await
 }
