@@ -33,6 +33,8 @@ backend_tests!(
     routes_answer_404_and_405_before_policy,
     failed_logins_are_throttled_and_password_checks_bounded,
     keystone_admin_makes_and_removes_projects,
+    aksk_replays_and_ambiguous_requests_are_refused,
+    project_lookups_do_not_reveal_existence,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -652,27 +654,119 @@ async fn signed(
     body: Option<&str>,
     tamper: Option<&str>,
 ) -> Resp {
+    let sig = Signing { ak, sk, project: project_header, date, sign_host: true };
+    signed_as(api, method, path_and_query, path_and_query, &sig, body, tamper).await
+}
+
+/// What a signature is made with.
+struct Signing<'a> {
+    ak: &'a str,
+    sk: &'a str,
+    project: &'a str,
+    date: &'a str,
+    /// Sign `Host` (the SDK always does).
+    sign_host: bool,
+}
+
+/// Sign `sign_pq` (path and query) and send the request to `send_pq`: the two differ when a
+/// test moves a signature onto another request.
+async fn signed_as(
+    api: &Api,
+    method: Method,
+    sign_pq: &str,
+    send_pq: &str,
+    sig: &Signing<'_>,
+    body: Option<&str>,
+    tamper: Option<&str>,
+) -> Resp {
     let base = api.base();
     let host = base.trim_start_matches("http://").to_string();
-    let (path, query) = match path_and_query.split_once('?') {
+    let (path, query) = match sign_pq.split_once('?') {
         Some((p, q)) => (p, Some(q)),
-        None => (path_and_query, None),
+        None => (sign_pq, None),
     };
     // Content-Type is added (unsigned) by the test client when there is a body.
-    let headers = [
-        ("Host", host.as_str()),
-        ("User-Agent", "cinderblock-tests"),
-        ("X-Project-Id", project_header),
-        ("X-Sdk-Date", date),
-    ];
-    let auth = signature::authorization(ak, sk, method.as_str(), path, query, &headers, body.unwrap_or("").as_bytes());
+    let mut headers =
+        vec![("User-Agent", "cinderblock-tests"), ("X-Project-Id", sig.project), ("X-Sdk-Date", sig.date)];
+    if sig.sign_host {
+        headers.push(("Host", host.as_str()));
+    }
+    let auth =
+        signature::authorization(sig.ak, sig.sk, method.as_str(), path, query, &headers, body.unwrap_or("").as_bytes());
     let send: Vec<(&str, &str)> = vec![
         ("User-Agent", "cinderblock-tests"),
-        ("X-Project-Id", project_header),
-        ("X-Sdk-Date", date),
+        ("X-Project-Id", sig.project),
+        ("X-Sdk-Date", sig.date),
         ("Authorization", auth.as_str()),
     ];
-    api.request(method, path_and_query, &send, tamper.or(body).map(str::to_string)).await
+    api.request(method, send_pq, &send, tamper.or(body).map(str::to_string)).await
+}
+
+/// Issue 17.11: a signed request that changes something is accepted once (a replay inside the
+/// window made a second volume); `Host` must be signed; a signature cannot be moved onto a
+/// query that means something else (`+` vs `%2B`, repeated keys, an encoded `/`).
+async fn aksk_replays_and_ambiguous_requests_are_refused(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let a = f.a.as_str();
+    let out = cli(&f.server, &["admin", "credential", "create", "--user", "alice", "--project", "proj-a"], None);
+    let (ak, sk) = (field(&out, "access_key"), field(&out, "secret_key"));
+    let api = f.server.api();
+    let now = sdk_date(0);
+    let sig = Signing { ak: &ak, sk: &sk, project: a, date: &now, sign_host: true };
+
+    // The same signed POST twice: the first creates, the replay is refused and creates nothing.
+    let body =
+        json!({"volume": {"availability_zone": "nova", "volume_type": "SSD", "size": 1, "name": "once"}}).to_string();
+    let create = format!("/v2.1/{a}/cloudvolumes");
+    let r = signed_as(&api, Method::POST, &create, &create, &sig, Some(&body), None).await.expect(200);
+    f.alice.wait_job(a, &s(&r.body, "job_id")).await;
+    signed_as(&api, Method::POST, &create, &create, &sig, Some(&body), None).await.expect_evs_error(401, "Common.0013");
+    let list = format!("/v2/{a}/cloudvolumes/detail");
+    assert_eq!(f.alice.get(&list).await.expect(200).body["count"], 1, "the replay made nothing");
+    // Reads repeat freely (a client may read twice within one second of X-Sdk-Date).
+    for _ in 0..2 {
+        signed_as(&api, Method::GET, &list, &list, &sig, None, None).await.expect(200);
+    }
+    // Signed again (another date): a new request, accepted.
+    let later = sdk_date(-120);
+    let sig2 = Signing { date: &later, ..sig };
+    let r = signed_as(&api, Method::POST, &create, &create, &sig2, Some(&body), None).await.expect(200);
+    f.alice.wait_job(a, &s(&r.body, "job_id")).await;
+    let sig = Signing { date: &now, ..sig2 };
+
+    // Host not among the signed headers: 401.
+    let nohost = Signing { sign_host: false, ..sig };
+    signed_as(&api, Method::GET, &list, &list, &nohost, None, None).await.expect_evs_error(401, "EVS.5401");
+
+    // `+` is a space to the handler, `%2B` a plus: each signs as itself and cannot stand in
+    // for the other.
+    let plus = format!("{list}?name=a+b");
+    let encoded = format!("{list}?name=a%2Bb");
+    signed_as(&api, Method::GET, &plus, &plus, &sig, None, None).await.expect(200);
+    signed_as(&api, Method::GET, &encoded, &encoded, &sig, None, None).await.expect(200);
+    signed_as(&api, Method::GET, &encoded, &plus, &sig, None, None).await.expect_evs_error(401, "EVS.5401");
+    signed_as(&api, Method::GET, &plus, &encoded, &sig, None, None).await.expect_evs_error(401, "EVS.5401");
+    // A repeated key, or an encoded slash in the path, is ambiguous: refused even when signed.
+    let twice = format!("{list}?name=a&name=b");
+    signed_as(&api, Method::GET, &twice, &twice, &sig, None, None).await.expect_evs_error(401, "EVS.5401");
+    let slash = format!("/v2/{a}/cloudvolumes/x%2Fdetail");
+    signed_as(&api, Method::GET, &slash, &slash, &sig, None, None).await.expect_evs_error(401, "EVS.5401");
+    assert_eq!(f.alice.get(&list).await.expect(200).body["count"], 2);
+}
+
+/// Issue 17.12: a non-admin asking for a project it has no role in hears the same 403 whether
+/// the project exists or not.
+async fn project_lookups_do_not_reveal_existence(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let ghost = "0123456789abcdef0123456789abcdef";
+    let other = f.rita.get(&format!("/identity/v3/projects/{}", f.b)).await;
+    let missing = f.rita.get(&format!("/identity/v3/projects/{ghost}")).await;
+    keystone_error(&other, 403);
+    keystone_error(&missing, 403);
+    assert_eq!(other.text, missing.text, "the two answers are the same");
+    f.rita.get(&format!("/identity/v3/projects/{}", f.a)).await.expect(200);
+    // An admin still gets 404 for a missing project.
+    keystone_error(&f.boss.get(&format!("/identity/v3/projects/{ghost}")).await, 404);
 }
 
 fn sdk_date(offset_secs: i64) -> String {

@@ -38,8 +38,23 @@ async fn transfer_accept_and_wrong_key(b: Backend) {
     assert!(list.body["transfers"][0]["created_at"].is_string());
     assert_eq!(api.get(&format!("/v3/{bp}/os-volume-transfer")).await.expect(200).body["transfers"], json!([]));
 
-    // A wrong key: 400, nothing changes.
-    api.post(&format!("/v3/{bp}/os-volume-transfer/{tid}/accept"), json!({"accept": {"auth_key": "0000000000000000"}}))
+    // A wrong key from another project: the same 404 as an id that does not exist (issue
+    // 17.12: who cannot see the transfer cannot probe for it); nothing changes.
+    let wrong = api
+        .post(&format!("/v3/{bp}/os-volume-transfer/{tid}/accept"), json!({"accept": {"auth_key": "0000000000000000"}}))
+        .await
+        .expect_fault(404, "itemNotFound");
+    let ghost = uuid::Uuid::new_v4().to_string();
+    let missing = api
+        .post(
+            &format!("/v3/{bp}/os-volume-transfer/{ghost}/accept"),
+            json!({"accept": {"auth_key": "0000000000000000"}}),
+        )
+        .await
+        .expect_fault(404, "itemNotFound");
+    assert_eq!(wrong.text.replace(&tid, "ID"), missing.text.replace(&ghost, "ID"), "indistinguishable");
+    // The giving project itself is told the key is wrong.
+    api.post(&format!("/v3/{a}/os-volume-transfer/{tid}/accept"), json!({"accept": {"auth_key": "0000000000000000"}}))
         .await
         .expect_fault(400, "badRequest");
     assert_eq!(status(&api, &a, &id).await, "awaiting-transfer");

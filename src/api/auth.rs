@@ -250,6 +250,11 @@ async fn verify_signature(
     if headers.contains_key("x-project-id") && !auth.signed_headers.iter().any(|h| h == "x-project-id") {
         return Err(bad("X-Project-Id must be signed"));
     }
+    // Host binds the signature to this endpoint (the SDK always signs it).
+    if !auth.signed_headers.iter().any(|h| h == "host") {
+        return Err(bad("Host must be signed"));
+    }
+    signature::check_unambiguous(uri.path(), uri.query()).map_err(|e| bad(e.0))?;
     let single = |name: &str| -> std::result::Result<&[u8], signature::SigError> {
         let mut all = headers.get_all(name).iter();
         match (all.next(), all.next()) {
@@ -276,8 +281,24 @@ async fn verify_signature(
         Some(v) => Some(v.to_str().map_err(|_| bad("X-Project-Id is not ASCII"))?.trim()),
         None => None,
     };
-    identity::authenticate_signature(&svc.db, &svc.config, &auth.access_key, project, |sk| {
+    let id = identity::authenticate_signature(&svc.db, &svc.config, &auth.access_key, project, |sk| {
         signature::verify(sk, &sts, &auth.signature)
     })
-    .await
+    .await?;
+    // A state-changing request is accepted once per signature: a captured POST replayed
+    // inside the window would otherwise act again. Claimed only after the signature verified,
+    // so nobody can block a request by claiming its signature first. Reads (GET/HEAD) are not
+    // cached: replaying one changes nothing, and a client may legitimately repeat a read within
+    // the same second (the date has one-second resolution), which gives the same signature.
+    if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        // Clamped: a skew beyond a year is a misconfiguration, not a reason to overflow.
+        let window = chrono::Duration::seconds(svc.config.auth.signature_max_skew_seconds.min(366 * 86_400) as i64);
+        let expires = (date + window).format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+        if !svc.db.claim_signature(&signature::hex(&auth.signature), &expires, &crate::model::now_timestamp()).await? {
+            return Err(identity::invalid_token(
+                "The request was already received: a signed request that changes something is accepted once; sign it again.",
+            ));
+        }
+    }
+    Ok(id)
 }

@@ -154,18 +154,31 @@ pub fn canonical_uri(path: &str) -> String {
     out
 }
 
-/// The canonical query: `key=value` pairs percent-decoded (a `+` stays a `+`), sorted by key
-/// then value, re-encoded, joined by `&`; empty when there is no query.
-pub fn canonical_query(raw: Option<&str>) -> String {
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = raw
-        .unwrap_or("")
+/// Decode one query component the way the API's query parser does (form encoding: `+` is a
+/// space, then percent escapes), so the signature covers what the handler will see: `a+b` and
+/// `a%2Bb` are different values to the handler and must canonicalize differently. The SDK
+/// itself sends spaces as `%20`, which decodes the same either way.
+fn decode_query_component(s: &str) -> Vec<u8> {
+    let plus_as_space = s.replace('+', " ");
+    percent_decode(plus_as_space.as_bytes()).collect()
+}
+
+/// The query's `(key, value)` pairs, decoded as the handler decodes them.
+fn query_pairs(raw: Option<&str>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    raw.unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k.as_bytes()).collect(), percent_decode(v.as_bytes()).collect())
+            (decode_query_component(k), decode_query_component(v))
         })
-        .collect();
+        .collect()
+}
+
+/// The canonical query: `key=value` pairs decoded as form data (`+` is a space), sorted by key
+/// then value, re-encoded, joined by `&`; empty when there is no query.
+pub fn canonical_query(raw: Option<&str>) -> String {
+    let mut pairs = query_pairs(raw);
     pairs.sort();
     let mut out = String::new();
     for (i, (k, v)) in pairs.iter().enumerate() {
@@ -177,6 +190,25 @@ pub fn canonical_query(raw: Option<&str>) -> String {
         encode_into(&mut out, v);
     }
     out
+}
+
+/// Refuse requests whose meaning the canonical form does not pin down, so a signature cannot
+/// be moved onto a request that means something else:
+/// - a query key given twice (`a=1&a=2` and `a=2&a=1` canonicalize alike, but a handler reads
+///   one of them);
+/// - an encoded `/` (`%2F`) or NUL in the path (the canonical URI decodes it and so cannot tell
+///   `a%2Fb`, one path segment, from `a/b`, two).
+pub fn check_unambiguous(path: &str, query: Option<&str>) -> Result<(), SigError> {
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%00") {
+        return Err(SigError("an encoded '/' or NUL in a signed path is ambiguous"));
+    }
+    let mut keys: Vec<Vec<u8>> = query_pairs(query).into_iter().map(|(k, _)| k).collect();
+    keys.sort();
+    if keys.windows(2).any(|w| w[0] == w[1]) {
+        return Err(SigError("a query parameter is repeated"));
+    }
+    Ok(())
 }
 
 fn trim_ascii(v: &[u8]) -> &[u8] {
@@ -400,7 +432,8 @@ mod tests {
         assert_eq!(canonical_query(None), "");
         assert_eq!(canonical_query(Some("")), "");
         assert_eq!(canonical_query(Some("b=2&a=1&a=0")), "a=0&a=1&b=2");
-        assert_eq!(canonical_query(Some("flag&x=a+b")), "flag=&x=a%2Bb");
+        // `+` is a space to the handler's form decoder, so it is one here too (issue 17.11).
+        assert_eq!(canonical_query(Some("flag&x=a+b")), "flag=&x=a%20b");
         assert_eq!(canonical_query(Some("name=vol%201%2F%C3%BC")), "name=vol%201%2F%C3%BC");
     }
 
@@ -422,6 +455,38 @@ mod tests {
         ] {
             assert!(parse_authorization(bad.as_bytes()).is_err(), "{bad:?} must be rejected");
         }
+    }
+
+    /// Issue 17.11: the canonical query decodes as the handler does, so `+` (a space to the
+    /// handler) and `%2B` (a plus) sign differently and neither can stand in for the other.
+    #[test]
+    fn plus_and_encoded_plus_sign_differently() {
+        assert_eq!(canonical_query(Some("name=a+b")), "name=a%20b");
+        assert_eq!(canonical_query(Some("name=a%20b")), "name=a%20b");
+        assert_eq!(canonical_query(Some("name=a%2Bb")), "name=a%2Bb");
+        assert_ne!(canonical_query(Some("name=a+b")), canonical_query(Some("name=a%2Bb")));
+        // The handler's own parser agrees on what each means.
+        let handler: Vec<(String, String)> = serde_urlencoded::from_str("x=a+b&y=a%2Bb").expect("query");
+        assert_eq!(handler, vec![("x".into(), "a b".into()), ("y".into(), "a+b".into())]);
+    }
+
+    /// Issue 17.11: queries and paths the canonical form cannot tell apart are refused.
+    #[test]
+    fn ambiguous_requests_are_refused() {
+        assert!(check_unambiguous("/v2/p/cloudvolumes/detail", Some("limit=1&name=x")).is_ok());
+        assert!(check_unambiguous("/v2/p/cloudvolumes/detail", None).is_ok());
+        for (path, query) in [
+            ("/v2/p/cloudvolumes/detail", Some("name=a&name=b")),
+            ("/v2/p/cloudvolumes/detail", Some("name=a&%6Eame=b")),
+            ("/v2/p/cloudvolumes/detail", Some("limit&limit=2")),
+            ("/v2/p/cloudvolumes/a%2Fb", None),
+            ("/v2/p/cloudvolumes/a%2fb", None),
+            ("/v2/p/cloudvolumes/a%00", None),
+        ] {
+            assert!(check_unambiguous(path, query).is_err(), "{path}?{query:?} must be refused");
+        }
+        // Swapping the order of repeated keys would keep the signature: that is why they go.
+        assert_eq!(canonical_query(Some("a=1&a=2")), canonical_query(Some("a=2&a=1")));
     }
 
     #[test]

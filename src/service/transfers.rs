@@ -155,12 +155,19 @@ impl Services {
 
     /// Accept a transfer into the caller's project with its key; returns the transfer.
     pub async fn accept_transfer(&self, caller: &Caller, id: &str, auth_key: &str) -> Result<TransferRow> {
-        let t = self
-            .db
-            .get_transfer(None, id)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("Transfer {id} could not be found.")))?;
+        let missing = || Error::not_found(format!("Transfer {id} could not be found."));
+        let t = self.db.get_transfer(None, id).await?;
+        let Some(t) = t else {
+            // About the same work as a wrong key, so timing does not tell either.
+            let _ = key_hash("cinderblock-no-transfer", auth_key);
+            return Err(missing());
+        };
         let good: bool = key_hash(&t.salt, auth_key).as_bytes().ct_eq(t.key_hash.as_bytes()).into();
+        if !good && t.project_id != caller.project_id {
+            // Only the transfer's own project may learn that the id exists: anyone else with a
+            // wrong key hears what a missing id says.
+            return Err(missing());
+        }
         if !good {
             return Err(Error::new(
                 ErrorKind::Invalid,

@@ -20,6 +20,8 @@ mod misc;
 // qos: QoS specs.
 mod qos;
 mod quotas;
+// replays: the AK/SK replay cache.
+mod replays;
 // services: os-services rows and per-host usage.
 mod services;
 mod snapshots;
@@ -272,7 +274,26 @@ impl Db {
     }
 }
 
-/// Make sure a `sqlite://` URL creates its file, and create the parent directory.
+/// Create the database file 0600 when it is missing (it holds password hashes and encrypted
+/// secrets; SQLite would create it 0644 under the usual umask). SQLite gives its `-wal` and
+/// `-shm` files the database file's mode. An existing file that others can read is reported.
+fn create_private_file(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Ok(md) = std::fs::metadata(path) {
+                if md.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), "the database file is readable by others; chmod 600 it");
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::internal(format!("cannot create {}: {e}", path.display()))),
+    }
+}
+
+/// Make sure a `sqlite://` URL creates its file (0600), and create the parent directory.
 fn sqlite_url_with_create(url: &str) -> Result<String> {
     let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let path = rest.split('?').next().unwrap_or("");
@@ -285,11 +306,32 @@ fn sqlite_url_with_create(url: &str) -> Result<String> {
                 .map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))?;
         }
     }
+    create_private_file(std::path::Path::new(path))?;
     if url.contains("mode=") {
         Ok(url.to_string())
     } else if url.contains('?') {
         Ok(format!("{url}&mode=rwc"))
     } else {
         Ok(format!("{url}?mode=rwc"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Issue 17.12: a new SQLite database (password hashes, encrypted secrets) is 0600, and so
+    /// are the WAL files SQLite makes beside it.
+    #[tokio::test]
+    async fn new_sqlite_database_is_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub").join("cb.db");
+        let db = super::Db::connect(&format!("sqlite://{}", path.display()), 2).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        for p in [path.clone(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
+            let mode = std::fs::metadata(&p).expect("file exists").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} has mode {mode:o}", p.display());
+        }
+        db.close().await;
     }
 }

@@ -409,11 +409,13 @@ async fn list_projects(State(svc): State<Services>, headers: HeaderMap, RawQuery
 /// `GET /identity/v3/projects/{id}`: a project the caller belongs to (any for an admin).
 async fn show_project(State(svc): State<Services>, headers: HeaderMap, Path(id): Path<String>) -> Res {
     let info = caller_token(&svc, &headers).await?;
-    let not_found = || KeystoneError(Error::new(ErrorKind::NotFound, format!("Could not find project: {id}.")));
-    let p = svc.db.project_by_id(&id).await?.ok_or_else(not_found)?;
-    if !is_admin(&info) && svc.db.user_roles(&info.user.id, &p.id).await?.is_empty() {
+    // A non-admin hears the same 403 for a project that does not exist as for one it has no
+    // role in, so ids cannot be probed.
+    if !is_admin(&info) && svc.db.user_roles(&info.user.id, &id).await?.is_empty() {
         return Err(forbidden("You are not authorized to perform the requested action."));
     }
+    let not_found = || KeystoneError(Error::new(ErrorKind::NotFound, format!("Could not find project: {id}.")));
+    let p = svc.db.project_by_id(&id).await?.ok_or_else(not_found)?;
     Ok(Json(json!({"project": project_json(&public_base(&svc, &headers), &p)})).into_response())
 }
 
