@@ -22,6 +22,7 @@ backend_tests!(
     driver_failures_leave_messages,
     retype_in_place_and_with_migration,
     retype_migration_survives_kill9,
+    capability_specs_choose_the_pool,
 );
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -731,4 +732,50 @@ async fn driver_failures_leave_messages(b: Backend) {
         .await
         .expect(200);
     assert_eq!(r.body["resource_filters"][0]["filters"].as_array().map(Vec::len), Some(5), "{}", r.text);
+}
+
+/// Issue 10 B.3: the type's capability extra specs, with Cinder's operators, choose among the
+/// pools (the first configured that has them all); one asking for what no pool has is accepted
+/// and fails with "No valid backend", as Cinder's scheduler does.
+async fn capability_specs_choose_the_pool(b: Backend) {
+    let (srv, _second) = two_pools(b, 0);
+    let api = srv.api();
+    let p = project();
+    let host_of = |v: &Value| s(v, "os-vol-host-attr:host");
+    let place = async |specs: Value| {
+        let (tid, _) = make_type(&api, &p, specs).await;
+        let r = api.post(&format!("/v3/{p}/volumes"), json!({"volume": {"size": 1, "volume_type": tid}})).await;
+        let id = s(&r.expect(202).body["volume"], "id");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let v = api.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200).body["volume"].clone();
+            if v["status"] == "available" || v["status"] == "error" {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "volume {id} stuck: {v}");
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    // Operators: `<or>` on the pool name picks the second pool without naming the backend.
+    let v = place(json!({"capabilities:pool_name": "<or> second <or> elsewhere"})).await;
+    assert_eq!(v["status"], "available", "{v}");
+    assert!(host_of(&v).ends_with("#second"), "{v}");
+    let v = place(json!({"pool_name": "s== default", "thin_provisioning_support": "<is> True",
+                         "free_capacity_gb": ">= 0", "vendor_name": "<in> block", "storage_protocol": "NBD"}))
+    .await;
+    assert_eq!(v["status"], "available", "{v}");
+    assert!(host_of(&v).ends_with("#default"), "{v}");
+    // Specs in other scopes are not the scheduler's.
+    let v = place(json!({"qos:total_iops_sec": "100", "hw:passthrough": "true"})).await;
+    assert_eq!(v["status"], "available", "{v}");
+    // Nothing has these: accepted, then error.
+    for specs in [
+        json!({"thick_provisioning_support": "<is> True"}),
+        json!({"replication_enabled": "<is> True"}),
+        json!({"free_capacity_gb": ">= 100000000"}),
+        json!({"capabilities:pool_name": "<or> nowhere"}),
+    ] {
+        let v = place(specs.clone()).await;
+        assert_eq!(v["status"], "error", "{specs}: {v}");
+    }
 }

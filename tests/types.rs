@@ -67,6 +67,15 @@ async fn types_crud_specs_and_access(b: Backend) {
         json!([])
     );
 
+    // `tier` is an unscoped extra spec, which Cinder's capabilities filter matches against a
+    // pool capability of that name: no pool reports one, so the volume fails to schedule.
+    let r = api.post(&format!("/v3/{p}/volumes"), json!({"volume": {"size": 1, "volume_type": name}})).await;
+    let failed = s(&r.expect(202).body["volume"], "id");
+    api.wait_volume_status(&p, &failed, &["error"]).await;
+    api.delete(&format!("/v3/{p}/volumes/{failed}")).await.expect(202);
+    api.wait_volume_gone(&p, &failed).await;
+    api.delete(&format!("/v3/{p}/types/{id}/extra_specs/tier")).await.expect(202);
+
     // A type in use cannot be deleted; the default type never.
     let v = api.cinder_create_available(&p, json!({"size": 1, "volume_type": name})).await;
     assert_eq!(v["volume_type"], name.as_str());

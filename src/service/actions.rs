@@ -5,7 +5,7 @@
 //! `force_delete` is a normal delete job (the storage really goes, a crash requeues it), it only
 //! skips the status check; resetting a status touches the row alone, never the storage.
 
-use super::volumes::{new_job_id, type_fits_capabilities};
+use super::volumes::new_job_id;
 use super::{Caller, PoolRuntime, QuotaDelta, Services};
 use crate::error::{Error, Result};
 use crate::model::{now_timestamp, JobKind, JobPayload, Snapshot, SnapshotStatus, Volume, VolumeStatus, VolumeType};
@@ -211,17 +211,21 @@ impl Services {
                 "Invalid input received: Retype requested both encryption and multi-attach, which is not supported.",
             ));
         }
-        if !type_fits_capabilities(&t) {
-            return Err(Error::invalid(
+        let no_backend = || {
+            Error::invalid(
                 "EVS.5400",
                 format!("No valid backend was found. No pool has the capabilities of volume type {}.", t.name),
-            ));
-        }
-        let stays = t.backends().is_none_or(|b| b.contains(&v.pool.as_str()));
+            )
+        };
+        let stays = t.backends().is_none_or(|b| b.contains(&v.pool.as_str())) && self.pool_fits(&v.pool, &t).await?;
         let dest = if stays {
             None
         } else {
-            let pool = self.place(&v.availability_zone, &t).await?;
+            let placed = self.place(&v.availability_zone, &t).await?;
+            if !placed.fits {
+                return Err(no_backend());
+            }
+            let pool = placed.pool;
             if policy == MigrationPolicy::Never {
                 return Err(Error::invalid(
                     "EVS.5400",

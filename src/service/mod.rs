@@ -21,6 +21,8 @@ pub mod policy;
 // qos: QoS specs.
 mod qos;
 mod quotas;
+// scheduler: pool placement and capability matching.
+pub mod scheduler;
 // services: os-services, os-hosts, scheduler-stats, capabilities.
 mod services;
 pub use services::{accepts_new_volumes, host_matches, PoolStats, ServiceState};

@@ -156,7 +156,7 @@ impl Services {
     }
 
     /// Statistics of one configured pool.
-    async fn pool_stats_of(&self, name: &str) -> Result<PoolStats> {
+    pub(super) async fn pool_stats_of(&self, name: &str) -> Result<PoolStats> {
         let p = self.pools.get(name).ok_or_else(|| Error::internal(format!("pool {name} is not configured")))?;
         let cap = p.driver.capacity().map_err(|e| Error::internal(format!("pool {name}: {e}")))?;
         let allocated = self.db.get_pool(name).await?.map(|r| r.provisioned_gb).unwrap_or(0);

@@ -106,41 +106,6 @@ pub struct UpdateVolume {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
-/// The vendor every pool reports to Cinder's capabilities filter.
-pub const VENDOR_NAME: &str = "cinderblock";
-/// The storage protocol every pool reports (volumes are exported over NBD).
-pub const STORAGE_PROTOCOL: &str = "nbd";
-
-/// Whether the capability extra specs of a type (`vendor_name`, `storage_protocol`, bare or
-/// `capabilities:`-scoped) match what our pools report, with the operators of Cinder's
-/// `extra_specs_ops` that make sense for strings (`<in>`, `<or>`, `s==`, plain equality, which
-/// Cinder's filter compares case-insensitively for the protocol). Other keys are not ours to judge.
-pub fn type_fits_capabilities(vtype: &crate::model::VolumeType) -> bool {
-    vtype.extra_specs.iter().all(|(k, want)| {
-        let key = k.strip_prefix("capabilities:").unwrap_or(k);
-        let have = match key {
-            "vendor_name" => VENDOR_NAME,
-            "storage_protocol" => STORAGE_PROTOCOL,
-            _ => return true,
-        };
-        capability_matches(have, want)
-    })
-}
-
-fn capability_matches(have: &str, want: &str) -> bool {
-    let want = want.trim();
-    if let Some(rest) = want.strip_prefix("<in>") {
-        return have.to_lowercase().contains(&rest.trim().to_lowercase());
-    }
-    if want.starts_with("<or>") {
-        return want.split("<or>").map(str::trim).filter(|w| !w.is_empty()).any(|w| w.eq_ignore_ascii_case(have));
-    }
-    if let Some(rest) = want.strip_prefix("s==") {
-        return rest.trim() == have;
-    }
-    want.eq_ignore_ascii_case(have)
-}
-
 /// A new 32-hex-digit job id, the form EVS prints.
 pub(crate) fn new_job_id() -> String {
     Uuid::new_v4().simple().to_string()
@@ -212,38 +177,6 @@ pub fn validate_metadata(m: &BTreeMap<String, String>) -> Result<()> {
 }
 
 impl Services {
-    /// The pool in `az` that the type's `volume_backend_name` names (any pool of the zone when
-    /// the type names none) and that takes new volumes (its volume service is neither disabled
-    /// nor frozen, see `services::accepts_new_volumes`); the first configured wins. This is the
-    /// one place a new volume's pool is chosen.
-    pub(super) async fn place(&self, az: &str, vtype: &crate::model::VolumeType) -> Result<&PoolRuntime> {
-        let type_name = &vtype.name;
-        let backends = vtype.backends();
-        let candidates: Vec<&PoolRuntime> = self
-            .config
-            .pools
-            .iter()
-            .filter(|p| p.availability_zone == az && backends.as_ref().is_none_or(|b| b.contains(&p.name.as_str())))
-            .filter_map(|p| self.pools.get(&p.name))
-            .collect();
-        if candidates.is_empty() {
-            return Err(Error::invalid(
-                "EVS.2071",
-                format!("Invalid input received: Availability zone [{az}] do not have volume type [{type_name}]"),
-            ));
-        }
-        let skip = self.unschedulable_pools().await?;
-        candidates.into_iter().find(|p| !skip.contains(&p.config.name)).ok_or_else(|| {
-            Error::invalid(
-                "EVS.2071",
-                format!(
-                    "No valid backend was found. Every pool serving volume type [{type_name}] in availability \
-                     zone [{az}] is disabled or frozen."
-                ),
-            )
-        })
-    }
-
     /// Create `req.count` volumes and one job (with sub-jobs for a batch). From a snapshot or a
     /// source volume, the new volumes live in the source's pool and take the source's type.
     pub async fn create_volumes(&self, caller: &Caller, req: CreateVolume) -> Result<CreatedVolumes> {
@@ -366,6 +299,8 @@ impl Services {
                     })?
             }
         };
+        // A clone takes its source's type and pool, which already serve each other.
+        let mut fits = true;
         let pool = match &source {
             // Clones live beside their source: reflinks cannot cross file systems.
             Some(src) => {
@@ -382,16 +317,20 @@ impl Services {
                     .get(&src.pool)
                     .ok_or_else(|| Error::internal(format!("pool {} is not configured", src.pool)))?
             }
-            None => self.place(&az, &vtype).await?,
+            None => {
+                let placed = self.place(&az, &vtype).await?;
+                fits = placed.fits;
+                placed.pool
+            }
         };
         // groups: the volume's type must be one of the group's, and the group available.
         let group = match &req.group_id {
             Some(gid) => Some(self.group_for_new_volume(caller, gid, &vtype.id).await?),
             None => None,
         };
-        // actions: a type asking for capabilities no pool has is accepted and then fails in
-        // its job, as Cinder's scheduler fails it, leaving a user message.
-        let no_valid_backend = !type_fits_capabilities(&vtype);
+        // A type asking for capabilities no pool has is accepted and then fails in its job,
+        // as Cinder's scheduler fails it, leaving a user message (see `scheduler`).
+        let no_valid_backend = !fits;
         let total_gb = size * req.count;
         // Cinder checks the quota before the pool: a request over both gets the quota's 413.
         let capacity = self.capacity_limit_gb(pool, total_gb);

@@ -16,6 +16,7 @@ use crate::api::common::{caller, parse_bool, parse_json, parse_query, query_get}
 use crate::api::ApiVersion;
 use crate::error::Error;
 use crate::model::{now_timestamp, VOLUME_BINARY};
+use crate::service::scheduler::{self, DRIVER_VERSION, STORAGE_PROTOCOL, VENDOR_NAME};
 use crate::service::{PoolStats, Services};
 
 type Res = Result<Response, CinderError>;
@@ -23,11 +24,6 @@ type Res = Result<Response, CinderError>;
 fn bad(m: impl Into<String>) -> Error {
     Error::invalid("EVS.5400", m)
 }
-
-/// What we report as the driver (Cinder's `vendor_name`, `driver_version`, `storage_protocol`).
-const VENDOR_NAME: &str = "cinderblock";
-const STORAGE_PROTOCOL: &str = "nbd";
-const DRIVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `GET os-services[?host=&binary=]`: Cinder's index with `os-extended-services` loaded.
 pub(super) async fn list(
@@ -236,31 +232,11 @@ fn pool_name(s: &PoolStats) -> String {
     format!("{}#{}", s.host, s.pool)
 }
 
-/// A pool's capabilities, as a Cinder driver's `get_volume_stats` reports them.
+/// A pool's capabilities as `get_pools?detail=true` shows them: the scheduler's map, stamped.
 fn pool_capabilities(s: &PoolStats) -> Value {
-    json!({
-        "pool_name": s.pool,
-        "volume_backend_name": s.pool,
-        "vendor_name": VENDOR_NAME,
-        "driver_version": DRIVER_VERSION,
-        "storage_protocol": STORAGE_PROTOCOL,
-        "total_capacity_gb": s.total_capacity_gb,
-        "free_capacity_gb": s.free_capacity_gb,
-        "allocated_capacity_gb": s.allocated_capacity_gb,
-        "provisioned_capacity_gb": s.allocated_capacity_gb,
-        "max_over_subscription_ratio": s.max_over_subscription_ratio,
-        "reserved_percentage": 0,
-        "thin_provisioning_support": true,
-        "thick_provisioning_support": false,
-        "multiattach": true,
-        "QoS_support": false,
-        "online_extend_support": true,
-        "sparse_copy_volume": true,
-        "reflink": s.reflink,
-        "availability_zone": s.availability_zone,
-        "backend_state": "up",
-        "timestamp": now_timestamp(),
-    })
+    let mut caps = scheduler::pool_capabilities(s);
+    caps.insert("timestamp".into(), json!(now_timestamp()));
+    Value::Object(caps)
 }
 
 /// `GET scheduler-stats/get_pools[?detail=<bool>]`.
