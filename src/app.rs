@@ -59,7 +59,16 @@ pub async fn serve(config: Config) -> Result<()> {
     crate::service::identity::startup_check(&db, &config).await?;
     let pools = open_pools(&config)?;
     let catalog = Catalog::load(&db, &config).await?;
-    let nbd = crate::export::nbd::NbdServer::new(crate::export::nbd::NbdConfig::default());
+    let n = &config.nbd;
+    let nbd = crate::export::nbd::NbdServer::new(crate::export::nbd::NbdConfig {
+        max_connections: n.max_connections,
+        max_connections_per_address: n.max_connections_per_address,
+        max_connections_per_export: n.max_connections_per_export,
+        max_buffered_bytes: n.max_buffered_bytes,
+        idle_timeout: std::time::Duration::from_secs(n.idle_timeout_seconds),
+        request_timeout: std::time::Duration::from_secs(n.request_timeout_seconds),
+        ..crate::export::nbd::NbdConfig::default()
+    });
     let exports = Arc::new(ExportManager::start(&config.exports, nbd).await?);
     let svc = Services {
         db: db.clone(),

@@ -41,6 +41,8 @@ pub struct Config {
     pub exports: ExportsConfig,
     /// HTTP connection limits and timeouts.
     pub http: HttpConfig,
+    /// NBD server connection limits and timeouts.
+    pub nbd: NbdSettings,
     /// Default quota limits (`volumes`, `gigabytes`, `snapshots`, `per_volume_gigabytes`,
     /// `volumes_<type>`…; -1 = unlimited, the default). Quota classes and per-project limits,
     /// set through the API, override them.
@@ -195,6 +197,37 @@ impl Default for HttpConfig {
     }
 }
 
+/// NBD server limits and timeouts (idle or hostile clients must not exhaust the server).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NbdSettings {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Connections served at once from one source address (unix socket: all one address).
+    pub max_connections_per_address: usize,
+    /// Connections in transmission on one export (one more gets `NBD_REP_ERR_POLICY`).
+    pub max_connections_per_export: usize,
+    /// WRITE payload bytes buffered across all connections before sockets stop being read.
+    pub max_buffered_bytes: usize,
+    /// Seconds a connection with nothing in flight may send nothing before it is closed (0: off).
+    pub idle_timeout_seconds: u64,
+    /// Seconds a client has to send a started request's header and WRITE payload (0: off).
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for NbdSettings {
+    fn default() -> Self {
+        NbdSettings {
+            max_connections: 1024,
+            max_connections_per_address: 64,
+            max_connections_per_export: 64,
+            max_buffered_bytes: 1 << 30,
+            idle_timeout_seconds: 300,
+            request_timeout_seconds: 120,
+        }
+    }
+}
+
 /// Job runner settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -241,6 +274,7 @@ impl Default for Config {
             }],
             jobs: JobsConfig { workers: 4, lease_seconds: 60, step_delay_ms: 0 },
             http: HttpConfig::default(),
+            nbd: NbdSettings::default(),
             quotas: std::collections::BTreeMap::new(),
             exports: ExportsConfig {
                 default_transport: Transport::Nbd,

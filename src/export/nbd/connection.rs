@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::io;
@@ -103,6 +103,8 @@ struct Job {
     payload: Vec<u8>,
     slot: OwnedSemaphorePermit,
     bytes: Option<OwnedSemaphorePermit>,
+    /// The WRITE payload's share of the server-wide budget, released once it is written.
+    budget: Option<OwnedSemaphorePermit>,
 }
 
 /// What the reader holds between two waits: inline replies and the next batch.
@@ -285,8 +287,14 @@ impl Stop {
 }
 
 /// Serve requests until the client disconnects, sends DISC, breaks the framing, or `stop` fires.
-pub(crate) async fn run<R, W>(mut rd: BufReader<R>, wr: W, neg: Negotiated, config: &NbdConfig, stop: Stop)
-where
+pub(crate) async fn run<R, W>(
+    mut rd: BufReader<R>,
+    wr: W,
+    neg: Negotiated,
+    config: &NbdConfig,
+    budget: Arc<Semaphore>,
+    stop: Stop,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: ReplySink,
 {
@@ -302,7 +310,10 @@ where
     let stopped = stop.clone().stopped();
     tokio::pin!(stopped);
     let sh = Shared { entry, session, tx, queue: Arc::new(Queue::default()), _guard: Arc::new(guard) };
-    let slots = Arc::new(Semaphore::new(config.max_requests_per_connection.max(1)));
+    let max_requests = config.max_requests_per_connection.max(1);
+    let slots = Arc::new(Semaphore::new(max_requests));
+    let idle = config.idle_timeout;
+    let limit = config.request_timeout;
     let max_bytes = config.max_bytes_per_connection.clamp(proto::MAX_PAYLOAD as usize, u32::MAX as usize) as u32;
     let bytes = Arc::new(Semaphore::new(max_bytes as usize));
     let mut held = Held::new();
@@ -315,14 +326,36 @@ where
         if rd.buffer().len() < proto::REQUEST_HEADER_LEN {
             held.release(&sh);
         }
+        if rd.buffer().is_empty() && !idle.is_zero() {
+            // Wait for the next request's first byte (`fill_buf` is cancel-safe); a connection
+            // that sends nothing for `idle_timeout` with nothing in flight is closed. The timer
+            // is only armed if the socket has nothing ready (biased order).
+            let mut got = false;
+            loop {
+                let timer = tokio::time::sleep(idle);
+                tokio::select! {
+                    biased;
+                    _ = &mut stopped => break,
+                    r = rd.fill_buf() => { got = matches!(r, Ok(b) if !b.is_empty()); break }
+                    _ = &mut writer => { writer_done = true; break }
+                    _ = timer => if slots.available_permits() == max_requests {
+                        tracing::debug!(export = %sh.entry.name, "nbd: idle timeout, closing");
+                        break;
+                    },
+                }
+            }
+            if !got {
+                break;
+            }
+        }
         let mut hb = [0u8; proto::REQUEST_HEADER_LEN];
         // New requests come before writing: a moved-in writer would otherwise make them wait
         // behind a large `send` (read_exact is not cancel-safe, but the writer branch ends the
-        // connection anyway).
+        // connection anyway). Once begun, the header must arrive within `request_timeout`.
         tokio::select! {
             biased;
             _ = &mut stopped => break,
-            r = rd.read_exact(&mut hb) => if r.is_err() { break },
+            r = bounded(limit, rd.read_exact(&mut hb)) => if r.is_err() { break },
             _ = &mut writer => { writer_done = true; break }
         }
         let req = match proto::parse_request(&hb) {
@@ -360,7 +393,7 @@ where
                     biased;
                     _ = &mut stopped => false,
                     _ = &mut writer => { writer_done = true; false }
-                    r = discard => matches!(r, Ok(n) if n == payload as u64),
+                    r = bounded(limit, discard) => matches!(r, Ok(n) if n == payload as u64),
                 };
                 if !ok {
                     break;
@@ -469,6 +502,24 @@ where
             continue;
         }
 
+        // A WRITE payload is buffered only within the server-wide budget; when that is spent,
+        // this socket is not read until other writes finish (backpressure, not memory).
+        let budget_permit = if req.command == proto::CMD_WRITE && req.length > 0 {
+            match budget.clone().try_acquire_many_owned(req.length) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    held.release(&sh);
+                    tokio::select! {
+                        biased;
+                        _ = &mut stopped => break,
+                        _ = &mut writer => { writer_done = true; break }
+                        p = budget.clone().acquire_many_owned(req.length) => match p { Ok(p) => Some(p), Err(_) => break },
+                    }
+                }
+            }
+        } else {
+            None
+        };
         let payload = if req.command == proto::CMD_WRITE {
             if rd.buffer().len() < req.length as usize {
                 held.release(&sh);
@@ -480,7 +531,7 @@ where
                 biased;
                 _ = &mut stopped => false,
                 _ = &mut writer => { writer_done = true; false }
-                r = take.read_to_end(&mut v) => matches!(r, Ok(n) if n == req.length as usize),
+                r = bounded(limit, take.read_to_end(&mut v)) => matches!(r, Ok(n) if n == req.length as usize),
             };
             if !ok {
                 break;
@@ -495,6 +546,7 @@ where
             // which runs after this returned.
             let res = io::write(&sh.entry.file, &payload, req.offset, false);
             io::pool::put(payload);
+            drop(budget_permit);
             encode_result(&mut held.inline, &sh.entry, &sh.session, &req, res);
             held.push_inline_permits(slot, bytes_permit);
             if held.inline.len() >= PENDING_BYTES {
@@ -503,7 +555,7 @@ where
             continue;
         }
         held.batch_bytes += payload.len();
-        held.batch.push(Job { req, payload, slot, bytes: bytes_permit });
+        held.batch.push(Job { req, payload, slot, bytes: bytes_permit, budget: budget_permit });
         if held.batch.len() >= BATCH_REQUESTS || held.batch_bytes >= BATCH_BYTES {
             held.dispatch_batch(&sh);
         }
@@ -645,7 +697,7 @@ fn run_batch(entry: &ExportEntry, s: &Session, jobs: Vec<Job>) -> (Vec<u8>, Vec<
     let mut permits = Vec::with_capacity(2 * jobs.len());
     let mut buf = Vec::new();
     let mut need_sync = false;
-    for Job { req, payload, slot, bytes } in jobs {
+    for Job { req, payload, slot, bytes, budget } in jobs {
         permits.push(slot);
         permits.extend(bytes);
         let durable = req.command == proto::CMD_FLUSH || req.flags & proto::CMD_FLAG_FUA != 0;
@@ -656,6 +708,7 @@ fn run_batch(entry: &ExportEntry, s: &Session, jobs: Vec<Job>) -> (Vec<u8>, Vec<
         }
         let res = execute(entry, &req, &payload);
         io::pool::put(payload);
+        drop(budget);
         need_sync |= durable && res.is_ok();
         results.push((req, res, durable));
     }
@@ -669,6 +722,21 @@ fn run_batch(entry: &ExportEntry, s: &Session, jobs: Vec<Job>) -> (Vec<u8>, Vec<
         encode_result(&mut buf, entry, s, &req, res);
     }
     (buf, permits)
+}
+
+/// `f`, failed with `TimedOut` unless it completes within `limit` (zero: no limit). The clock
+/// is read once, and the timer armed only if `f` has to wait.
+async fn bounded<F, T>(limit: Duration, f: F) -> std::io::Result<T>
+where
+    F: std::future::Future<Output = std::io::Result<T>>,
+{
+    if limit.is_zero() {
+        return f.await;
+    }
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "request not received in time")),
+    }
 }
 
 /// Encode the reply to a request without data: OK or the error.

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::io;
 use super::proto::{self, ClientOption, ProtoError, Session};
-use super::server::{ExportEntry, Registry, TrackGuard};
+use super::server::{AttachError, ExportEntry, Registry, TrackGuard};
 
 /// Options accepted in one handshake before the client is judged abusive and dropped.
 const MAX_OPTIONS: usize = 4096;
@@ -49,6 +49,9 @@ pub(crate) enum NegotiateError {
     /// `NBD_OPT_EXPORT_NAME` named an export we do not have (no error reply exists for it).
     #[error("NBD_OPT_EXPORT_NAME for unknown export {0:?}")]
     UnknownExport(String),
+    /// The export already has its maximum of connections.
+    #[error("export connection limit reached")]
+    ExportFull,
     /// More than [`MAX_OPTIONS`] options.
     #[error("too many options")]
     TooManyOptions,
@@ -105,8 +108,11 @@ where
                 let Some(entry) = registry.get(&name) else {
                     return Err(NegotiateError::UnknownExport(name));
                 };
-                let Some((guard, export_stop)) = entry.attach() else {
-                    return Err(NegotiateError::UnknownExport(name));
+                let (guard, export_stop) = match entry.attach(registry.max_per_export) {
+                    Ok(a) => a,
+                    Err(AttachError::Gone) => return Err(NegotiateError::UnknownExport(name)),
+                    // No error reply exists for EXPORT_NAME: hang up.
+                    Err(AttachError::Full) => return Err(NegotiateError::ExportFull),
                 };
                 let size = io::size(&entry.file)?;
                 let session = Session {
@@ -146,12 +152,24 @@ where
                     continue;
                 };
                 let attached = if go {
-                    match entry.attach() {
-                        Some(a) => Some(a),
-                        None => {
+                    match entry.attach(registry.max_per_export) {
+                        Ok(a) => Some(a),
+                        Err(AttachError::Gone) => {
                             proto::encode_option_error(&mut out, opt, proto::REP_ERR_UNKNOWN, "no such export");
                             send(wr, &out).await?;
                             continue;
+                        }
+                        Err(AttachError::Full) => {
+                            // POLICY, as the spec has it for a server refusing by its own rules
+                            // (and qemu-nbd / nbdkit answer nothing better); the client may retry.
+                            proto::encode_option_error(
+                                &mut out,
+                                opt,
+                                proto::REP_ERR_POLICY,
+                                "too many connections to this export",
+                            );
+                            let _ = send(wr, &out).await;
+                            return Err(NegotiateError::ExportFull);
                         }
                     }
                 } else {

@@ -47,6 +47,21 @@ const UNIX_SNDBUF: usize = 4 << 20;
 pub struct NbdConfig {
     /// Connections served at once; more are accepted and closed at once.
     pub max_connections: usize,
+    /// Connections served at once from one source address (all unix-socket and in-process
+    /// connections count as one address, "local"); more are accepted and closed at once.
+    pub max_connections_per_address: usize,
+    /// Connections in transmission on one export; one more gets `NBD_REP_ERR_POLICY` to its
+    /// `NBD_OPT_GO` (`NBD_OPT_EXPORT_NAME` has no error reply: the connection is closed).
+    pub max_connections_per_export: usize,
+    /// WRITE payload bytes buffered in memory across all connections; when spent, connections
+    /// stop reading their sockets until writes finish (backpressure).
+    pub max_buffered_bytes: usize,
+    /// A connection in transmission with no request in flight that receives nothing for this
+    /// long is closed (zero: never).
+    pub idle_timeout: Duration,
+    /// Time a client has to send the rest of a request (header and WRITE payload) once its
+    /// first byte arrived (zero: unbounded), so a half-sent write cannot hold memory forever.
+    pub request_timeout: Duration,
     /// Requests in flight per connection.
     pub max_requests_per_connection: usize,
     /// READ/WRITE payload bytes in flight per connection (at least 32 MiB).
@@ -64,6 +79,11 @@ impl Default for NbdConfig {
     fn default() -> Self {
         NbdConfig {
             max_connections: 1024,
+            max_connections_per_address: 64,
+            max_connections_per_export: 64,
+            max_buffered_bytes: 1 << 30,
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(120),
             max_requests_per_connection: 64,
             max_bytes_per_connection: 64 << 20,
             handshake_timeout: Duration::from_secs(30),
@@ -129,6 +149,18 @@ impl Tracker {
         TrackGuard(self.clone())
     }
 
+    /// Like [`Tracker::enter`], but `None` when `limit` users are already counted.
+    pub(crate) fn try_enter(self: &Arc<Self>, limit: usize) -> Option<TrackGuard> {
+        let entered = self.count.send_if_modified(|c| {
+            if *c >= limit {
+                return false;
+            }
+            *c += 1;
+            true
+        });
+        entered.then(|| TrackGuard(self.clone()))
+    }
+
     fn current(&self) -> usize {
         *self.count.borrow()
     }
@@ -168,14 +200,15 @@ pub(crate) struct ExportEntry {
 }
 
 impl ExportEntry {
-    /// Count a new connection and get its stop signal; `None` if the export is being removed.
-    pub(crate) fn attach(&self) -> Option<(TrackGuard, watch::Receiver<bool>)> {
-        let guard = self.conns.enter();
+    /// Count a new connection and get its stop signal; refused if the export is being removed
+    /// or already has `limit` connections.
+    pub(crate) fn attach(&self, limit: usize) -> Result<(TrackGuard, watch::Receiver<bool>), AttachError> {
+        let guard = self.conns.try_enter(limit.max(1)).ok_or(AttachError::Full)?;
         let rx = self.stop.subscribe();
         if *rx.borrow() {
-            return None;
+            return Err(AttachError::Gone);
         }
-        Some((guard, rx))
+        Ok((guard, rx))
     }
 
     /// Count the calling connection as one that reads in bulk, until the guard drops.
@@ -188,6 +221,15 @@ impl ExportEntry {
     pub(crate) fn bulk_readers(&self) -> usize {
         self.bulk_readers.load(Ordering::Relaxed)
     }
+}
+
+/// Why [`ExportEntry::attach`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttachError {
+    /// The export is being removed.
+    Gone,
+    /// [`NbdConfig::max_connections_per_export`] reached.
+    Full,
 }
 
 /// A connection counted in [`ExportEntry::bulk_readers`]; uncounted on drop.
@@ -205,6 +247,8 @@ pub(crate) struct Registry {
     map: RwLock<HashMap<String, Arc<ExportEntry>>>,
     /// See [`NbdConfig::allow_list`].
     pub(crate) allow_list: bool,
+    /// See [`NbdConfig::max_connections_per_export`].
+    pub(crate) max_per_export: usize,
 }
 
 impl Registry {
@@ -228,6 +272,10 @@ struct Inner {
     stop: watch::Sender<bool>,
     conns: Arc<Tracker>,
     slots: Arc<Semaphore>,
+    /// Connections per source address (see [`NbdConfig::max_connections_per_address`]).
+    per_address: Arc<Mutex<HashMap<String, usize>>>,
+    /// WRITE payload bytes that may be buffered, across all connections.
+    budget: Arc<Semaphore>,
     listeners: Mutex<Vec<JoinHandle<()>>>,
     unix_paths: Mutex<Vec<PathBuf>>,
 }
@@ -243,13 +291,17 @@ impl NbdServer {
     pub fn new(config: NbdConfig) -> NbdServer {
         let allow_list = config.allow_list;
         let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let budget = Arc::new(Semaphore::new(budget_bytes(&config)));
+        let max_per_export = config.max_connections_per_export.max(1);
         NbdServer {
             inner: Arc::new(Inner {
                 config,
-                registry: Registry { map: RwLock::default(), allow_list },
+                registry: Registry { map: RwLock::default(), allow_list, max_per_export },
                 stop: watch::channel(false).0,
                 conns: Tracker::new(),
                 slots,
+                per_address: Arc::default(),
+                budget,
                 listeners: Mutex::new(Vec::new()),
                 unix_paths: Mutex::new(Vec::new()),
             }),
@@ -342,6 +394,12 @@ impl NbdServer {
         self.inner.conns.current()
     }
 
+    /// WRITE payload bytes buffered in memory right now, across all connections (at most
+    /// [`NbdConfig::max_buffered_bytes`]).
+    pub fn buffered_bytes(&self) -> usize {
+        budget_bytes(&self.inner.config).saturating_sub(self.inner.budget.available_permits())
+    }
+
     /// Listen on a TCP address (port 0 picks one); returns the bound address.
     pub async fn listen_tcp(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
         let listener = TcpListener::bind(addr).await?;
@@ -358,7 +416,7 @@ impl NbdServer {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let (r, w) = stream.into_split();
-                        spawn_connection(&inner, r, w, peer.to_string());
+                        spawn_connection(&inner, r, w, peer.to_string(), peer.ip().to_string());
                     }
                     Err(e) => accept_failed(e).await,
                 }
@@ -396,7 +454,7 @@ impl NbdServer {
                         // Best effort: the default buffer only costs speed.
                         let _ = setsockopt(&stream, sockopt::SndBuf, &UNIX_SNDBUF);
                         let (r, w) = stream.into_split();
-                        spawn_connection(&inner, r, w, "unix".to_string());
+                        spawn_connection(&inner, r, w, "unix".to_string(), LOCAL.to_string());
                     }
                     Err(e) => accept_failed(e).await,
                 }
@@ -409,7 +467,8 @@ impl NbdServer {
     }
 
     /// Serve one already-connected stream (any transport) to completion. Used by tests over
-    /// in-memory pipes; subject to the same connection limit and stop signals as listeners.
+    /// in-memory pipes; subject to the same connection limit and stop signals as listeners (not
+    /// to the per-address one: there is no address).
     pub async fn serve_stream<S>(&self, stream: S)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
@@ -457,7 +516,47 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-fn spawn_connection<R, W>(inner: &Arc<Inner>, r: R, w: W, peer: String)
+/// The per-address key of unix-socket and in-process connections.
+const LOCAL: &str = "local";
+
+/// The budget semaphore's size: [`NbdConfig::max_buffered_bytes`], but room for one request.
+fn budget_bytes(config: &NbdConfig) -> usize {
+    config.max_buffered_bytes.clamp(proto::MAX_PAYLOAD as usize, Semaphore::MAX_PERMITS)
+}
+
+/// One connection counted against its source address; uncounted on drop.
+struct AddressGuard {
+    map: Arc<Mutex<HashMap<String, usize>>>,
+    addr: String,
+}
+
+impl AddressGuard {
+    /// Count a connection from `addr`; `None` if that address is at its limit.
+    fn enter(inner: &Inner, addr: String) -> Option<AddressGuard> {
+        let mut map = inner.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(addr.clone()).or_insert(0);
+        if *n >= inner.config.max_connections_per_address.max(1) {
+            return None;
+        }
+        *n += 1;
+        drop(map);
+        Some(AddressGuard { map: inner.per_address.clone(), addr })
+    }
+}
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.addr);
+            }
+        }
+    }
+}
+
+fn spawn_connection<R, W>(inner: &Arc<Inner>, r: R, w: W, peer: String, addr: String)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: ReplySink,
@@ -466,9 +565,14 @@ where
         tracing::debug!(%peer, "nbd: connection limit reached, closing");
         return;
     };
+    let Some(addr) = AddressGuard::enter(inner, addr) else {
+        tracing::debug!(%peer, "nbd: per-address connection limit reached, closing");
+        return;
+    };
     let inner = inner.clone();
     tokio::spawn(async move {
         let _slot = slot;
+        let _addr = addr;
         handle(inner, r, w, peer).await;
     });
 }
@@ -509,5 +613,5 @@ where
     };
     tracing::debug!(%peer, export = %neg.entry.name, structured = neg.session.structured, "nbd: transmission");
     let stop = Stop::new(server_stop, Some(neg.export_stop.clone()));
-    connection::run(rd, w, *neg, &inner.config, stop).await;
+    connection::run(rd, w, *neg, &inner.config, inner.budget.clone(), stop).await;
 }

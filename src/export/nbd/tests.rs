@@ -891,3 +891,137 @@ async fn a_bulk_reader_keeps_answering_everything_and_still_closes_on_removal() 
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(T, c.s.read_to_end(&mut rest)).await.expect("connection not closed");
 }
+
+/// Whether `c` is closed by the server: polls for up to 20 ms (a bounded peek, not a sleep).
+async fn closed_now<S: AsyncRead + Unpin>(s: &mut S) -> bool {
+    let mut b = [0u8; 1];
+    matches!(tokio::time::timeout(Duration::from_millis(20), s.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
+}
+
+#[tokio::test]
+async fn idle_connection_is_closed_while_an_active_one_keeps_working() {
+    let fx = fixture_with(NbdConfig { idle_timeout: Duration::from_millis(300), ..Default::default() });
+    let mut idle = fx.connect();
+    idle.go("vol", true).await;
+    let mut busy = fx.connect();
+    busy.go("vol", true).await;
+    let start = std::time::Instant::now();
+    let mut cookie = 0;
+    loop {
+        assert!(start.elapsed() < T, "idle connection never closed");
+        cookie += 1;
+        busy.request(CMD_READ, 0, cookie, 0, 512, &[]).await;
+        assert_eq!(chunk_error(&busy.reply().await), None);
+        if closed_now(&mut idle.s).await {
+            break;
+        }
+    }
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    // The busy one outlived the idle timeout and still works.
+    busy.request(CMD_READ, 0, 0, 0, 512, &[]).await;
+    assert_eq!(chunk_error(&busy.reply().await), None);
+}
+
+#[tokio::test]
+async fn per_address_cap_refuses_one_more_from_that_address_only() {
+    let fx = fixture_with(NbdConfig { max_connections_per_address: 2, ..Default::default() });
+    let addr = fx.server.listen_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let connect_from = |ip: &'static str| async move {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        Client { s: sock.connect(addr).await.unwrap(), server_task: None }
+    };
+    let mut a = connect_from("127.0.0.1").await;
+    a.read_n(GREETING_LEN).await;
+    let mut b = connect_from("127.0.0.1").await;
+    b.read_n(GREETING_LEN).await;
+    let mut c = connect_from("127.0.0.1").await;
+    assert!(c.closed().await, "third connection from one address was served");
+    // Another address is not affected.
+    let mut other = connect_from("127.0.0.2").await;
+    other.go("vol", true).await;
+    // Once one closes, that address may connect again.
+    drop(a);
+    let start = std::time::Instant::now();
+    loop {
+        assert!(start.elapsed() < T, "slot never freed");
+        let mut d = connect_from("127.0.0.1").await;
+        let mut g = vec![0u8; GREETING_LEN];
+        if tokio::time::timeout(T, d.s.read_exact(&mut g)).await.is_ok_and(|r| r.is_ok()) {
+            break;
+        }
+    }
+    drop(b);
+}
+
+#[tokio::test]
+async fn per_export_cap_refuses_go_with_policy_error() {
+    let fx = fixture_with(NbdConfig { max_connections_per_export: 1, ..Default::default() });
+    let mut first = fx.connect();
+    first.go("vol", true).await;
+    let mut second = fx.connect();
+    second.greet(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).await;
+    let r = second.option(OPT_GO, &encode_info_payload("vol", &[])).await;
+    assert_eq!(r.last().unwrap().reply_type, REP_ERR_POLICY, "{r:?}");
+    assert!(second.closed().await);
+    // Another export, and the first connection, are unaffected.
+    let mut other = fx.connect();
+    other.go("ro", true).await;
+    first.request(CMD_READ, 0, 1, 0, 512, &[]).await;
+    assert_eq!(chunk_error(&first.reply().await), None);
+    // Once the first is gone, the export takes a connection again.
+    drop(first);
+    let start = std::time::Instant::now();
+    loop {
+        assert!(start.elapsed() < T, "export slot never freed");
+        let mut c = fx.connect();
+        c.greet(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).await;
+        let r = c.option(OPT_GO, &encode_info_payload("vol", &[])).await;
+        if r.last().unwrap().reply_type == REP_ACK {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn partial_large_writes_cannot_buffer_more_than_the_budget() {
+    let budget = proto::MAX_PAYLOAD as usize;
+    let fx = fixture_with(NbdConfig {
+        max_buffered_bytes: budget,
+        request_timeout: Duration::from_secs(1),
+        ..Default::default()
+    });
+    // Each attacker sends an 8 MiB WRITE header (the whole export) and 512 KiB of its payload,
+    // then stalls: four fill the budget, the other four must not be buffered.
+    let mut attackers = Vec::new();
+    for i in 0..8u64 {
+        let mut c = fx.connect();
+        c.go("vol", true).await;
+        c.request(CMD_WRITE, 0, i, 0, SIZE as u32, &vec![7u8; 512 << 10]).await;
+        attackers.push(c);
+    }
+    let start = std::time::Instant::now();
+    while fx.server.buffered_bytes() < budget {
+        assert!(start.elapsed() < T, "the budget was never used up");
+        tokio::task::yield_now().await;
+    }
+    // A well-behaved client's READs are served meanwhile, and the budget is never exceeded.
+    let mut good = fx.connect();
+    good.go("vol", true).await;
+    for cookie in 0..20 {
+        assert!(fx.server.buffered_bytes() <= budget);
+        good.request(CMD_READ, 0, cookie, 0, 4096, &[]).await;
+        assert_eq!(chunk_error(&good.reply().await), None);
+    }
+    // Its WRITE completes too once the stalled ones time out and release the budget.
+    good.request(CMD_WRITE, 0, 99, 0, 4096, &[1u8; 4096]).await;
+    assert_eq!(chunk_error(&good.reply().await), None);
+    for mut a in attackers {
+        assert!(a.closed().await, "stalled writer not closed");
+    }
+    let start = std::time::Instant::now();
+    while fx.server.buffered_bytes() != 0 {
+        assert!(start.elapsed() < T, "budget not released");
+        tokio::task::yield_now().await;
+    }
+}
