@@ -23,6 +23,8 @@ backend_tests!(
     retype_in_place_and_with_migration,
     retype_migration_survives_kill9,
     capability_specs_choose_the_pool,
+    services_disable_and_freeze,
+    force_detach_clears_attachments,
 );
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -778,4 +780,127 @@ async fn capability_specs_choose_the_pool(b: Backend) {
         let v = place(specs.clone()).await;
         assert_eq!(v["status"], "error", "{specs}: {v}");
     }
+}
+
+/// Issue 10 B.1: os-services as Cinder: admins only; a disabled pool takes no new volumes (and
+/// says why), a frozen one also refuses deletes and snapshot creates and deletes (Cinder's
+/// `assert_not_frozen`), with nothing changed; enable and thaw restore everything.
+async fn services_disable_and_freeze(b: Backend) {
+    let k = keystone(b).await;
+    let a = &k.a;
+    let put = |who: &Client, what: &str, body: Value| {
+        let (who, path) = (who.clone(), format!("/v3/{a}/os-services/{what}"));
+        async move { who.req(Method::PUT, &path, Some(body)).await }
+    };
+    // Admin only: a member is refused, and nothing changes.
+    k.alice.get(&format!("/v3/{a}/os-services")).await.expect(403);
+    put(&k.alice, "freeze", json!({"host": "test-node@default"})).await.expect(403);
+    let list = k.boss.get(&format!("/v3/{a}/os-services")).await.expect(200);
+    let services = list.body["services"].as_array().expect("services").clone();
+    let names: Vec<(String, String)> = services.iter().map(|x| (s(x, "binary"), s(x, "host"))).collect();
+    assert!(names.contains(&("cinder-scheduler".into(), "test-node".into())), "{}", list.text);
+    assert!(names.contains(&("cinder-volume".into(), "test-node@default".into())), "{}", list.text);
+    assert!(services.iter().all(|x| x["status"] == "enabled"), "{}", list.text);
+    assert!(services.iter().filter(|x| x["binary"] == "cinder-volume").all(|x| x["frozen"] == false), "{}", list.text);
+
+    // A volume and a snapshot made while the pool is normal.
+    let r = k.alice.post(&format!("/v3/{a}/volumes"), json!({"volume": {"size": 1}})).await.expect(202);
+    let vid = s(&r.body["volume"], "id");
+    k.alice.wait_volume(a, &vid, "available").await;
+    let r = k.alice.post(&format!("/v3/{a}/snapshots"), json!({"snapshot": {"volume_id": vid}})).await.expect(202);
+    let sid = s(&r.body["snapshot"], "id");
+    k.alice.wait_snapshot(a, &sid, "available").await;
+    let count = |c: &Client| {
+        let (c, path) = (c.clone(), format!("/v3/{a}/volumes"));
+        async move { c.get(&path).await.expect(200).body["volumes"].as_array().map_or(0, Vec::len) }
+    };
+
+    // Disabled with a reason: no new volume, the reason is shown; the existing ones work.
+    let r = put(
+        &k.boss,
+        "disable-log-reason",
+        json!({"host": "test-node@default", "binary": "cinder-volume", "disabled_reason": "disk swap"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(r.body["disabled_reason"], "disk swap", "{}", r.text);
+    let shown = k.boss.get(&format!("/v3/{a}/os-services?binary=cinder-volume")).await.expect(200);
+    assert_eq!(shown.body["services"][0]["status"], "disabled", "{}", shown.text);
+    assert_eq!(shown.body["services"][0]["disabled_reason"], "disk swap", "{}", shown.text);
+    k.alice.post(&format!("/v3/{a}/volumes"), json!({"volume": {"size": 1}})).await.expect(400);
+    assert_eq!(count(&k.alice).await, 1, "the refused create left nothing");
+    put(&k.boss, "enable", json!({"host": "test-node@default", "binary": "cinder-volume"})).await.expect(200);
+
+    // Frozen: creates, deletes and snapshot changes are refused with Cinder's message.
+    put(&k.boss, "freeze", json!({"host": "test-node@default"})).await.expect(200);
+    let frozen_msg = "Modification operations are not allowed on frozen storage backends";
+    for r in [
+        k.alice.delete(&format!("/v3/{a}/volumes/{vid}")).await,
+        k.alice.post(&format!("/v3/{a}/snapshots"), json!({"snapshot": {"volume_id": vid}})).await,
+        k.alice.delete(&format!("/v3/{a}/snapshots/{sid}")).await,
+        k.boss.post(&format!("/v3/{a}/volumes/{vid}/action"), json!({"os-force_delete": {}})).await,
+        k.boss.post(&format!("/v3/{a}/snapshots/{sid}/action"), json!({"os-force_delete": {}})).await,
+    ] {
+        let r = r.expect(400);
+        assert!(r.text.contains(frozen_msg), "{}", r.text);
+    }
+    k.alice.post(&format!("/v3/{a}/volumes"), json!({"volume": {"size": 1}})).await.expect(400);
+    // Nothing changed; reads and other actions go on.
+    assert_eq!(k.alice.wait_volume(a, &vid, "available").await["id"], vid.as_str());
+    k.alice.wait_snapshot(a, &sid, "available").await;
+    assert_eq!(count(&k.alice).await, 1);
+    let frozen = k.boss.get(&format!("/v3/{a}/os-services?binary=cinder-volume")).await.expect(200);
+    assert_eq!(frozen.body["services"][0]["frozen"], true, "{}", frozen.text);
+    // Frozen pools are not offered by get_pools.
+    let pools = k.boss.get(&format!("/v3/{a}/scheduler-stats/get_pools")).await.expect(200);
+    assert_eq!(pools.body["pools"], json!([]), "{}", pools.text);
+
+    // Thawed: everything works again.
+    put(&k.boss, "thaw", json!({"host": "test-node@default"})).await.expect(200);
+    k.alice.delete(&format!("/v3/{a}/snapshots/{sid}")).await.expect(202);
+    let deadline = Instant::now() + DEADLINE;
+    while k.alice.get(&format!("/v3/{a}/snapshots/{sid}")).await.status != 404 {
+        assert!(Instant::now() < deadline, "snapshot not deleted");
+        tokio::time::sleep(POLL).await;
+    }
+    k.alice.delete(&format!("/v3/{a}/volumes/{vid}")).await.expect(202);
+    // Unknown hosts are refused.
+    put(&k.boss, "freeze", json!({"host": "nowhere@x"})).await.expect(400);
+    put(&k.boss, "disable", json!({"host": "nowhere@x", "binary": "cinder-volume"})).await.expect(404);
+}
+
+/// Issue 10 B.6: `os-force_detach` (admin) removes an attachment whatever its state and
+/// whatever status a reset left the volume in; a member may not.
+async fn force_detach_clears_attachments(b: Backend) {
+    let k = keystone(b).await;
+    let a = &k.a;
+    let r = k.alice.post(&format!("/v3/{a}/volumes"), json!({"volume": {"size": 1}})).await.expect(202);
+    let vid = s(&r.body["volume"], "id");
+    k.alice.wait_volume(a, &vid, "available").await;
+    let act = format!("/v3/{a}/volumes/{vid}/action");
+    k.alice
+        .post(&act, json!({"os-attach": {"instance_uuid": uuid::Uuid::new_v4().to_string(), "mountpoint": "/dev/vdb"}}))
+        .await
+        .expect(202);
+    let v = k.alice.wait_volume(a, &vid, "in-use").await;
+    let aid = s(&v["attachments"][0], "attachment_id");
+    // A member may not; an unknown attachment is 404; bad bodies are 400; nothing changes.
+    k.alice.post(&act, json!({"os-force_detach": {"attachment_id": aid}})).await.expect(403);
+    let ghost = uuid::Uuid::new_v4().to_string();
+    k.boss.post(&act, json!({"os-force_detach": {"attachment_id": ghost}})).await.expect(404);
+    k.boss.post(&act, json!({"os-force_detach": {"attachment_id": aid, "bogus": 1}})).await.expect(400);
+    k.boss.post(&act, json!({"os-force_detach": {"connector": "x"}})).await.expect(400);
+    assert_eq!(k.alice.wait_volume(a, &vid, "in-use").await["attachments"].as_array().map(Vec::len), Some(1));
+    // After a reset to error, the admin still gets it off.
+    k.boss.post(&act, json!({"os-reset_status": {"status": "error"}})).await.expect(202);
+    k.boss.post(&act, json!({"os-force_detach": {"attachment_id": aid, "connector": {"host": "h"}}})).await.expect(202);
+    let v = k.alice.wait_volume(a, &vid, "available").await;
+    assert_eq!(v["attachments"], json!([]), "{v}");
+    // A reservation (os-reserve: `attaching`, never completed) goes too.
+    k.alice.post(&act, json!({"os-reserve": {}})).await.expect(202);
+    k.alice.wait_volume(a, &vid, "attaching").await;
+    k.boss.post(&act, json!({"os-force_detach": {}})).await.expect(202);
+    let v = k.alice.wait_volume(a, &vid, "available").await;
+    assert_eq!(v["attachments"], json!([]), "{v}");
+    k.alice.delete(&format!("/v3/{a}/volumes/{vid}")).await.expect(202);
 }

@@ -132,6 +132,7 @@ impl Services {
     /// job, so the file really goes and a crash requeues it). Returns the job id.
     pub async fn force_delete_snapshot(&self, caller: &Caller, id: &str) -> Result<String> {
         let s: Snapshot = self.get_snapshot(caller, id).await?;
+        self.assert_not_frozen(&s.pool).await?;
         let now = now_timestamp();
         let job_id = new_job_id();
         let mut tx = self.db.begin_write().await?;
@@ -376,6 +377,7 @@ impl Services {
     /// delete job, so the storage really goes and a crash requeues it. Returns the job id.
     pub async fn force_delete_volume(&self, caller: &Caller, id: &str) -> Result<String> {
         let v = self.get_volume(caller, id).await?;
+        self.assert_not_frozen(&v.pool).await?;
         if v.group_id.is_some() {
             return Err(Error::invalid_status(
                 "EVS.1046",

@@ -43,6 +43,10 @@ fn invalid_status(v: &Volume, want: &str) -> Error {
     )
 }
 
+/// Volume statuses an attachment change moves the volume out of.
+const DETACHABLE: [VolumeStatus; 4] =
+    [VolumeStatus::Attaching, VolumeStatus::Reserved, VolumeStatus::InUse, VolumeStatus::Detaching];
+
 impl Services {
     fn exports(&self) -> Result<&super::ExportManager> {
         self.exports.as_deref().ok_or_else(|| Error::internal("exports are not running"))
@@ -89,6 +93,12 @@ impl Services {
 
     /// Remove `gone` (attachments of `v`), their exports, and settle the volume's status.
     async fn drop_attachments(&self, v: &Volume, gone: &[Attachment]) -> Result<()> {
+        self.drop_attachments_from(v, gone, &DETACHABLE).await
+    }
+
+    /// [`drop_attachments`](Self::drop_attachments), moving the volume's status from any of
+    /// `from` (a force detach also takes it out of `error` and `maintenance`).
+    async fn drop_attachments_from(&self, v: &Volume, gone: &[Attachment], from: &[VolumeStatus]) -> Result<()> {
         let now = now_timestamp();
         let mut tx = self.db.begin_write().await?;
         for a in gone {
@@ -104,13 +114,7 @@ impl Services {
         } else {
             VolumeStatus::Attaching
         };
-        tx.cas_volume_status(
-            &v.id,
-            &[VolumeStatus::Attaching, VolumeStatus::Reserved, VolumeStatus::InUse, VolumeStatus::Detaching],
-            status,
-            &now,
-        )
-        .await?;
+        tx.cas_volume_status(&v.id, from, status, &now).await?;
         tx.commit().await?;
         for a in gone {
             let still_nbd = left.iter().any(|o| o.connection_info.as_deref().is_some_and(|c| c.contains("\"nbd\"")));
@@ -290,6 +294,31 @@ impl Services {
             }
         }
         self.drop_attachments(&v, &gone).await
+    }
+
+    /// `os-force_detach` (admin): Cinder's forced terminate_connection plus detach. Removes
+    /// `attachment_id` (or the volume's only attachment), its export closed, whatever state the
+    /// attachment is in (reserved, attaching, attached) and whatever the volume's status among
+    /// those an attachment can leave behind (also `error` and `maintenance`, e.g. after a
+    /// reset); the volume ends `available` when nothing is left, as Cinder's detach does.
+    pub async fn force_detach(&self, caller: &Caller, id: &str, attachment_id: Option<&str>) -> Result<()> {
+        let v = self.get_volume(caller, id).await?;
+        let gone: Vec<Attachment> = match attachment_id {
+            Some(aid) => v.attachments.iter().filter(|a| a.id == aid).cloned().collect(),
+            None if v.attachments.len() <= 1 => v.attachments.clone(),
+            None => {
+                return Err(Error::invalid(
+                    "EVS.5400",
+                    format!("Invalid volume: Volume {} has more than one attachment: give attachment_id.", v.id),
+                ))
+            }
+        };
+        if let (true, Some(aid)) = (gone.is_empty(), attachment_id) {
+            return Err(Error::not_found(format!("Attachment {aid} could not be found.")));
+        }
+        let mut from = DETACHABLE.to_vec();
+        from.extend([VolumeStatus::Error, VolumeStatus::Maintenance]);
+        self.drop_attachments_from(&v, &gone, &from).await
     }
 
     /// `os-terminate_connection`: remove the exports made for `connector`'s host; attachments

@@ -140,6 +140,21 @@ impl Services {
         self.db.pool_usage(&pool).await
     }
 
+    /// Cinder's `assert_not_frozen`: deletes of volumes and snapshots and snapshot creates are
+    /// refused on a frozen backend (400, nothing changes); reads and other actions go on.
+    pub(super) async fn assert_not_frozen(&self, pool: &str) -> Result<()> {
+        let host = format!("{}@{pool}", self.config.node);
+        let frozen =
+            self.db.list_services().await?.iter().any(|s| s.binary == VOLUME_BINARY && s.host == host && s.frozen);
+        if frozen {
+            return Err(Error::invalid(
+                "EVS.5400",
+                "Invalid input received: Modification operations are not allowed on frozen storage backends.",
+            ));
+        }
+        Ok(())
+    }
+
     /// Names of this node's pools that take no new volumes (see [`accepts_new_volumes`]).
     pub(super) async fn unschedulable_pools(&self) -> Result<HashSet<String>> {
         Ok(self

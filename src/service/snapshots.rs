@@ -65,6 +65,7 @@ impl Services {
         validate_text(&req.description, "EVS.1004", "description")?;
         validate_snapshot_metadata(&req.metadata)?;
         let v = self.get_volume(caller, &req.volume_id).await?;
+        self.assert_not_frozen(&v.pool).await?;
         let allowed: &[VolumeStatus] =
             if req.force { &[VolumeStatus::Available, VolumeStatus::InUse] } else { &[VolumeStatus::Available] };
         if !allowed.contains(&v.status) {
@@ -182,6 +183,7 @@ impl Services {
     /// Start deleting a snapshot; returns the job id.
     pub async fn delete_snapshot(&self, caller: &Caller, id: &str) -> Result<String> {
         let s = self.get_snapshot(caller, id).await?;
+        self.assert_not_frozen(&s.pool).await?;
         // groups: a member of a group snapshot goes with its group snapshot only.
         if let Some(gs) = &s.group_snapshot_id {
             return Err(Error::invalid(

@@ -552,6 +552,7 @@ impl Services {
     /// `cascade`, which deletes its snapshots in the same job first.
     pub async fn delete_volume(&self, caller: &Caller, id: &str, cascade: bool) -> Result<String> {
         let v = self.get_volume(caller, id).await?;
+        self.assert_not_frozen(&v.pool).await?;
         // groups: a group's volume goes with its group (or after leaving it), as in Cinder.
         if v.group_id.is_some() {
             return Err(Error::invalid_status(

@@ -179,6 +179,15 @@ pub(super) async fn volume_action(
             svc.detach_volume(&c, &id, aid.as_deref()).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
+        "os-force_detach" => {
+            reject_unknown(&args, &["attachment_id", "connector"])?;
+            if args.get("connector").is_some_and(|c| !c.is_null() && !c.is_object()) {
+                return Err(Error::invalid("EVS.5400", "Invalid input: 'connector' must be an object").into());
+            }
+            let aid = opt_string(&args, "attachment_id", "EVS.5400")?;
+            svc.force_detach(&c, &id, aid.as_deref()).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         // Nova brackets a detach with these; the state they guard lives in our attachments.
         "os-begin_detaching" | "os-roll_detaching" => {
             svc.get_volume(&c, &id).await?;
