@@ -43,6 +43,25 @@ fn invalid_status(v: &Volume, want: &str) -> Error {
     )
 }
 
+/// The attachments a detach names: `attachment_id` (404 when the volume has no such one), or
+/// the volume's only attachment (none when it has none; 400 when it has several, as Cinder).
+fn to_detach(v: &Volume, attachment_id: Option<&str>) -> Result<Vec<Attachment>> {
+    match attachment_id {
+        Some(aid) => {
+            let found: Vec<Attachment> = v.attachments.iter().filter(|a| a.id == aid).cloned().collect();
+            if found.is_empty() {
+                return Err(Error::not_found(format!("Attachment {aid} could not be found.")));
+            }
+            Ok(found)
+        }
+        None if v.attachments.len() <= 1 => Ok(v.attachments.clone()),
+        None => Err(Error::invalid(
+            "EVS.5400",
+            format!("Invalid volume: Volume {} has more than one attachment: give attachment_id.", v.id),
+        )),
+    }
+}
+
 /// Volume statuses an attachment change moves the volume out of.
 const DETACHABLE: [VolumeStatus; 4] =
     [VolumeStatus::Attaching, VolumeStatus::Reserved, VolumeStatus::InUse, VolumeStatus::Detaching];
@@ -275,23 +294,9 @@ impl Services {
     /// `os-detach`: remove `attachment_id` (or the only attachment), and its export.
     pub async fn detach_volume(&self, caller: &Caller, id: &str, attachment_id: Option<&str>) -> Result<()> {
         let v = self.get_volume(caller, id).await?;
-        let gone: Vec<Attachment> = match attachment_id {
-            Some(aid) => v.attachments.iter().filter(|a| a.id == aid).cloned().collect(),
-            None if v.attachments.len() <= 1 => v.attachments.clone(),
-            None => {
-                return Err(Error::invalid(
-                    "EVS.5400",
-                    format!("Volume {} has several attachments: give attachment_id.", v.id),
-                ))
-            }
-        };
-        if gone.is_empty() {
-            if let Some(aid) = attachment_id {
-                return Err(Error::not_found(format!("Attachment {aid} could not be found.")));
-            }
-            if v.status != VolumeStatus::InUse {
-                return Err(invalid_status(&v, "in-use"));
-            }
+        let gone = to_detach(&v, attachment_id)?;
+        if gone.is_empty() && v.status != VolumeStatus::InUse {
+            return Err(invalid_status(&v, "in-use"));
         }
         self.drop_attachments(&v, &gone).await
     }
@@ -303,19 +308,7 @@ impl Services {
     /// reset); the volume ends `available` when nothing is left, as Cinder's detach does.
     pub async fn force_detach(&self, caller: &Caller, id: &str, attachment_id: Option<&str>) -> Result<()> {
         let v = self.get_volume(caller, id).await?;
-        let gone: Vec<Attachment> = match attachment_id {
-            Some(aid) => v.attachments.iter().filter(|a| a.id == aid).cloned().collect(),
-            None if v.attachments.len() <= 1 => v.attachments.clone(),
-            None => {
-                return Err(Error::invalid(
-                    "EVS.5400",
-                    format!("Invalid volume: Volume {} has more than one attachment: give attachment_id.", v.id),
-                ))
-            }
-        };
-        if let (true, Some(aid)) = (gone.is_empty(), attachment_id) {
-            return Err(Error::not_found(format!("Attachment {aid} could not be found.")));
-        }
+        let gone = to_detach(&v, attachment_id)?;
         let mut from = DETACHABLE.to_vec();
         from.extend([VolumeStatus::Error, VolumeStatus::Maintenance]);
         self.drop_attachments_from(&v, &gone, &from).await
