@@ -1348,6 +1348,23 @@ async fn keystone_admin_manages_users(backend: Backend) {
     keystone_error(&f.boss.delete(&format!("/identity/v3/users/{uid}")).await, 404);
     let all = f.boss.get("/identity/v3/users").await.expect(200);
     assert_eq!(all.body["users"].as_array().map(Vec::len), Some(4), "{}", all.text);
+
+    // A user created disabled exists but cannot log in until enabled.
+    let off = unique("ku-off");
+    let r = f
+        .boss
+        .post(
+            "/identity/v3/users",
+            json!({"user": {"name": off, "password": pw, "default_project_id": f.a, "enabled": false}}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(r.body["user"]["enabled"], json!(false), "{}", r.text);
+    let off_id = s(&r.body["user"], "id");
+    f.boss.put(&format!("/identity/v3/projects/{}/users/{off_id}/roles/{member}", f.a), json!(null)).await.expect(204);
+    keystone_error(&login_with(&api, &off, pw, "proj-a").await.expect_err("disabled at creation"), 401);
+    patch(&f.boss, &format!("/identity/v3/users/{off_id}"), json!({"user": {"enabled": true}})).await.expect(200);
+    login_with(&api, &off, pw, "proj-a").await.expect("enabled later");
 }
 
 async fn keystone_admin_manages_role_assignments(backend: Backend) {

@@ -458,7 +458,7 @@ pub async fn delete_project(db: &Db, r: &Ref) -> Result<Project> {
 
 /// Create a user with a first role in a project.
 pub async fn create_user(db: &Db, name: &str, password: &str, project: &Ref, role: Role) -> Result<User> {
-    let new = NewUser { name, password, default_project: Some(project), description: None, email: None };
+    let new = NewUser { name, password, default_project: Some(project), enabled: true, description: None, email: None };
     create_user_with(db, &new, Some(role)).await
 }
 
@@ -470,6 +470,8 @@ pub struct NewUser<'a> {
     pub password: &'a str,
     /// Project a token without scope goes to.
     pub default_project: Option<&'a Ref>,
+    /// False: the user exists but cannot log in until enabled.
+    pub enabled: bool,
     /// Free text.
     pub description: Option<&'a str>,
     /// Contact address.
@@ -567,7 +569,7 @@ pub async fn update_user(db: &Db, id: &str, change: UserUpdate) -> Result<User> 
 /// Create a user, optionally with a default project and (there) a first role. Keystone's
 /// `POST /v3/users` sets only the default project; `cinderblock admin user create` grants too.
 pub async fn create_user_with(db: &Db, new: &NewUser<'_>, role: Option<Role>) -> Result<User> {
-    let NewUser { name, password, default_project, description, email } = *new;
+    let NewUser { name, password, default_project, enabled, description, email } = *new;
     check_name("user", name)?;
     check_password(password)?;
     check_text("description", description)?;
@@ -583,7 +585,7 @@ pub async fn create_user_with(db: &Db, new: &NewUser<'_>, role: Option<Role>) ->
         name: name.to_string(),
         password_hash,
         default_project_id: p.as_ref().map(|p| p.id.clone()),
-        enabled: true,
+        enabled,
         description: description.map(str::to_string),
         email: email.map(str::to_string),
         created_at: now_timestamp(),

@@ -161,9 +161,7 @@ pub(super) async fn create_user(State(svc): State<Services>, headers: HeaderMap,
     // one is required.
     let password = string(o, "password")?.ok_or_else(|| bad_request("'password' is a required property"))?;
     check_domain_id(o)?;
-    if boolean(o, "enabled")? == Some(false) {
-        return Err(bad_request("Creating a disabled user is not supported; disable it afterwards."));
-    }
+    let enabled = boolean(o, "enabled")?.unwrap_or(true);
     let project = match string(o, "default_project_id")? {
         Some(p) => {
             project_exists(&svc, p).await?;
@@ -175,6 +173,7 @@ pub(super) async fn create_user(State(svc): State<Services>, headers: HeaderMap,
         name,
         password,
         default_project: project.as_ref(),
+        enabled,
         description: string(o, "description")?,
         email: string(o, "email")?,
     };
@@ -410,10 +409,8 @@ pub(super) async fn list_role_assignments(
         return Err(forbidden(NOT_AUTHORIZED));
     }
     let project = query_get(&q, "scope.project.id");
-    let role = match query_get(&q, "role.id") {
-        Some(id) => Some(Role::ALL.into_iter().find(|r| r.id() == id)),
-        None => None,
-    };
+    // `Some(None)`: a role id that names no role, which matches nothing.
+    let role = query_get(&q, "role.id").map(|id| Role::ALL.into_iter().find(|r| r.id() == id));
     let none = ["group.id", "scope.domain.id", "scope.system", "scope.OS-INHERIT:inherited_to"]
         .iter()
         .any(|k| query_get(&q, k).is_some())
