@@ -8,6 +8,8 @@
 //! - `openstack_cli.py`: the `openstack` CLI with `--os-auth-type none`;
 //! - `cinder_cli.py`: the `cinder` CLI with `--os-auth-type noauth`;
 //! - `huawei_sdk.py`: the `huaweicloudsdkevs` SDK (batch create, job, filtered lists, delete).
+//! - `openstack_identity_admin.py`: `auth.mode = keystone`, an admin manages users and roles with
+//!   `openstack user …`, `openstack role …` and `openstack role assignment list`;
 //! - `openstack_password.py` / `huawei_sdk_aksk.py`: `auth.mode = keystone`, accounts made with
 //!   `cinderblock admin`; the CLIs log in with `OS_AUTH_URL` and a password, the SDK signs with a
 //!   real AK/SK.
@@ -366,4 +368,18 @@ fn openstack_cli_transfer_and_cinder_cli_quotas() {
     let args: Vec<String> =
         ["--password", password, "--other-project", other.as_str()].iter().map(|s| s.to_string()).collect();
     run_script(&venv, &daemon, "openstack_transfer_quota.py", &args);
+}
+
+#[test]
+fn openstack_cli_manages_users_and_roles() {
+    let Some(venv) = client_venv() else { return };
+    let password = "identity admin pass";
+    let daemon = Daemon::start_with_auth("identity-admin", "keystone");
+    let demo = admin(&daemon, &["project", "create", "demo"], None).trim().to_string();
+    let pw = format!("{password}\n");
+    admin(&daemon, &["user", "create", "admin-user", "--project", "demo", "--role", "admin"], Some(&pw));
+    admin(&daemon, &["user", "create", "demo-user", "--project", "demo", "--role", "member"], Some(&pw));
+    let args: Vec<String> =
+        ["--password", password, "--project", demo.as_str()].iter().map(|s| s.to_string()).collect();
+    run_script(&venv, &daemon, "openstack_identity_admin.py", &args);
 }

@@ -35,6 +35,9 @@ backend_tests!(
     keystone_admin_makes_and_removes_projects,
     aksk_replays_and_ambiguous_requests_are_refused,
     project_lookups_do_not_reveal_existence,
+    keystone_admin_manages_users,
+    keystone_admin_manages_role_assignments,
+    keystone_user_admin_refuses_bad_input_and_non_admins,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -1217,4 +1220,326 @@ async fn keystone_admin_makes_and_removes_projects(backend: Backend) {
     assert_eq!(r.text, "");
     keystone_error(&f.boss.get(&format!("/identity/v3/projects/{pid}")).await, 404);
     keystone_error(&f.boss.delete(&format!("/identity/v3/projects/{pid}")).await, 404);
+}
+
+// ----- issue 10 B.11: users, roles and role assignments through the Keystone API -------------
+
+/// Log in with a password; the token, or the failed response.
+async fn login_with(api: &Api, user: &str, password: &str, project: &str) -> Result<String, Resp> {
+    let r = api.post("/identity/v3/auth/tokens", password_body(user, password, project)).await;
+    if r.status == 201 {
+        Ok(r.header("x-subject-token").expect("X-Subject-Token"))
+    } else {
+        Err(r)
+    }
+}
+
+/// Whether a token still works (`GET /identity/v3/auth/projects`).
+async fn token_works(api: &Api, token: &str) -> bool {
+    let r = api.request(Method::GET, "/identity/v3/auth/projects", &[("X-Auth-Token", token)], None).await;
+    assert!(r.status == 200 || r.status == 401, "{}: {}", r.status, r.text);
+    r.status == 200
+}
+
+async fn user_id(f: &Fixture, name: &str) -> String {
+    let r = f.boss.get(&format!("/identity/v3/users?name={name}")).await.expect(200);
+    s(&r.body["users"][0], "id")
+}
+
+async fn role_id(f: &Fixture, name: &str) -> String {
+    let r = f.boss.get(&format!("/identity/v3/roles?name={name}")).await.expect(200);
+    assert_eq!(r.body["roles"].as_array().map(Vec::len), Some(1), "{}", r.text);
+    s(&r.body["roles"][0], "id")
+}
+
+async fn patch(c: &Client, path: &str, body: Value) -> Resp {
+    c.req(Method::PATCH, path, Some(body)).await
+}
+
+async fn keystone_admin_manages_users(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let api = f.server.api();
+    let name = unique("ku");
+    let pw = "s3cret-pw-for-ku";
+    let r = f
+        .boss
+        .post(
+            "/identity/v3/users",
+            json!({"user": {"name": name, "password": pw, "default_project_id": f.a, "domain_id": "default",
+                            "enabled": true, "description": "a user", "email": "ku@example.org"}}),
+        )
+        .await
+        .expect(201);
+    assert!(!r.text.contains(pw), "the password is never echoed: {}", r.text);
+    let u = r.body["user"].clone();
+    let uid = s(&u, "id");
+    assert_eq!(uid.len(), 32, "{}", r.text);
+    assert_eq!(
+        (u["name"].clone(), u["domain_id"].clone(), u["enabled"].clone(), u["default_project_id"].clone()),
+        (json!(name), json!("default"), json!(true), json!(f.a))
+    );
+    assert_eq!((u["description"].clone(), u["email"].clone()), (json!("a user"), json!("ku@example.org")));
+    assert!(s(&u["links"], "self").ends_with(&format!("/identity/v3/users/{uid}")), "{}", r.text);
+    assert!(u.get("password").is_none() && u.get("password_hash").is_none(), "{}", r.text);
+
+    // List and filters; show.
+    let all = f.boss.get("/identity/v3/users").await.expect(200);
+    assert_eq!(all.body["users"].as_array().map(Vec::len), Some(5), "{}", all.text);
+    assert!(all.body["links"]["self"].is_string(), "{}", all.text);
+    assert!(!all.text.contains("argon2"), "no hashes in lists: {}", all.text);
+    let one = f.boss.get(&format!("/identity/v3/users?name={name}")).await.expect(200);
+    assert_eq!(one.body["users"][0]["id"], json!(uid), "{}", one.text);
+    let dom = f.boss.get(&format!("/identity/v3/users?name={name}&domain_id=default")).await.expect(200);
+    assert_eq!(dom.body["users"].as_array().map(Vec::len), Some(1), "{}", dom.text);
+    assert_eq!(f.boss.get("/identity/v3/users?domain_id=other").await.expect(200).body["users"], json!([]));
+    assert_eq!(f.boss.get("/identity/v3/users?enabled=false").await.expect(200).body["users"], json!([]));
+    let shown = f.boss.get(&format!("/identity/v3/users/{uid}")).await.expect(200);
+    assert_eq!(shown.body["user"]["name"], json!(name), "{}", shown.text);
+
+    // No role yet: the password is right but there is nothing to scope to.
+    login_with(&api, &name, pw, "proj-a").await.expect_err("no role in proj-a yet");
+    let member = role_id(&f, "member").await;
+    f.boss.put(&format!("/identity/v3/projects/{}/users/{uid}/roles/{member}", f.a), json!(null)).await.expect(204);
+    let token = login_with(&api, &name, pw, "proj-a").await.expect("a user made over the API logs in");
+    let me = Client { api: api.clone(), token: token.clone() };
+    // A user reads itself, not others.
+    me.get(&format!("/identity/v3/users/{uid}")).await.expect(200);
+    let alice = user_id(&f, "alice").await;
+    keystone_error(&me.get(&format!("/identity/v3/users/{alice}")).await, 403);
+
+    // PATCH: the password (old tokens end, the new password works), name, enabled.
+    let r = patch(&f.boss, &format!("/identity/v3/users/{uid}"), json!({"user": {"password": "new-pw-ku"}})).await;
+    let r = r.expect(200);
+    assert!(!r.text.contains("new-pw-ku"), "{}", r.text);
+    assert!(!token_works(&api, &token).await, "a new password ends the old tokens");
+    login_with(&api, &name, pw, "proj-a").await.expect_err("the old password is gone");
+    let token = login_with(&api, &name, "new-pw-ku", "proj-a").await.expect("the new password works");
+    let r = patch(&f.boss, &format!("/identity/v3/users/{uid}"), json!({"user": {"enabled": false}})).await.expect(200);
+    assert_eq!(r.body["user"]["enabled"], json!(false), "{}", r.text);
+    assert!(!token_works(&api, &token).await, "disabling a user ends its tokens");
+    login_with(&api, &name, "new-pw-ku", "proj-a").await.expect_err("a disabled user cannot log in");
+    let disabled = f.boss.get("/identity/v3/users?enabled=false").await.expect(200);
+    assert_eq!(disabled.body["users"][0]["id"], json!(uid), "{}", disabled.text);
+    let renamed = unique("ku2");
+    let r = patch(
+        &f.boss,
+        &format!("/identity/v3/users/{uid}"),
+        json!({"user": {"enabled": true, "name": renamed, "default_project_id": f.b, "email": null}}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        (r.body["user"]["name"].clone(), r.body["user"]["default_project_id"].clone()),
+        (json!(renamed), json!(f.b))
+    );
+    assert!(r.body["user"].get("email").is_none(), "email cleared: {}", r.text);
+    assert_eq!(r.body["user"]["description"], json!("a user"), "untouched fields stay: {}", r.text);
+    let token = login_with(&api, &renamed, "new-pw-ku", "proj-a").await.expect("enabled again, renamed");
+
+    // Credentials and tokens go with the user.
+    cli(&f.server, &["admin", "credential", "create", "--user", &renamed, "--project", "proj-a"], None);
+    assert!(cli(&f.server, &["admin", "credential", "list"], None).contains(&renamed));
+    f.boss.delete(&format!("/identity/v3/users/{uid}")).await.expect(204);
+    assert!(!token_works(&api, &token).await, "a deleted user's tokens end");
+    let r = login_with(&api, &renamed, "new-pw-ku", "proj-a").await.expect_err("a deleted user cannot log in");
+    keystone_error(&r, 401);
+    assert!(!cli(&f.server, &["admin", "credential", "list"], None).contains(&renamed), "credentials deleted");
+    keystone_error(&f.boss.get(&format!("/identity/v3/users/{uid}")).await, 404);
+    keystone_error(&f.boss.delete(&format!("/identity/v3/users/{uid}")).await, 404);
+    let all = f.boss.get("/identity/v3/users").await.expect(200);
+    assert_eq!(all.body["users"].as_array().map(Vec::len), Some(4), "{}", all.text);
+
+    // A user created disabled exists but cannot log in until enabled.
+    let off = unique("ku-off");
+    let r = f
+        .boss
+        .post(
+            "/identity/v3/users",
+            json!({"user": {"name": off, "password": pw, "default_project_id": f.a, "enabled": false}}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(r.body["user"]["enabled"], json!(false), "{}", r.text);
+    let off_id = s(&r.body["user"], "id");
+    f.boss.put(&format!("/identity/v3/projects/{}/users/{off_id}/roles/{member}", f.a), json!(null)).await.expect(204);
+    keystone_error(&login_with(&api, &off, pw, "proj-a").await.expect_err("disabled at creation"), 401);
+    patch(&f.boss, &format!("/identity/v3/users/{off_id}"), json!({"user": {"enabled": true}})).await.expect(200);
+    login_with(&api, &off, pw, "proj-a").await.expect("enabled later");
+}
+
+async fn keystone_admin_manages_role_assignments(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let api = f.server.api();
+    // The three fixed roles, with stable ids.
+    let roles = f.boss.get("/identity/v3/roles").await.expect(200);
+    let names: Vec<Value> = roles.body["roles"].as_array().expect("roles").iter().map(|r| r["name"].clone()).collect();
+    assert_eq!(names, vec![json!("reader"), json!("member"), json!("admin")], "{}", roles.text);
+    let (reader, member, admin) =
+        (role_id(&f, "reader").await, role_id(&f, "member").await, role_id(&f, "admin").await);
+    assert_eq!(admin, "6a1a3b3a2f9c4b0e9d7f0c1b2a3d4e03");
+    assert_eq!(f.boss.get(&format!("/identity/v3/roles/{member}")).await.expect(200).body["role"]["name"], "member");
+    keystone_error(&f.boss.get("/identity/v3/roles/nope").await, 404);
+    assert_eq!(f.boss.get("/identity/v3/roles?name=root").await.expect(200).body["roles"], json!([]));
+
+    let bob = user_id(&f, "bob").await;
+    let boss = user_id(&f, "boss").await;
+    let (a, b) = (f.a.clone(), f.b.clone());
+    let path = |p: &str, u: &str, r: &str| format!("/identity/v3/projects/{p}/users/{u}/roles/{r}");
+    // HEAD: 404 before the grant, 204 after; a second PUT is fine.
+    keystone_error(&f.boss.req(Method::GET, &path(&a, &bob, &reader), None).await, 404);
+    assert_eq!(f.boss.req(Method::HEAD, &path(&a, &bob, &reader), None).await.status, 404);
+    f.boss.put(&path(&a, &bob, &reader), json!(null)).await.expect(204);
+    f.boss.put(&path(&a, &bob, &reader), json!(null)).await.expect(204);
+    assert_eq!(f.boss.req(Method::HEAD, &path(&a, &bob, &reader), None).await.status, 204);
+    let listed = f.boss.get(&format!("/identity/v3/projects/{a}/users/{bob}/roles")).await.expect(200);
+    assert_eq!(listed.body["roles"].as_array().map(Vec::len), Some(1), "{}", listed.text);
+    assert_eq!(listed.body["roles"][0]["id"], json!(reader), "{}", listed.text);
+    let token = login_with(&api, "bob", PASSWORD, "proj-a").await.expect("bob reads proj-a now");
+    let bob_c = Client { api: api.clone(), token: token.clone() };
+    bob_c.get(&format!("/identity/v3/projects/{a}/users/{bob}/roles")).await.expect(200);
+
+    // Assignment list: filters, names, effective (implied roles name their prior role).
+    let r = f.boss.get(&format!("/identity/v3/role_assignments?user.id={bob}")).await.expect(200);
+    let list = r.body["role_assignments"].as_array().expect("list").clone();
+    assert_eq!(list.len(), 2, "{}", r.text);
+    let ra = list.iter().find(|x| x["scope"]["project"]["id"] == json!(a)).expect("bob in A");
+    assert_eq!(ra["role"], json!({"id": reader}), "{}", r.text);
+    assert_eq!(ra["user"], json!({"id": bob}), "{}", r.text);
+    assert!(s(&ra["links"], "assignment").ends_with(&path(&a, &bob, &reader)), "{}", r.text);
+    let r = f
+        .boss
+        .get(&format!("/identity/v3/role_assignments?user.id={bob}&scope.project.id={a}&include_names=True"))
+        .await
+        .expect(200);
+    let ra = &r.body["role_assignments"][0];
+    assert_eq!(r.body["role_assignments"].as_array().map(Vec::len), Some(1), "{}", r.text);
+    assert_eq!(ra["role"], json!({"id": reader, "name": "reader"}), "{}", r.text);
+    assert_eq!(ra["user"]["name"], json!("bob"), "{}", r.text);
+    assert_eq!(ra["user"]["domain"], json!({"id": "default", "name": "Default"}), "{}", r.text);
+    assert_eq!(ra["scope"]["project"]["name"], json!("proj-a"), "{}", r.text);
+    let r = f.boss.get(&format!("/identity/v3/role_assignments?role.id={admin}")).await.expect(200);
+    assert_eq!(r.body["role_assignments"].as_array().map(Vec::len), Some(1), "{}", r.text);
+    assert_eq!(r.body["role_assignments"][0]["user"]["id"], json!(boss), "{}", r.text);
+    let r = f.boss.get(&format!("/identity/v3/role_assignments?user.id={boss}&effective")).await.expect(200);
+    let eff = r.body["role_assignments"].as_array().expect("list");
+    assert_eq!(eff.len(), 3, "admin implies member and reader: {}", r.text);
+    assert!(eff.iter().filter(|x| x["links"]["prior_role"].is_string()).count() == 2, "{}", r.text);
+    assert_eq!(
+        f.boss.get("/identity/v3/role_assignments?scope.domain.id=default").await.expect(200).body["role_assignments"],
+        json!([])
+    );
+    // A non-admin lists its own assignments only.
+    bob_c.get(&format!("/identity/v3/role_assignments?user.id={bob}")).await.expect(200);
+    keystone_error(&bob_c.get("/identity/v3/role_assignments").await, 403);
+    keystone_error(&bob_c.get(&format!("/identity/v3/role_assignments?user.id={boss}")).await, 403);
+
+    // Removing the role ends bob's tokens for that project; a second removal is 404.
+    f.boss.delete(&path(&a, &bob, &reader)).await.expect(204);
+    assert!(!token_works(&api, &token).await, "the revoked role's tokens end");
+    keystone_error(&f.boss.delete(&path(&a, &bob, &reader)).await, 404);
+    login_with(&api, "bob", PASSWORD, "proj-a").await.expect_err("no role in proj-a any more");
+    login_with(&api, "bob", PASSWORD, "proj-b").await.expect("bob keeps proj-b");
+
+    // The last admin assignment of the deployment stays (409), whichever way it would go.
+    keystone_error(&f.boss.delete(&path(&a, &boss, &admin)).await, 409);
+    keystone_error(&f.boss.delete(&format!("/identity/v3/users/{boss}")).await, 409);
+    keystone_error(
+        &patch(&f.boss, &format!("/identity/v3/users/{boss}"), json!({"user": {"enabled": false}})).await,
+        409,
+    );
+    f.boss.get(&format!("/identity/v3/users/{boss}")).await.expect(200);
+    assert!(token_works(&api, &f.boss.token).await, "the refused changes changed nothing");
+    // With a second admin, the first one's admin role can go.
+    f.boss.put(&path(&b, &bob, &admin), json!(null)).await.expect(204);
+    f.boss.delete(&path(&a, &boss, &admin)).await.expect(204);
+    assert!(!token_works(&api, &f.boss.token).await);
+    let bob_admin = Client::login(&api, "bob", "proj-b").await;
+    keystone_error(&bob_admin.delete(&path(&b, &bob, &admin)).await, 409);
+    bob_admin.put(&path(&a, &boss, &member), json!(null)).await.expect(204);
+}
+
+async fn keystone_user_admin_refuses_bad_input_and_non_admins(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let before = f.boss.get("/identity/v3/users").await.expect(200).body["users"].clone();
+    let member = role_id(&f, "member").await;
+    let bob = user_id(&f, "bob").await;
+    let a = f.a.clone();
+    keystone_error(&f.boss.post("/identity/v3/users", json!({"user": {"name": "alice", "password": "x"}})).await, 409);
+    for (bad, status) in [
+        (json!({"user": {"password": "x"}}), 400),
+        (json!({"user": {"name": "", "password": "x"}}), 400),
+        (json!({"user": {"name": 5, "password": "x"}}), 400),
+        (json!({"user": {"name": "a\u{7}b", "password": "x"}}), 400),
+        (json!({"user": {"name": "x".repeat(256), "password": "x"}}), 400),
+        (json!({"user": {"name": unique("ku")}}), 400),
+        (json!({"user": {"name": unique("ku"), "password": ""}}), 400),
+        (json!({"user": {"name": unique("ku"), "password": "p".repeat(1025)}}), 400),
+        (json!({"user": {"name": unique("ku"), "password": "x", "enabled": "yes"}}), 400),
+        (json!({"user": {"name": unique("ku"), "password": "x", "description": "d".repeat(256)}}), 400),
+        (json!({"user": {"name": unique("ku"), "password": "x", "email": "a\nb"}}), 400),
+        (json!({"user": {"name": unique("ku"), "password": "x", "default_project_id": "nope"}}), 404),
+        (json!({"user": {"name": unique("ku"), "password": "x", "domain_id": "other"}}), 404),
+        (json!({"nope": {}}), 400),
+    ] {
+        let r = f.boss.post("/identity/v3/users", bad.clone()).await;
+        keystone_error(&r, status);
+        assert!(!r.text.contains("\"password\""), "{bad}: {}", r.text);
+    }
+    let path = format!("/identity/v3/users/{bob}");
+    for (bad, status) in [
+        (json!({"user": {"name": "alice"}}), 409),
+        (json!({"user": {"name": "a\u{1}"}}), 400),
+        (json!({"user": {"password": ""}}), 400),
+        (json!({"user": {"enabled": 1}}), 400),
+        (json!({"user": {"default_project_id": "nope"}}), 404),
+        (json!({"user": {"name": unique("ok"), "default_project_id": "nope"}}), 404),
+    ] {
+        keystone_error(&patch(&f.boss, &path, bad).await, status);
+    }
+    keystone_error(&patch(&f.boss, "/identity/v3/users/nope", json!({"user": {"name": "z"}})).await, 404);
+    login_with(&f.server.api(), "bob", PASSWORD, "proj-b").await.expect("bob is unchanged");
+    keystone_error(&f.boss.put(&format!("/identity/v3/projects/{a}/users/{bob}/roles/nope"), json!(null)).await, 404);
+    keystone_error(
+        &f.boss.put(&format!("/identity/v3/projects/{a}/users/nope/roles/{member}"), json!(null)).await,
+        404,
+    );
+    keystone_error(
+        &f.boss.put(&format!("/identity/v3/projects/nope/users/{bob}/roles/{member}"), json!(null)).await,
+        404,
+    );
+    keystone_error(&f.boss.get("/identity/v3/users/nope").await, 404);
+    assert_eq!(f.boss.get("/identity/v3/users").await.expect(200).body["users"], before, "bad input changed nothing");
+    let r = f.boss.get(&format!("/identity/v3/role_assignments?user.id={bob}")).await.expect(200);
+    assert_eq!(r.body["role_assignments"].as_array().map(Vec::len), Some(1), "{}", r.text);
+
+    // Members and readers are refused every admin call (Keystone's 403 body); no token is 401.
+    let rita = user_id(&f, "rita").await;
+    for who in [&f.alice, &f.rita] {
+        keystone_error(&who.get("/identity/v3/users").await, 403);
+        keystone_error(&who.get(&format!("/identity/v3/users/{bob}")).await, 403);
+        keystone_error(
+            &who.post("/identity/v3/users", json!({"user": {"name": unique("ku"), "password": "x"}})).await,
+            403,
+        );
+        keystone_error(
+            &patch(who, &format!("/identity/v3/users/{rita}"), json!({"user": {"enabled": true}})).await,
+            403,
+        );
+        keystone_error(&who.delete(&format!("/identity/v3/users/{bob}")).await, 403);
+        keystone_error(&who.get("/identity/v3/roles").await, 403);
+        keystone_error(
+            &who.put(&format!("/identity/v3/projects/{a}/users/{rita}/roles/{member}"), json!(null)).await,
+            403,
+        );
+        keystone_error(&who.delete(&format!("/identity/v3/projects/{a}/users/{bob}/roles/{member}")).await, 403);
+    }
+    let anon = f.server.api();
+    keystone_error(&anon.get("/identity/v3/users").await, 401);
+    keystone_error(
+        &anon.post("/identity/v3/users", json!({"user": {"name": unique("ku"), "password": "x"}})).await,
+        401,
+    );
+    assert_eq!(f.boss.get("/identity/v3/users").await.expect(200).body["users"], before, "refusals changed nothing");
+    let r = f.boss.get(&format!("/identity/v3/role_assignments?user.id={rita}")).await.expect(200);
+    assert_eq!(r.body["role_assignments"][0]["role"]["id"], json!(role_id(&f, "reader").await), "{}", r.text);
 }

@@ -92,6 +92,10 @@ pub struct User {
     pub default_project_id: Option<String>,
     /// Disabled users cannot authenticate.
     pub enabled: bool,
+    /// Free text (Keystone's `description`).
+    pub description: Option<String>,
+    /// Contact address (Keystone's `email` extra attribute).
+    pub email: Option<String>,
     /// Creation time.
     pub created_at: String,
 }

@@ -458,30 +458,162 @@ pub async fn delete_project(db: &Db, r: &Ref) -> Result<Project> {
 
 /// Create a user with a first role in a project.
 pub async fn create_user(db: &Db, name: &str, password: &str, project: &Ref, role: Role) -> Result<User> {
-    check_name("user", name)?;
-    if password.is_empty() {
-        return Err(invalid("the password is empty"));
+    let new = NewUser { name, password, default_project: Some(project), enabled: true, description: None, email: None };
+    create_user_with(db, &new, Some(role)).await
+}
+
+/// What `POST /v3/users` (or `cinderblock admin user create`) gives for a new user.
+pub struct NewUser<'a> {
+    /// Unique name.
+    pub name: &'a str,
+    /// Plain-text password (hashed here, never stored or logged as is).
+    pub password: &'a str,
+    /// Project a token without scope goes to.
+    pub default_project: Option<&'a Ref>,
+    /// False: the user exists but cannot log in until enabled.
+    pub enabled: bool,
+    /// Free text.
+    pub description: Option<&'a str>,
+    /// Contact address.
+    pub email: Option<&'a str>,
+}
+
+/// Changes to a user (`PATCH /v3/users/{id}`); `None` keeps the attribute.
+#[derive(Default)]
+pub struct UserUpdate {
+    /// New name.
+    pub name: Option<String>,
+    /// New password.
+    pub password: Option<String>,
+    /// Enable or disable (a disabled user's tokens end).
+    pub enabled: Option<bool>,
+    /// New default project (`Some(None)` clears it).
+    pub default_project: Option<Option<Ref>>,
+    /// New description (`Some(None)` clears it).
+    pub description: Option<Option<String>>,
+    /// New email (`Some(None)` clears it).
+    pub email: Option<Option<String>>,
+}
+
+/// Longest description or email kept.
+const MAX_TEXT: usize = 255;
+
+fn check_text(kind: &str, text: Option<&str>) -> Result<()> {
+    if let Some(t) = text {
+        if t.chars().count() > MAX_TEXT || t.chars().any(char::is_control) {
+            return Err(invalid(format!("invalid {kind}: at most {MAX_TEXT} characters, no control characters")));
+        }
     }
-    let p = find_project(db, project).await?;
+    Ok(())
+}
+
+/// Change a user; everything is checked (and the password hashed) before anything is stored,
+/// and all of it is stored in one transaction. Disabling the user or setting its password
+/// ends its tokens. Disabling the last enabled admin is refused (`Conflict`).
+pub async fn update_user(db: &Db, id: &str, change: UserUpdate) -> Result<User> {
+    let mut u = db.user_by_id(id).await?.ok_or_else(|| not_found(format!("no user {id:?}")))?;
+    if let Some(name) = &change.name {
+        check_name("user", name)?;
+        u.name = name.clone();
+    }
+    if let Some(p) = &change.default_project {
+        u.default_project_id = match p {
+            Some(r) => Some(find_project(db, r).await?.id),
+            None => None,
+        };
+    }
+    if let Some(d) = change.description {
+        check_text("description", d.as_deref())?;
+        u.description = d;
+    }
+    if let Some(e) = change.email {
+        check_text("email", e.as_deref())?;
+        u.email = e;
+    }
+    if let Some(enabled) = change.enabled {
+        if !enabled && u.enabled {
+            let admins = db.list_role_assignments(None, None).await?;
+            let mut others = Vec::new();
+            for a in admins.iter().filter(|a| a.role == Role::Admin && a.user_id != u.id) {
+                if !others.contains(&a.user_id) {
+                    others.push(a.user_id.clone());
+                }
+            }
+            let mut other_enabled = false;
+            for o in &others {
+                if db.user_by_id(o).await?.is_some_and(|x| x.enabled) {
+                    other_enabled = true;
+                    break;
+                }
+            }
+            let is_admin = admins.iter().any(|a| a.role == Role::Admin && a.user_id == u.id);
+            if is_admin && !other_enabled {
+                return Err(Error::conflict("EVS.5409", "refusing to disable the last enabled admin user"));
+            }
+        }
+        u.enabled = enabled;
+    }
+    let hash = match change.password {
+        Some(pw) => {
+            check_password(&pw)?;
+            Some(hash_password_blocking(pw).await?)
+        }
+        None => None,
+    };
+    if !db.update_user(&u, hash.as_deref()).await? {
+        return Err(not_found(format!("no user {id:?}")));
+    }
+    Ok(u)
+}
+
+/// Create a user, optionally with a default project and (there) a first role. Keystone's
+/// `POST /v3/users` sets only the default project; `cinderblock admin user create` grants too.
+pub async fn create_user_with(db: &Db, new: &NewUser<'_>, role: Option<Role>) -> Result<User> {
+    let NewUser { name, password, default_project, enabled, description, email } = *new;
+    check_name("user", name)?;
+    check_password(password)?;
+    check_text("description", description)?;
+    check_text("email", email)?;
+    let p = match default_project {
+        Some(r) => Some(find_project(db, r).await?),
+        None => None,
+    };
     let pw = password.to_string();
     let password_hash = hash_password_blocking(pw).await?;
     let u = User {
         id: new_id(),
         name: name.to_string(),
         password_hash,
-        default_project_id: Some(p.id.clone()),
-        enabled: true,
+        default_project_id: p.as_ref().map(|p| p.id.clone()),
+        enabled,
+        description: description.map(str::to_string),
+        email: email.map(str::to_string),
         created_at: now_timestamp(),
     };
-    db.insert_user(&u, &p.id, role).await?;
+    let first = match (&p, role) {
+        (Some(p), Some(role)) => Some((p.id.as_str(), role)),
+        _ => None,
+    };
+    db.insert_user(&u, first).await?;
     Ok(u)
+}
+
+/// Longest password accepted (argon2 takes any length; this bounds the work per request).
+const MAX_PASSWORD: usize = 1024;
+
+fn check_password(password: &str) -> Result<()> {
+    if password.is_empty() {
+        return Err(invalid("the password is empty"));
+    }
+    if password.len() > MAX_PASSWORD {
+        return Err(invalid(format!("the password is longer than {MAX_PASSWORD} bytes")));
+    }
+    Ok(())
 }
 
 /// Set a user's password (ends its tokens).
 pub async fn set_password(db: &Db, user: &Ref, password: &str) -> Result<User> {
-    if password.is_empty() {
-        return Err(invalid("the password is empty"));
-    }
+    check_password(password)?;
     let u = find_user(db, user).await?;
     let pw = password.to_string();
     let hash = hash_password_blocking(pw).await?;

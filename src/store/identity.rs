@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::model::{Credential, Project, Role, RoleAssignment, TokenRecord, User};
 
 const PROJECT_COLUMNS: &str = "id, name, description, enabled, created_at";
-const USER_COLUMNS: &str = "id, name, password_hash, default_project_id, enabled, created_at";
+const USER_COLUMNS: &str = "id, name, password_hash, default_project_id, enabled, description, email, created_at";
 const CREDENTIAL_COLUMNS: &str = "access_key, user_id, project_id, secret_enc, created_at";
 const TOKEN_COLUMNS: &str = "token_hash, user_id, project_id, methods, audit_id, issued_at, expires_at";
 
@@ -34,6 +34,8 @@ fn user_from_row(r: &AnyRow) -> Result<User> {
         password_hash: r.try_get("password_hash")?,
         default_project_id: r.try_get("default_project_id")?,
         enabled: enabled != 0,
+        description: r.try_get("description")?,
+        email: r.try_get("email")?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -141,30 +143,34 @@ impl Db {
 
     // ----- users ----------------------------------------------------------------------------
 
-    /// Insert a user and its first role assignment in one transaction; `Conflict` when the
-    /// name is taken.
-    pub async fn insert_user(&self, u: &User, project_id: &str, role: Role) -> Result<()> {
+    /// Insert a user and (optionally) its first role assignment in one transaction; `Conflict`
+    /// when the name is taken.
+    pub async fn insert_user(&self, u: &User, first_role: Option<(&str, Role)>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO users (id, name, password_hash, default_project_id, enabled, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO users (id, name, password_hash, default_project_id, enabled, description, email, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&u.id)
         .bind(&u.name)
         .bind(&u.password_hash)
         .bind(u.default_project_id.as_deref())
         .bind(i64::from(u.enabled))
+        .bind(u.description.as_deref())
+        .bind(u.email.as_deref())
         .bind(&u.created_at)
         .execute(tx.conn())
         .await
         .map_err(|e| unique_to_conflict(e, &format!("user {:?}", u.name)))?;
-        sqlx::query("INSERT INTO role_assignments (user_id, project_id, role, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(&u.id)
-            .bind(project_id)
-            .bind(role.as_str())
-            .bind(&u.created_at)
-            .execute(tx.conn())
-            .await?;
+        if let Some((project_id, role)) = first_role {
+            sqlx::query("INSERT INTO role_assignments (user_id, project_id, role, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(&u.id)
+                .bind(project_id)
+                .bind(role.as_str())
+                .bind(&u.created_at)
+                .execute(tx.conn())
+                .await?;
+        }
         tx.commit().await
     }
 
@@ -208,10 +214,51 @@ impl Db {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Delete a user (assignments, credentials and tokens go with it).
+    /// Store a user's changed attributes, and its new password hash when given, in one
+    /// transaction; a disabled user's tokens, or every token of the old password, end with it.
+    /// False when the user does not exist; `Conflict` when the new name is taken.
+    pub async fn update_user(&self, u: &User, new_password_hash: Option<&str>) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query(
+            "UPDATE users SET name = $1, default_project_id = $2, enabled = $3, description = $4, email = $5 \
+             WHERE id = $6",
+        )
+        .bind(&u.name)
+        .bind(u.default_project_id.as_deref())
+        .bind(i64::from(u.enabled))
+        .bind(u.description.as_deref())
+        .bind(u.email.as_deref())
+        .bind(&u.id)
+        .execute(tx.conn())
+        .await
+        .map_err(|e| unique_to_conflict(e, &format!("user {:?}", u.name)))?;
+        if let Some(hash) = new_password_hash {
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                .bind(hash)
+                .bind(&u.id)
+                .execute(tx.conn())
+                .await?;
+        }
+        if !u.enabled || new_password_hash.is_some() {
+            sqlx::query("DELETE FROM tokens WHERE user_id = $1").bind(&u.id).execute(tx.conn()).await?;
+        }
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Delete a user (assignments, credentials and tokens go with it). `Conflict` (nothing
+    /// changed) when it holds the deployment's last admin role assignment.
     pub async fn delete_user(&self, id: &str) -> Result<bool> {
         let mut tx = self.begin_write().await?;
+        let held = sqlx::query("SELECT COUNT(*) AS n FROM role_assignments WHERE user_id = $1 AND role = 'admin'")
+            .bind(id)
+            .fetch_one(tx.conn())
+            .await?;
+        let held: i64 = held.try_get("n")?;
         let r = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(tx.conn()).await?;
+        if held > 0 {
+            refuse_if_admins_gone(&mut tx, id).await?;
+        }
         tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
@@ -245,6 +292,9 @@ impl Db {
             .bind(role.as_str())
             .execute(tx.conn())
             .await?;
+        if r.rows_affected() > 0 && role == Role::Admin {
+            refuse_if_admins_gone(&mut tx, user_id).await?;
+        }
         if r.rows_affected() > 0 {
             sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND project_id = $2")
                 .bind(user_id)
@@ -414,4 +464,21 @@ impl Db {
         tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
+}
+
+/// Inside a write transaction that just removed admin assignments of `user_id`: fail with
+/// `Conflict` (the caller drops the transaction, so nothing changes) when no admin role
+/// assignment is left in the deployment, so nobody can lock every admin out. Checked in the
+/// same transaction as the delete, so two concurrent removals cannot both pass.
+async fn refuse_if_admins_gone(tx: &mut super::WriteTx<'_>, user_id: &str) -> Result<()> {
+    let row =
+        sqlx::query("SELECT COUNT(*) AS n FROM role_assignments WHERE role = 'admin'").fetch_one(tx.conn()).await?;
+    let n: i64 = row.try_get("n")?;
+    if n == 0 {
+        return Err(Error::conflict(
+            "EVS.5409",
+            format!("user {user_id} holds the last admin role assignment; grant admin to someone else first"),
+        ));
+    }
+    Ok(())
 }

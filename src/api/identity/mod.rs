@@ -1,7 +1,8 @@
 //! The Keystone v3 subset the OpenStack clients need (`spec/CLIENTS.md` §2), under `/identity`:
 //! version documents, password (and token) authentication issuing tokens with a service
 //! catalog, token validation and revocation, the caller's projects, and (admins, `admin`) the
-//! domain list and project create/delete tempest's credential client needs.
+//! domain list and project create/delete tempest's credential client needs, and the user, role
+//! and role-assignment routes of `openstack user|role …` (`users`).
 //!
 //! Errors use Keystone's body `{"error": {"code": 401, "title": "Unauthorized", "message"}}`.
 //! These routes need no caller from the auth middleware: they check tokens themselves.
@@ -19,6 +20,8 @@ use sha2::{Digest, Sha256};
 
 // Keystone admin subset (domains, project create/delete).
 mod admin;
+// Keystone admin subset (users, roles, role assignments).
+mod users;
 
 use super::common::{base_url, parse_query, query_get};
 use crate::error::{Error, ErrorKind};
@@ -46,6 +49,16 @@ pub(super) fn routes() -> Router<Services> {
         .route("/identity/v3/domains", get(admin::list_domains))
         .route("/identity/v3/domains/{id}", get(admin::show_domain))
         .route("/identity/v3/users/{id}/projects", get(user_projects))
+        .route("/identity/v3/users", get(users::list_users).post(users::create_user))
+        .route("/identity/v3/users/{id}", get(users::show_user).patch(users::update_user).delete(users::delete_user))
+        .route("/identity/v3/roles", get(users::list_roles))
+        .route("/identity/v3/roles/{id}", get(users::show_role))
+        .route("/identity/v3/projects/{id}/users/{u}/roles", get(users::project_user_roles))
+        .route(
+            "/identity/v3/projects/{id}/users/{u}/roles/{r}",
+            get(users::check_role).put(users::grant_role).delete(users::revoke_role),
+        )
+        .route("/identity/v3/role_assignments", get(users::list_role_assignments))
 }
 
 /// A domain error in Keystone's wire format.
