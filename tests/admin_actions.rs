@@ -352,9 +352,21 @@ async fn messages_tell_the_project_why_a_create_failed(b: Backend) {
         .request(Method::GET, &format!("/v3/{a}/messages"), &[("X-Auth-Token", k.alice.token.as_str())], None)
         .await;
     assert_eq!(old.status, 404, "{}", old.text);
-    // Another project sees none of them.
+    // Another project sees none of them; an admin sees every project's (Cinder's admin
+    // context is not project-scoped).
     let other = k.bob.get(&format!("/v3/{pb}/messages")).await.expect(200);
     assert_eq!(other.body["messages"], json!([]));
+    let all = k.boss.get(&format!("/v3/{a}/messages")).await.expect(200);
+    assert_eq!(all.body["messages"].as_array().map(Vec::len), Some(1), "{}", all.text);
+    let r =
+        k.bob.post(&format!("/v3/{pb}/volumes"), json!({"volume": {"size": 1, "volume_type": tid}})).await.expect(202);
+    k.bob.wait_volume(pb, &s(&r.body["volume"], "id"), "error").await;
+    let all = k.boss.get(&format!("/v3/{a}/messages")).await.expect(200);
+    assert_eq!(all.body["messages"].as_array().map(Vec::len), Some(2), "{}", all.text);
+    assert_eq!(
+        k.alice.get(&format!("/v3/{a}/messages")).await.expect(200).body["messages"].as_array().map(Vec::len),
+        Some(1)
+    );
     k.bob.get(&format!("/v3/{pb}/messages/{mid}")).await.expect(404);
     k.bob.delete(&format!("/v3/{pb}/messages/{mid}")).await.expect(404);
     k.alice.get(&format!("/v3/{a}/messages/{mid}")).await.expect(200);

@@ -28,12 +28,12 @@ fn message_from_row(r: &AnyRow) -> Result<Message> {
 }
 
 impl Db {
-    /// A project's messages, newest first.
-    pub async fn list_messages(&self, project_id: &str) -> Result<Vec<Message>> {
+    /// A project's messages (every project's for `None`), newest first.
+    pub async fn list_messages(&self, project_id: Option<&str>) -> Result<Vec<Message>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM messages WHERE project_id = $1 ORDER BY created_at DESC, id DESC"
+            "SELECT {COLUMNS} FROM messages WHERE ($1 = '' OR project_id = $1) ORDER BY created_at DESC, id DESC"
         )))
-        .bind(project_id)
+        .bind(project_id.unwrap_or(""))
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(message_from_row).collect()
