@@ -21,6 +21,7 @@ backend_tests!(
     group_snapshots_and_groups_from_source,
     other_projects_and_roles,
     kill9_during_group_snapshot_settles,
+    groups_quota_is_enforced,
 );
 
 /// `OpenStack-API-Version` for every call of these tests.
@@ -577,4 +578,37 @@ async fn kill9_during_group_snapshot_settles(b: Backend) {
     for v in [v1, v2] {
         api.wait_volume_gone(&p, &v).await;
     }
+}
+
+/// The `groups` quota counts the project's groups and refuses one more (413, nothing made),
+/// for a plain create and for a group from a source alike.
+async fn groups_quota_is_enforced(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let gt = group_type(&api, &p).await;
+    api.put(&format!("/v3/{p}/os-quota-sets/{p}"), json!({"quota_set": {"groups": 1}})).await.expect(200);
+    let g = group(&api, &p, &gt).await;
+    member(&api, &p, &g).await;
+    let u = api.get(&format!("/v3/{p}/os-quota-sets/{p}?usage=True")).await.expect(200);
+    assert_eq!(u.body["quota_set"]["groups"]["in_use"], 1, "{}", u.text);
+    assert_eq!(u.body["quota_set"]["groups"]["limit"], 1, "{}", u.text);
+    let r = post(
+        &api,
+        &format!("/v3/{p}/groups"),
+        json!({"group": {"name": unique("g"), "group_type": gt, "volume_types": ["SSD"]}}),
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    assert!(r.text.contains("GroupLimitExceeded"), "{}", r.text);
+    let r = post(&api, &format!("/v3/{p}/groups/action"), json!({"create-from-src": {"source_group_id": g}})).await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    let listed = get(&api, &format!("/v3/{p}/groups")).await.expect(200);
+    assert_eq!(listed.body["groups"].as_array().map(Vec::len), Some(1), "nothing was made: {}", listed.text);
+    // Room again after a delete.
+    let vols = get(&api, &format!("/v3/{p}/volumes")).await.expect(200);
+    assert_eq!(vols.body["volumes"].as_array().map(Vec::len), Some(1), "no member was cloned: {}", vols.text);
+    post(&api, &format!("/v3/{p}/groups/{g}/action"), json!({"delete": {"delete-volumes": true}})).await.expect(202);
+    wait_gone(&api, &format!("/v3/{p}/groups/{g}")).await;
+    group(&api, &p, &gt).await;
 }

@@ -333,7 +333,10 @@ impl Services {
             created_at: now_timestamp(),
             updated_at: None,
         };
+        let limits = self.project_limits(&caller.project_id).await?;
         let mut tx = self.db.begin_write().await?;
+        let delta = QuotaDelta { groups: 1, ..Default::default() };
+        self.check_quota(&mut tx, &caller.project_id, &delta, &limits).await?;
         tx.insert_group(&g).await?;
         tx.commit().await?;
         Ok(g)
@@ -698,6 +701,7 @@ impl Services {
                 return Err(no_space(&pool, gb));
             }
         }
+        self.check_quota(&mut tx, &caller.project_id, &QuotaDelta { groups: 1, ..Default::default() }, &limits).await?;
         tx.insert_group(&g).await?;
         for v in &new_volumes {
             tx.insert_job(&NewJob {

@@ -55,6 +55,8 @@ pub struct QuotaDelta {
     pub volume_type: String,
     /// Size of each new volume (checked against `per_volume_gigabytes`).
     pub per_volume_gb: Option<i64>,
+    /// New generic volume groups.
+    pub groups: i64,
     /// Only the per-type limits apply (a retype moves use between types; the project's total
     /// does not change).
     pub per_type_only: bool,
@@ -179,6 +181,7 @@ impl Services {
             (format!("gigabytes_{t}"), delta.gigabytes, "EVS.1042"),
             ("snapshots".to_string(), delta.snapshots, "EVS.5413"),
             (format!("snapshots_{t}"), delta.snapshots, "EVS.5413"),
+            ("groups".to_string(), delta.groups, "EVS.5413"),
         ];
         for (res, add, code) in checks {
             if add <= 0 || (delta.per_type_only && !res.contains('_')) {
@@ -193,6 +196,8 @@ impl Services {
                         "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed {res} quota. \
                          Requested {add}G, quota is {limit}G and {used}G has been consumed."
                     )
+                } else if res == "groups" {
+                    format!("GroupLimitExceeded: Maximum number of groups allowed ({limit}) exceeded")
                 } else if res.starts_with("volumes") {
                     format!(
                         "VolumeLimitExceeded: Maximum number of volumes allowed ({limit}) exceeded for quota '{res}'."

@@ -104,7 +104,7 @@ impl Db {
 }
 
 /// `volumes`, `gigabytes`, `snapshots` and their `_<type>` variants of a project (snapshot GiB
-/// count toward `gigabytes`, as in Cinder).
+/// count toward `gigabytes`, as in Cinder), and its `groups`.
 async fn usage_on(conn: &mut sqlx::AnyConnection, project_id: &str) -> Result<BTreeMap<String, i64>> {
     let mut usage = BTreeMap::new();
     let vols = sqlx::query(
@@ -132,6 +132,15 @@ async fn usage_on(conn: &mut sqlx::AnyConnection, project_id: &str) -> Result<BT
             *usage.entry("gigabytes".to_string()).or_insert(0) += gb;
             *usage.entry(format!("gigabytes_{t}")).or_insert(0) += gb;
         }
+    }
+    // groups: generic volume groups count against `groups`.
+    let groups: i64 = sqlx::query("SELECT COUNT(*) AS n FROM volume_groups WHERE project_id = $1")
+        .bind(project_id)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("n")?;
+    if groups > 0 {
+        usage.insert("groups".to_string(), groups);
     }
     Ok(usage)
 }
