@@ -239,6 +239,11 @@ pub struct JobsConfig {
     /// Test hook: milliseconds a worker waits after claiming a job and before its storage step,
     /// so a test can kill the daemon mid-job. Zero in production.
     pub step_delay_ms: u64,
+    /// Test hook: `<job_type>:<step>` (e.g. `createVolume:after_storage`) makes the daemon
+    /// SIGKILL itself when a job of that type reaches that step (see `jobs::execute::STEPS`),
+    /// so a test can crash it at every step of every job kind. Empty in production.
+    #[serde(default)]
+    pub crash_at: String,
 }
 
 fn default_driver() -> DriverKind {
@@ -272,7 +277,7 @@ impl Default for Config {
                 volume_types: default_types(),
                 max_over_subscription_ratio: default_ratio(),
             }],
-            jobs: JobsConfig { workers: 4, lease_seconds: 60, step_delay_ms: 0 },
+            jobs: JobsConfig { workers: 4, lease_seconds: 60, step_delay_ms: 0, crash_at: String::new() },
             http: HttpConfig::default(),
             nbd: NbdSettings::default(),
             quotas: std::collections::BTreeMap::new(),

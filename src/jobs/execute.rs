@@ -24,6 +24,7 @@ pub(crate) async fn execute(svc: &Services, job: &Job) {
     if svc.config.jobs.step_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(svc.config.jobs.step_delay_ms)).await;
     }
+    crash_point(svc, job, "before_storage");
     let outcome = match job.kind {
         JobKind::CreateVolume => create_volume(svc, job).await,
         JobKind::DeleteVolume => delete_volume(svc, job).await,
@@ -40,6 +41,24 @@ pub(crate) async fn execute(svc: &Services, job: &Job) {
         // the job will be retried, by this node at its next start at the latest.
         tracing::error!(job = %job.id, error = %e, "could not record the outcome of a job");
     }
+}
+
+/// The named steps of a job where [`crash_point`] can stop the daemon: claimed with nothing
+/// done (`before_storage`), storage done and the outcome not recorded (`after_storage`), and for
+/// migrations the outcome recorded with the old copy not yet removed (`after_commit`).
+pub(crate) const STEPS: [&str; 3] = ["before_storage", "after_storage", "after_commit"];
+
+/// Test hook (`jobs.crash_at`): SIGKILL this process when `job` reaches `step`, exactly what
+/// `kill -9` at that moment would do. A no-op unless configured.
+fn crash_point(svc: &Services, job: &Job, step: &str) {
+    debug_assert!(STEPS.contains(&step), "unnamed crash step {step}");
+    let want = &svc.config.jobs.crash_at;
+    if want.is_empty() || want.split_once(':') != Some((job.kind.as_str(), step)) {
+        return;
+    }
+    tracing::warn!(job = %job.id, kind = job.kind.as_str(), step, "jobs.crash_at: killing the daemon");
+    // SIGKILL cannot be caught: the process ends here, as with kill -9 from outside.
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
 }
 
 fn spawn_lease_renewal(svc: &Services, job: &Job) -> tokio::task::JoinHandle<()> {
@@ -151,6 +170,7 @@ async fn create_volume(svc: &Services, job: &Job) -> Result<()> {
         }
     }
     .await;
+    crash_point(svc, job, "after_storage");
     let mut tx = svc.db.begin_write().await?;
     let vid = job.volume_id.clone().unwrap_or_default();
     match step {
@@ -207,6 +227,7 @@ async fn delete_volume(svc: &Services, job: &Job) -> Result<()> {
         run_driver(svc, &v.pool, move |d| d.delete_volume(id)).await
     }
     .await;
+    crash_point(svc, job, "after_storage");
     let mut tx = svc.db.begin_write().await?;
     let mut stale = Vec::new();
     match step {
@@ -266,6 +287,7 @@ async fn extend_volume(svc: &Services, job: &Job) -> Result<()> {
         run_driver(svc, &v.pool, move |d| d.extend_volume(id, new_size as u64 * GIB)).await
     }
     .await;
+    crash_point(svc, job, "after_storage");
     let mut tx = svc.db.begin_write().await?;
     match step {
         Ok(()) => {
@@ -306,6 +328,7 @@ async fn create_snapshot(svc: &Services, job: &Job) -> Result<()> {
         run_driver(svc, &v.pool, move |d| d.create_snapshot(vid, sid)).await
     }
     .await;
+    crash_point(svc, job, "after_storage");
     let mut tx = svc.db.begin_write().await?;
     match step {
         Ok(()) => {
@@ -342,6 +365,7 @@ async fn delete_snapshot(svc: &Services, job: &Job) -> Result<()> {
         run_driver(svc, &s.pool, move |d| d.delete_snapshot(sid)).await
     }
     .await;
+    crash_point(svc, job, "after_storage");
     let mut tx = svc.db.begin_write().await?;
     match step {
         Ok(()) => {
@@ -381,6 +405,7 @@ async fn rollback_snapshot(svc: &Services, job: &Job) -> Result<()> {
         run_driver(svc, &v.pool, move |d| d.revert_to_snapshot(vid, sid)).await
     }
     .await;
+    crash_point(svc, job, "after_storage");
     let mut tx = svc.db.begin_write().await?;
     tx.cas_snapshot_status(&sid_text, &[SnapshotStatus::Rollbacking], SnapshotStatus::Available, &now).await?;
     match step {
@@ -426,6 +451,7 @@ async fn retype_volume(svc: &Services, job: &Job) -> Result<()> {
         Ok::<_, Error>(t)
     }
     .await;
+    crash_point(svc, job, "after_storage");
     let mut tx = svc.db.begin_write().await?;
     match step {
         Ok(t) => {
@@ -439,6 +465,7 @@ async fn retype_volume(svc: &Services, job: &Job) -> Result<()> {
             }
             tx.finish_job(&job.id, JobStatus::Success, None, None, &now).await?;
             tx.commit().await?;
+            crash_point(svc, job, "after_commit");
             let (old_pool, moved) = if v.pool != dest { (v.pool.clone(), true) } else { (String::new(), false) };
             if moved {
                 if let Err(e) = run_driver(svc, &old_pool, move |d| d.delete_volume(id)).await {
