@@ -38,6 +38,9 @@ pub enum ErrorKind {
     RequestTimeout,
     /// The request body is not JSON (`Content-Type` other than `application/json`) (415).
     UnsupportedMediaType,
+    /// The service cannot take the request now, e.g. the metadata database's disk is full
+    /// (503; retry once the operator frees space).
+    Unavailable,
     /// Anything else; the message is not shown to the client (500).
     Internal,
 }
@@ -114,7 +117,29 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        if is_disk_full(&e) {
+            // Nothing was written (the transaction failed); say so plainly instead of a bare
+            // 500, so the operator knows what to fix and clients may retry.
+            tracing::error!(error = %e, "the metadata database has no space left");
+            return Error::new(
+                ErrorKind::Unavailable,
+                "The metadata database has no space left; retry once space is freed.",
+            )
+            .with_code("EVS.5503");
+        }
         Error::internal(format!("database: {e}"))
+    }
+}
+
+/// Whether a database error means its disk is full: SQLite's `SQLITE_FULL` (13, also as the
+/// extended codes 13 + n·256) and PostgreSQL's `disk_full` (SQLSTATE 53100).
+fn is_disk_full(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    match db.code() {
+        Some(code) => code == "53100" || code.parse::<i64>().is_ok_and(|n| n & 0xff == 13),
+        None => false,
     }
 }
 

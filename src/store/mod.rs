@@ -210,6 +210,23 @@ impl Db {
                     Ok(true)
                 })
             })
+            // A transaction dropped without commit queues its ROLLBACK; when that ROLLBACK
+            // fails (SQLite rolls back by itself on SQLITE_FULL, then ROLLBACK finds no
+            // transaction), sqlx keeps counting the connection as inside one and every later
+            // BEGIN on it fails. Flush the rollback here and close any connection still in a
+            // transaction instead of handing it out again. Committed connections skip this.
+            .after_release(|conn, _meta| {
+                Box::pin(async move {
+                    if sqlx::Connection::is_in_transaction(conn) {
+                        sqlx::Connection::ping(conn).await?;
+                        if sqlx::Connection::is_in_transaction(conn) {
+                            tracing::warn!("closing a database connection left inside a transaction");
+                            return Ok(false);
+                        }
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -334,6 +334,7 @@ fn status_and_name(e: &Error) -> (StatusCode, &'static str) {
         ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
         ErrorKind::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "badMethod"),
         ErrorKind::NotAcceptable => (StatusCode::NOT_ACCEPTABLE, "computeFault"),
+        ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "serviceUnavailable"),
         ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "computeFault"),
     }
 }

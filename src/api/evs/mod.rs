@@ -82,6 +82,7 @@ impl From<Error> for EvsError {
 fn status_of(e: &Error) -> StatusCode {
     match e.kind {
         ErrorKind::Internal => return StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unavailable => return StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Unauthorized => return StatusCode::UNAUTHORIZED,
         ErrorKind::Forbidden => return StatusCode::FORBIDDEN,
         ErrorKind::MethodNotAllowed => return StatusCode::METHOD_NOT_ALLOWED,

@@ -84,6 +84,7 @@ impl IntoResponse for KeystoneError {
             ErrorKind::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
             ErrorKind::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "Request Timeout"),
             ErrorKind::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type"),
+            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
             ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
             _ => (StatusCode::BAD_REQUEST, "Bad Request"),
         };
