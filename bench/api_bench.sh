@@ -15,6 +15,9 @@
 #   BENCH_SECONDS      duration of each throughput run (20)
 #   BENCH_POLL_MS      pause between the polls of each concurrent create (50: 200 pollers with no
 #                      pause would saturate the daemon with GETs and measure that instead)
+#   BENCH_CLIENTS      clients of the mixed load (issue 17: 200)
+#   BENCH_MIXED_SECONDS duration of the mixed load (60)
+#   BENCH_MIXED_ONLY=1 run only the mixed load (no seed, no read or create phases)
 #   BENCH_PG_URL       server URL without database (postgres://postgres@127.0.0.1:5432)
 #   BENCH_OUT          directory for the raw logs and results (/var/tmp/cinderblock-bench/<date>)
 #   BENCH_NO_BUILD=1   use the binaries already in $CARGO_TARGET_DIR/release
@@ -284,6 +287,21 @@ EOF
         [ "$rc" = 0 ] || die "[$db] $name failed (exit $rc)"
     }
 
+    # The mixed load (issue 17): create / snapshot / clone / extend / attach / delete / list from
+    # BENCH_CLIENTS clients; the client fails on any 5xx or stuck status, and everything it made
+    # must be gone afterwards: the pool holds exactly the $1 files it held before.
+    mixed_phase() {
+        phase mixed-load "${C[@]}" mixed-load "${A[@]}" --clients "${BENCH_CLIENTS:-200}" \
+            --seconds "${BENCH_MIXED_SECONDS:-60}"
+        local now
+        now=$(find "$WORKDIR/pool" -type f | wc -l)
+        [ "$now" = "$1" ] || die "[$db] $now files in the pool after the mixed load, expected $1"
+    }
+    if [ "${BENCH_MIXED_ONLY:-0}" = 1 ]; then
+        mixed_phase 0
+        cleanup
+        return
+    fi
     phase seed "${C[@]}" seed "${A[@]}" --count "$VOLUMES"
     phase get-latency "${C[@]}" get-latency "${A[@]}" --samples "$GET_SAMPLES"
     phase detail-latency "${C[@]}" detail-latency "${A[@]}" --samples "$DETAIL_SAMPLES"
@@ -305,6 +323,7 @@ EOF
     [ "$files" = $((VOLUMES + CREATES + 10 + CONCURRENT)) ] ||
         die "[$db] $files files in the pool, expected $((VOLUMES + CREATES + 10 + CONCURRENT))"
     result pool_allocated_kb "$(du -sk "$WORKDIR/pool" | cut -f1)"
+    mixed_phase "$files"
 
     log "[$db] idle 10 s, then RSS"
     sleep 10
@@ -340,6 +359,15 @@ kb2mb() { [ -n "$1" ] && awk -v k="$1" 'BEGIN {printf "%.1f MB", k/1024}'; }
     row "$CONCURRENT concurrent creates" '%s' c
     K=concurrent_available; row 'concurrent create → available median / p99 (ms)' '%s' ms
     K=batch100_to_success; row 'EVS batch of 100 → SUCCESS median (ms)' '%s' ms
+    K=mixed_rps; row "mixed load, ${BENCH_CLIENTS:-200} clients: requests/s" '%s' g
+    K=mixed_5xx; row 'mixed load: 5xx responses' '%s' g
+    K=mixed_stuck; row 'mixed load: stuck resources' '%s' g
+    for op in list create snapshot clone extend attach detach delete; do
+        K=mixed_$op; row "mixed $op request median / p99 (ms)" '%s' ms
+    done
+    for op in create snapshot clone extend delete; do
+        K=mixed_${op}_settle; row "mixed $op to done median / p99 (ms)" '%s' ms
+    done
     r() { kb2mb "$(get "$1" "$K")"; }
     K=rss_start_kb; row 'RSS at start' '%s' r
     K=rss_idle_kb; row 'RSS idle after load' '%s' r

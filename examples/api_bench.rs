@@ -13,7 +13,14 @@
 //! api_bench create-latency --url U --project P [--count 200]   # POST then tight poll until available
 //! api_bench concurrent-create --url U --project P [--count 200] [--poll-ms 10]
 //! api_bench throughput   --url U --project P [--conns 8] [--seconds 20]   # cross-check of wrk
+//! api_bench mixed-load   --url U --project P [--clients 200] [--seconds 60] [--poll-ms 200]
 //! ```
+//!
+//! `mixed-load` (issue 17's load test): each client owns its volumes and loops over create,
+//! snapshot, clone, extend, attach (initialize + terminate connection), delete and list for the
+//! given time, waiting for each job to end (polling with a pause, a deadline makes a stuck
+//! status an error); then it deletes what it owns and the project must be empty. It fails on
+//! any 5xx, any unexpected status and any stuck resource.
 //!
 //! Any sub-command exits non-zero on an unexpected HTTP status or a failed create.
 
@@ -408,13 +415,270 @@ async fn throughput(a: &Args) -> Res<()> {
     Ok(())
 }
 
+/// One client's view of the mixed load: its latencies by operation, and what went wrong.
+#[derive(Default)]
+struct LoadStats {
+    /// Request latency (ms) by operation.
+    latency: HashMap<&'static str, Vec<f64>>,
+    /// Time (ms) from the request to the resource being `available` (or gone), by operation.
+    settle: HashMap<&'static str, Vec<f64>>,
+    /// Responses with a 5xx status.
+    server_errors: u64,
+    /// Other statuses the operation does not expect, with the body.
+    unexpected: Vec<String>,
+    /// Resources whose status never settled before the deadline.
+    stuck: Vec<String>,
+}
+
+struct LoadClient {
+    c: Client,
+    base: String,
+    poll: Duration,
+    deadline: Duration,
+    stats: LoadStats,
+}
+
+impl LoadClient {
+    /// Send one request, timing it under `op` and checking its status against `want`.
+    async fn call(
+        &mut self,
+        op: &'static str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        want: &[u16],
+    ) -> Option<Value> {
+        let t = Instant::now();
+        let mut rb = self.c.request(method.clone(), format!("{}{path}", self.base));
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await;
+        let (st, text) = match r {
+            Ok(r) => {
+                let st = r.status().as_u16();
+                (st, r.text().await.unwrap_or_default())
+            }
+            Err(e) => {
+                self.stats.unexpected.push(format!("{op} {method} {path}: {e}"));
+                return None;
+            }
+        };
+        self.stats.latency.entry(op).or_default().push(t.elapsed().as_secs_f64() * 1e3);
+        if st >= 500 {
+            self.stats.server_errors += 1;
+        }
+        if !want.contains(&st) {
+            self.stats.unexpected.push(format!("{op} {method} {path}: {st} {}", &text[..text.len().min(300)]));
+            return None;
+        }
+        Some(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Poll `path` until its `key` object's status is one of `want` (or, with `gone`, 404).
+    async fn settle(&mut self, op: &'static str, path: &str, key: &str, want: &[&str], started: Instant) -> bool {
+        loop {
+            let r = self.c.get(format!("{}{path}", self.base)).send().await;
+            if let Ok(r) = r {
+                let st = r.status().as_u16();
+                if st >= 500 {
+                    self.stats.server_errors += 1;
+                }
+                if st == 404 && want.contains(&"gone") {
+                    self.stats.settle.entry(op).or_default().push(started.elapsed().as_secs_f64() * 1e3);
+                    return true;
+                }
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                let status = v[key]["status"].as_str().unwrap_or("");
+                if want.contains(&status) {
+                    self.stats.settle.entry(op).or_default().push(started.elapsed().as_secs_f64() * 1e3);
+                    return true;
+                }
+                if status.starts_with("error") {
+                    self.stats.unexpected.push(format!("{op}: {path} went to {status}"));
+                    return false;
+                }
+            }
+            if started.elapsed() > self.deadline {
+                self.stats.stuck.push(format!("{op}: {path} never became {want:?}"));
+                return false;
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    async fn create(&mut self, p: &str, op: &'static str, body: Value) -> Option<(String, i64)> {
+        let t = Instant::now();
+        let v = self.call(op, reqwest::Method::POST, &format!("/v3/{p}/volumes"), Some(body), &[202]).await?;
+        let id = v["volume"]["id"].as_str()?.to_string();
+        let size = v["volume"]["size"].as_i64().unwrap_or(1);
+        self.settle(op, &format!("/v3/{p}/volumes/{id}"), "volume", &["available"], t).await.then_some((id, size))
+    }
+}
+
+async fn mixed_client(a: Arc<(String, String)>, k: u64, secs: u64, poll: Duration) -> LoadStats {
+    let (base, p) = (&a.0, &a.1);
+    let mut lc = LoadClient {
+        c: match client(4) {
+            Ok(c) => c,
+            Err(e) => return LoadStats { unexpected: vec![format!("client: {e}")], ..Default::default() },
+        },
+        base: base.clone(),
+        poll,
+        deadline: Duration::from_secs(120),
+        stats: LoadStats::default(),
+    };
+    // (volume id, size) of the volumes this client owns.
+    let mut mine: Vec<(String, i64)> = Vec::new();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut rng = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    while Instant::now() < end {
+        let roll = next() % 100;
+        let pick = if mine.is_empty() { None } else { Some((next() % mine.len() as u64) as usize) };
+        match (roll, pick) {
+            (_, None) | (0..=14, _) if mine.len() < 3 => {
+                let body = json!({"volume": {"size": 1, "name": format!("load-{k}")}});
+                if let Some(v) = lc.create(p, "create", body).await {
+                    mine.push(v);
+                }
+            }
+            (15..=24, Some(i)) => {
+                let t = Instant::now();
+                let body = json!({"snapshot": {"volume_id": mine[i].0, "name": format!("load-{k}")}});
+                let path = format!("/v3/{p}/snapshots");
+                if let Some(v) = lc.call("snapshot", reqwest::Method::POST, &path, Some(body), &[202]).await {
+                    if let Some(sid) = v["snapshot"]["id"].as_str() {
+                        let sp = format!("/v3/{p}/snapshots/{sid}");
+                        lc.settle("snapshot", &sp, "snapshot", &["available"], t).await;
+                    }
+                }
+            }
+            (25..=34, Some(i)) if mine.len() < 3 => {
+                let body = json!({"volume": {"size": mine[i].1, "source_volid": mine[i].0}});
+                if let Some(v) = lc.create(p, "clone", body).await {
+                    mine.push(v);
+                }
+            }
+            (35..=44, Some(i)) if mine[i].1 < 4 => {
+                let t = Instant::now();
+                let (id, size) = mine[i].clone();
+                let path = format!("/v3/{p}/volumes/{id}/action");
+                let body = json!({"os-extend": {"new_size": size + 1}});
+                if lc.call("extend", reqwest::Method::POST, &path, Some(body), &[202]).await.is_some() {
+                    let vp = format!("/v3/{p}/volumes/{id}");
+                    if lc.settle("extend", &vp, "volume", &["available"], t).await {
+                        mine[i].1 = size + 1;
+                    }
+                }
+            }
+            (45..=54, Some(i)) => {
+                let id = mine[i].0.clone();
+                let path = format!("/v3/{p}/volumes/{id}/action");
+                let connector = json!({"connector": {"host": format!("load-host-{k}")}});
+                let init = json!({"os-initialize_connection": connector.clone()});
+                if lc.call("attach", reqwest::Method::POST, &path, Some(init), &[200]).await.is_some() {
+                    let term = json!({"os-terminate_connection": connector});
+                    lc.call("detach", reqwest::Method::POST, &path, Some(term), &[202]).await;
+                }
+            }
+            (55..=69, Some(i)) => {
+                let t = Instant::now();
+                let (id, _) = mine.swap_remove(i);
+                let path = format!("/v3/{p}/volumes/{id}?cascade=true");
+                if lc.call("delete", reqwest::Method::DELETE, &path, None, &[202]).await.is_some() {
+                    lc.settle("delete", &format!("/v3/{p}/volumes/{id}"), "volume", &["gone"], t).await;
+                }
+            }
+            _ => {
+                let path = format!("/v3/{p}/volumes/detail?limit=20");
+                lc.call("list", reqwest::Method::GET, &path, None, &[200]).await;
+            }
+        }
+    }
+    for (id, _) in mine {
+        let t = Instant::now();
+        let path = format!("/v3/{p}/volumes/{id}?cascade=true");
+        if lc.call("delete", reqwest::Method::DELETE, &path, None, &[202]).await.is_some() {
+            lc.settle("delete", &format!("/v3/{p}/volumes/{id}"), "volume", &["gone"], t).await;
+        }
+    }
+    lc.stats
+}
+
+async fn mixed_load(a: &Args) -> Res<()> {
+    let clients = a.num("clients", 200)?;
+    let secs = a.num("seconds", 60)?;
+    let poll = Duration::from_millis(a.num("poll-ms", 200)?);
+    let shared = Arc::new((a.url.clone(), a.project.clone()));
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..clients).map(|k| tokio::spawn(mixed_client(shared.clone(), k + 1, secs, poll))).collect();
+    let mut all = LoadStats::default();
+    for t in tasks {
+        let s = t.await?;
+        for (op, v) in s.latency {
+            all.latency.entry(op).or_default().extend(v);
+        }
+        for (op, v) in s.settle {
+            all.settle.entry(op).or_default().extend(v);
+        }
+        all.server_errors += s.server_errors;
+        all.unexpected.extend(s.unexpected);
+        all.stuck.extend(s.stuck);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let total: usize = all.latency.values().map(Vec::len).sum();
+    println!("mixed load: {clients} clients, {secs} s (+ clean-up: {wall:.0} s in all), {total} requests");
+    let mut ops: Vec<_> = all.latency.keys().copied().collect();
+    ops.sort();
+    for op in ops {
+        report(&format!("mixed_{op}"), &format!("{op} request"), all.latency.remove(op).unwrap_or_default());
+        if let Some(v) = all.settle.remove(op) {
+            if !v.is_empty() {
+                report(&format!("mixed_{op}_settle"), &format!("{op} to done"), v);
+            }
+        }
+    }
+    // Nothing may be left: every client deleted what it made.
+    let c = client(1)?;
+    let (_, v) = get_json(&c, &format!("{}/v3/{}/volumes", a.url, a.project)).await?;
+    let left_v = v["volumes"].as_array().map(Vec::len).unwrap_or(usize::MAX);
+    let (_, v) = get_json(&c, &format!("{}/v3/{}/snapshots", a.url, a.project)).await?;
+    let left_s = v["snapshots"].as_array().map(Vec::len).unwrap_or(usize::MAX);
+    println!("RESULT mixed_requests={total}");
+    println!("RESULT mixed_rps={:.0}", total as f64 / wall);
+    println!("RESULT mixed_5xx={}", all.server_errors);
+    println!("RESULT mixed_unexpected={}", all.unexpected.len());
+    println!("RESULT mixed_stuck={}", all.stuck.len());
+    println!("RESULT mixed_left_volumes={left_v}");
+    println!("RESULT mixed_left_snapshots={left_s}");
+    for e in all.unexpected.iter().chain(all.stuck.iter()).take(20) {
+        println!("problem: {e}");
+    }
+    if all.server_errors > 0 || !all.unexpected.is_empty() || !all.stuck.is_empty() || left_v + left_s > 0 {
+        return Err(format!(
+            "mixed load: {} 5xx, {} unexpected, {} stuck, {left_v} volumes and {left_s} snapshots left",
+            all.server_errors,
+            all.unexpected.len(),
+            all.stuck.len()
+        )
+        .into());
+    }
+    Ok(())
+}
+
 fn main() -> Res<()> {
     let a = Args::parse()?;
     // Sequential measurements run on one thread (no cross-thread wake-ups in the timed path);
     // the concurrent ones on two worker threads (the machine has two cores, the daemon needs
     // them too).
     let rt = match a.cmd.as_str() {
-        "concurrent-create" | "throughput" => {
+        "concurrent-create" | "throughput" | "mixed-load" => {
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?
         }
         _ => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
@@ -428,6 +692,7 @@ fn main() -> Res<()> {
             "create-latency" => create_latency(&a).await,
             "concurrent-create" => concurrent_create(&a).await,
             "throughput" => throughput(&a).await,
+            "mixed-load" => mixed_load(&a).await,
             other => Err(format!("unknown command {other}").into()),
         }
     })
