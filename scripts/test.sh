@@ -22,6 +22,10 @@
 #   TEST_DATABASE_URL             postgres://… : integration tests also run on PostgreSQL
 #   CINDERBLOCK_TEMPEST           1 (default): run tempest after cargo test; 0: skip it (it is
 #                                 also skipped when extra arguments select part of the suite)
+#   CINDERBLOCK_FUZZ              1 (default): run every cargo-fuzz target for
+#                                 CINDERBLOCK_FUZZ_SECONDS (30) each after the tests
+#                                 (scripts/fuzz.sh); 0 skips; skipped like tempest when extra
+#                                 arguments select part of the suite
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -284,12 +288,25 @@ if [ "$RUN_TEMPEST" = "1" ]; then
         log "tempest on ${db%%:*} took $(( $(date +%s) - T0 ))s"
     done
 fi
+# Fuzzing: every cargo-fuzz target, bounded (scripts/fuzz.sh).
+FUZZ_STATUS=0
+RUN_FUZZ=${CINDERBLOCK_FUZZ:-1}
+[ "$#" -eq 0 ] || RUN_FUZZ=0
+if [ "$RUN_FUZZ" = "1" ]; then
+    T0=$(date +%s)
+    "$ROOT/scripts/fuzz.sh" || FUZZ_STATUS=1
+    log "fuzzing took $(( $(date +%s) - T0 ))s"
+fi
 echo "total time: $(( $(date +%s) - START ))s"
 if [ "$STATUS" -ne 0 ]; then
     exit "$STATUS"
 fi
 if [ "$TEMPEST_STATUS" -ne 0 ]; then
     echo "ERROR: tempest failed (see above)" >&2
+    exit 1
+fi
+if [ "$FUZZ_STATUS" -ne 0 ]; then
+    echo "ERROR: fuzzing found a failure (see above)" >&2
     exit 1
 fi
 if [ "$PASSED" -eq 0 ]; then
