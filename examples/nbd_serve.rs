@@ -3,7 +3,11 @@
 //!
 //! ```text
 //! cargo run --release --example nbd_serve -- FILE [--unix PATH] [--tcp ADDR] [--name NAME] [--readonly]
+//!                                            [--also NAME=FILE]...
 //! ```
+//!
+//! `--also` serves more exports beside the first (the siege bench gives each attacking
+//! "tenant" its own).
 //!
 //! Prints one line `nbd_serve ready` on stdout once every listener is bound. The export name
 //! defaults to the empty string (the protocol's "default export"), so URIs like
@@ -15,7 +19,7 @@ use std::path::PathBuf;
 use cinderblock::export::nbd::{NbdConfig, NbdServer};
 
 fn usage() -> ! {
-    eprintln!("usage: nbd_serve FILE [--unix PATH] [--tcp ADDR] [--name NAME] [--readonly]");
+    eprintln!("usage: nbd_serve FILE [--unix PATH] [--tcp ADDR] [--name NAME] [--readonly] [--also NAME=FILE]...");
     std::process::exit(2);
 }
 
@@ -32,12 +36,18 @@ async fn main() {
     let mut tcp: Option<SocketAddr> = None;
     let mut name = String::new();
     let mut readonly = false;
+    let mut also: Vec<(String, PathBuf)> = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--unix" => unix = Some(args.next().unwrap_or_else(|| usage()).into()),
             "--tcp" => tcp = Some(args.next().unwrap_or_else(|| usage()).parse().unwrap_or_else(|_| usage())),
             "--name" => name = args.next().unwrap_or_else(|| usage()),
             "--readonly" => readonly = true,
+            "--also" => {
+                let v = args.next().unwrap_or_else(|| usage());
+                let (n, f) = v.split_once('=').unwrap_or_else(|| usage());
+                also.push((n.to_string(), f.into()));
+            }
             s if s.starts_with('-') => usage(),
             s => file = Some(s.into()),
         }
@@ -48,9 +58,11 @@ async fn main() {
     }
 
     let server = NbdServer::new(NbdConfig::default());
-    if let Err(e) = server.add_export(name, file, readonly) {
-        eprintln!("nbd_serve: {e}");
-        std::process::exit(1);
+    for (name, file) in std::iter::once((name, file)).chain(also) {
+        if let Err(e) = server.add_export(name, file, readonly) {
+            eprintln!("nbd_serve: {e}");
+            std::process::exit(1);
+        }
     }
     if let Some(p) = &unix {
         server.listen_unix(p).await.unwrap_or_else(|e| {

@@ -207,11 +207,12 @@ pub struct NbdSettings {
     pub max_connections_per_address: usize,
     /// Connections in transmission on one export (one more gets `NBD_REP_ERR_POLICY`).
     pub max_connections_per_export: usize,
-    /// WRITE payload bytes buffered across all connections before sockets stop being read.
+    /// READ and WRITE data bytes held across all connections before sockets stop being read.
     pub max_buffered_bytes: usize,
     /// Seconds a connection with nothing in flight may send nothing before it is closed (0: off).
     pub idle_timeout_seconds: u64,
-    /// Seconds a client has to send a started request's header and WRITE payload (0: off).
+    /// Seconds a client has to send a started request's header and WRITE payload, and to take
+    /// each reply (0: off).
     pub request_timeout_seconds: u64,
 }
 

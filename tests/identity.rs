@@ -1314,10 +1314,29 @@ async fn keystone_admin_manages_users(backend: Backend) {
     assert!(!token_works(&api, &token).await, "a new password ends the old tokens");
     login_with(&api, &name, pw, "proj-a").await.expect_err("the old password is gone");
     let token = login_with(&api, &name, "new-pw-ku", "proj-a").await.expect("the new password works");
+
+    // Self-service password change (`openstack user password set`): only the user itself, only
+    // with the right original password; the change ends every token of the user.
+    let me = Client { api: api.clone(), token: token.clone() };
+    let change = |o: &str, p: &str| json!({"user": {"original_password": o, "password": p}});
+    let path = format!("/identity/v3/users/{uid}/password");
+    keystone_error(&me.post(&path, change("wrong", "self-pw-ku")).await, 401);
+    keystone_error(&me.post(&path, json!({"user": {"password": "self-pw-ku"}})).await, 400);
+    keystone_error(&me.post(&path, json!({"user": {"original_password": "new-pw-ku"}})).await, 400);
+    keystone_error(&me.post(&path, change("new-pw-ku", "")).await, 400);
+    keystone_error(&f.boss.post(&path, change("new-pw-ku", "self-pw-ku")).await, 403);
+    keystone_error(&me.post(&format!("/identity/v3/users/{alice}/password"), change("x", "y")).await, 403);
+    keystone_error(&api.post(&path, change("new-pw-ku", "self-pw-ku")).await, 401);
+    assert!(token_works(&api, &token).await, "refused changes change nothing");
+    let r = me.post(&path, change("new-pw-ku", "self-pw-ku")).await.expect(204);
+    assert_eq!(r.text, "");
+    assert!(!token_works(&api, &token).await, "a changed password ends the user's tokens");
+    login_with(&api, &name, "new-pw-ku", "proj-a").await.expect_err("the original password is gone");
+    let token = login_with(&api, &name, "self-pw-ku", "proj-a").await.expect("the changed password works");
     let r = patch(&f.boss, &format!("/identity/v3/users/{uid}"), json!({"user": {"enabled": false}})).await.expect(200);
     assert_eq!(r.body["user"]["enabled"], json!(false), "{}", r.text);
     assert!(!token_works(&api, &token).await, "disabling a user ends its tokens");
-    login_with(&api, &name, "new-pw-ku", "proj-a").await.expect_err("a disabled user cannot log in");
+    login_with(&api, &name, "self-pw-ku", "proj-a").await.expect_err("a disabled user cannot log in");
     let disabled = f.boss.get("/identity/v3/users?enabled=false").await.expect(200);
     assert_eq!(disabled.body["users"][0]["id"], json!(uid), "{}", disabled.text);
     let renamed = unique("ku2");
@@ -1334,14 +1353,14 @@ async fn keystone_admin_manages_users(backend: Backend) {
     );
     assert!(r.body["user"].get("email").is_none(), "email cleared: {}", r.text);
     assert_eq!(r.body["user"]["description"], json!("a user"), "untouched fields stay: {}", r.text);
-    let token = login_with(&api, &renamed, "new-pw-ku", "proj-a").await.expect("enabled again, renamed");
+    let token = login_with(&api, &renamed, "self-pw-ku", "proj-a").await.expect("enabled again, renamed");
 
     // Credentials and tokens go with the user.
     cli(&f.server, &["admin", "credential", "create", "--user", &renamed, "--project", "proj-a"], None);
     assert!(cli(&f.server, &["admin", "credential", "list"], None).contains(&renamed));
     f.boss.delete(&format!("/identity/v3/users/{uid}")).await.expect(204);
     assert!(!token_works(&api, &token).await, "a deleted user's tokens end");
-    let r = login_with(&api, &renamed, "new-pw-ku", "proj-a").await.expect_err("a deleted user cannot log in");
+    let r = login_with(&api, &renamed, "self-pw-ku", "proj-a").await.expect_err("a deleted user cannot log in");
     keystone_error(&r, 401);
     assert!(!cli(&f.server, &["admin", "credential", "list"], None).contains(&renamed), "credentials deleted");
     keystone_error(&f.boss.get(&format!("/identity/v3/users/{uid}")).await, 404);

@@ -621,6 +621,39 @@ pub async fn set_password(db: &Db, user: &Ref, password: &str) -> Result<User> {
     Ok(u)
 }
 
+/// Keystone's self-service password change (`POST /v3/users/{id}/password`): the original
+/// password must check out (a wrong one counts as a failed login for the throttle, and answers
+/// the same 401 as a failed login), then the new one is hashed and stored and every token of
+/// the user ends. The caller's right to change this user's password is the API's to check.
+pub async fn change_password(
+    db: &Db,
+    config: &Config,
+    user_id: &str,
+    original: &str,
+    password: &str,
+    from: Option<std::net::IpAddr>,
+) -> Result<User> {
+    check_password(password)?;
+    let limits = login_limits::limits(&config.auth);
+    limits.check(user_id, from)?;
+    let found = db.user_by_id(user_id).await?;
+    let ok =
+        verify_password_blocking(config, original.to_string(), found.as_ref().map(|u| u.password_hash.clone())).await?;
+    let user = match found {
+        Some(u) if ok && u.enabled => u,
+        _ => {
+            limits.failed(user_id, from);
+            return Err(auth_required("Error when changing user password: the original password is wrong."));
+        }
+    };
+    limits.succeeded(user_id);
+    let hash = hash_password_blocking(password.to_string()).await?;
+    if !db.set_user_password(&user.id, &hash).await? {
+        return Err(not_found(format!("no user {user_id:?}")));
+    }
+    Ok(user)
+}
+
 /// Delete a user with its role assignments, credentials and tokens.
 pub async fn delete_user(db: &Db, r: &Ref) -> Result<User> {
     let u = find_user(db, r).await?;

@@ -127,6 +127,18 @@ def scenario():
     run([osc, "user", "set", "--enable", name], admin)
     run([osc, "token", "issue"], mine)
 
+    step(f"{name}: user password set (self-service, with the original password)")
+    self_pw = f"pw3-{uuid.uuid4().hex}"
+    r = run([osc, "user", "password", "set", "--password", self_pw, "--original-password", "not-it"], mine,
+            expect_ok=False)
+    check(r.rc != 0 and "401" in (r.out + r.err), f"a wrong original password was accepted:\n{r.describe()}")
+    run([osc, "token", "issue"], mine)
+    run([osc, "user", "password", "set", "--password", self_pw, "--original-password", newer_pw], mine)
+    r = run([osc, "token", "issue"], mine, expect_ok=False)
+    check(r.rc != 0, f"the password before the change still works:\n{r.describe()}")
+    mine = env_for(name, self_pw, "demo")
+    run([osc, "token", "issue"], mine)
+
     step("a member is refused the admin commands")
     r = run([osc, "user", "list"], member, expect_ok=False)
     check(r.rc != 0 and "403" in (r.out + r.err), f"a member listed users:\n{r.describe()}")

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -49,6 +49,7 @@ pub(super) fn routes() -> Router<Services> {
         .route("/identity/v3/domains", get(admin::list_domains))
         .route("/identity/v3/domains/{id}", get(admin::show_domain))
         .route("/identity/v3/users/{id}/projects", get(user_projects))
+        .route("/identity/v3/users/{id}/password", post(users::change_password))
         .route("/identity/v3/users", get(users::list_users).post(users::create_user))
         .route("/identity/v3/users/{id}", get(users::show_user).patch(users::update_user).delete(users::delete_user))
         .route("/identity/v3/roles", get(users::list_roles))

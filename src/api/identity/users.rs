@@ -182,6 +182,32 @@ pub(super) async fn create_user(State(svc): State<Services>, headers: HeaderMap,
     Ok((StatusCode::CREATED, Json(json!({"user": user_json(&public_base(&svc, &headers), &u)}))).into_response())
 }
 
+/// `POST /identity/v3/users/{id}/password` (`openstack user password set`): a user changes
+/// its own password, giving the original (204; Keystone's `identity:change_password` rule is
+/// the user itself). A wrong original answers 401 and counts toward the login throttle; every
+/// token of the user ends, the caller's included, as Keystone's revocation event does.
+pub(super) async fn change_password(
+    State(svc): State<Services>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Res {
+    let info = caller_token(&svc, &headers).await?;
+    if info.user.id != id {
+        return Err(forbidden(NOT_AUTHORIZED));
+    }
+    let v = parse_json(&body)?;
+    let o = user_object(&v)?;
+    let password = string(o, "password")?.ok_or_else(|| bad_request("'password' is a required property"))?;
+    let original =
+        string(o, "original_password")?.ok_or_else(|| bad_request("'original_password' is a required property"))?;
+    let from = peer.map(|axum::Extension(axum::extract::ConnectInfo(a))| a.ip());
+    let u = ids::change_password(&svc.db, &svc.config, &id, original, password, from).await?;
+    tracing::info!(user = %u.id, "user changed its password");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `GET /identity/v3/users` (`?name=`, `?domain_id=`, `?enabled=`).
 pub(super) async fn list_users(State(svc): State<Services>, headers: HeaderMap, RawQuery(query): RawQuery) -> Res {
     admin_caller(&svc, &headers).await?;

@@ -103,7 +103,7 @@ struct Job {
     payload: Vec<u8>,
     slot: OwnedSemaphorePermit,
     bytes: Option<OwnedSemaphorePermit>,
-    /// The WRITE payload's share of the server-wide budget, released once it is written.
+    /// The WRITE payload's memory (see [`admit`]), released once it is written.
     budget: Option<OwnedSemaphorePermit>,
 }
 
@@ -246,7 +246,11 @@ impl Held {
         }
     }
 
-    fn push_inline_permits(&mut self, slot: OwnedSemaphorePermit, bytes: Option<OwnedSemaphorePermit>) {
+    fn push_inline_permits(
+        &mut self,
+        slot: OwnedSemaphorePermit,
+        bytes: impl IntoIterator<Item = OwnedSemaphorePermit>,
+    ) {
         self.inline_permits.push(slot);
         self.inline_permits.extend(bytes);
     }
@@ -304,7 +308,8 @@ pub(crate) async fn run<R, W>(
     let (call_home, home) = tokio::sync::oneshot::channel();
     let out = Out { sink: wr, buf: Vec::with_capacity(OUT_CAP) };
     let grace = config.shutdown_grace;
-    let mut writer = WriterSlot::Task(tokio::spawn(write_replies(out, rx, stop.clone(), grace, Some(home))));
+    let limit = config.request_timeout;
+    let mut writer = WriterSlot::Task(tokio::spawn(write_replies(out, rx, stop.clone(), grace, limit, Some(home))));
     let mut call_home = Some(call_home);
     let mut writer_done = false;
     let stopped = stop.clone().stopped();
@@ -313,7 +318,8 @@ pub(crate) async fn run<R, W>(
     let max_requests = config.max_requests_per_connection.max(1);
     let slots = Arc::new(Semaphore::new(max_requests));
     let idle = config.idle_timeout;
-    let limit = config.request_timeout;
+    // This connection's own share of memory, beside the server-wide budget (see `admit`).
+    let own = Arc::new(Semaphore::new(OWN_BYTES as usize));
     let max_bytes = config.max_bytes_per_connection.clamp(proto::MAX_PAYLOAD as usize, u32::MAX as usize) as u32;
     let bytes = Arc::new(Semaphore::new(max_bytes as usize));
     let mut held = Held::new();
@@ -425,6 +431,25 @@ pub(crate) async fn run<R, W>(
         } else {
             None
         };
+        // The data's memory (a READ's reply, a WRITE's payload) comes from this connection's
+        // own share or the server-wide budget; when both are spent, this socket is not read
+        // until earlier requests finish (backpressure, not memory).
+        let mem_permit = if cost > 0 {
+            match try_admit(&own, &budget, cost) {
+                Some(p) => Some(p),
+                None => {
+                    held.release(&sh);
+                    tokio::select! {
+                        biased;
+                        _ = &mut stopped => break,
+                        _ = &mut writer => { writer_done = true; break }
+                        p = admit(&own, &budget, cost) => match p { Some(p) => Some(p), None => break },
+                    }
+                }
+            }
+        } else {
+            None
+        };
 
         if req.command == proto::CMD_READ {
             // Large page-cache hits go out with sendfile (the writer sends the data from the
@@ -437,7 +462,7 @@ pub(crate) async fn run<R, W>(
                 match io::fully_cached(&sh.entry.file, req.offset, req.length as u64) {
                     Ok(true) => {
                         encode_read_prefix(&mut held.inline, &sh.session, &req);
-                        held.push_inline_permits(slot, bytes_permit);
+                        held.push_inline_permits(slot, bytes_permit.into_iter().chain(mem_permit));
                         sh.entry.sendfile_reads.fetch_add(1, Ordering::Relaxed);
                         let tail = FileTail { entry: sh.entry.clone(), offset: req.offset, len: req.length as usize };
                         held.send_inline_then(&sh, Some(tail));
@@ -453,7 +478,7 @@ pub(crate) async fn run<R, W>(
                 encode_read_prefix(&mut held.inline, &sh.session, &req);
                 match io::read_append_nowait(&sh.entry.file, &mut held.inline, req.length as usize, req.offset) {
                     io::NoWait::Done => {
-                        held.push_inline_permits(slot, bytes_permit);
+                        held.push_inline_permits(slot, bytes_permit.into_iter().chain(mem_permit));
                         if held.inline.len() >= PENDING_BYTES {
                             held.send_inline(&sh);
                         }
@@ -479,7 +504,8 @@ pub(crate) async fn run<R, W>(
                     };
                     match back {
                         Some((out, rx)) => {
-                            writer = WriterSlot::Here(Box::pin(write_replies(out, rx, stop.clone(), grace, None)));
+                            writer =
+                                WriterSlot::Here(Box::pin(write_replies(out, rx, stop.clone(), grace, limit, None)));
                         }
                         None => {
                             writer_done = true;
@@ -497,29 +523,12 @@ pub(crate) async fn run<R, W>(
                 drop(copy);
                 let mut permits = vec![slot];
                 permits.extend(bytes_permit);
+                permits.extend(mem_permit);
                 let _ = sh2.tx.send(Reply::bytes(buf, permits));
             });
             continue;
         }
 
-        // A WRITE payload is buffered only within the server-wide budget; when that is spent,
-        // this socket is not read until other writes finish (backpressure, not memory).
-        let budget_permit = if req.command == proto::CMD_WRITE && req.length > 0 {
-            match budget.clone().try_acquire_many_owned(req.length) {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    held.release(&sh);
-                    tokio::select! {
-                        biased;
-                        _ = &mut stopped => break,
-                        _ = &mut writer => { writer_done = true; break }
-                        p = budget.clone().acquire_many_owned(req.length) => match p { Ok(p) => Some(p), Err(_) => break },
-                    }
-                }
-            }
-        } else {
-            None
-        };
         let payload = if req.command == proto::CMD_WRITE {
             if rd.buffer().len() < req.length as usize {
                 held.release(&sh);
@@ -546,7 +555,7 @@ pub(crate) async fn run<R, W>(
             // which runs after this returned.
             let res = io::write(&sh.entry.file, &payload, req.offset, false);
             io::pool::put(payload);
-            drop(budget_permit);
+            drop(mem_permit);
             encode_result(&mut held.inline, &sh.entry, &sh.session, &req, res);
             held.push_inline_permits(slot, bytes_permit);
             if held.inline.len() >= PENDING_BYTES {
@@ -555,7 +564,7 @@ pub(crate) async fn run<R, W>(
             continue;
         }
         held.batch_bytes += payload.len();
-        held.batch.push(Job { req, payload, slot, bytes: bytes_permit, budget: budget_permit });
+        held.batch.push(Job { req, payload, slot, bytes: bytes_permit, budget: mem_permit });
         if held.batch.len() >= BATCH_REQUESTS || held.batch_bytes >= BATCH_BYTES {
             held.dispatch_batch(&sh);
         }
@@ -569,11 +578,16 @@ pub(crate) async fn run<R, W>(
 
 /// Send replies as they complete; batch whatever is ready into one write.
 /// Returns its output and queue when called home (between batches), `None` once done.
+///
+/// A client that takes no reply within `limit` (zero: no limit) is closed: its replies hold
+/// memory of the server-wide budget, so a client that sends READs and never reads the answers
+/// must not keep them forever.
 async fn write_replies<W>(
     mut out: Out<W>,
     mut rx: mpsc::UnboundedReceiver<Reply>,
     mut stop: Stop,
     grace: Duration,
+    limit: Duration,
     home: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Option<WriterState<W>>
 where
@@ -603,11 +617,11 @@ where
             _ = &mut deadline => return None,
         };
         let batch = async {
-            out.push(first).await?;
+            bounded(limit, out.push(first)).await?;
             while let Ok(m) = rx.try_recv() {
-                out.push(m).await?;
+                bounded(limit, out.push(m)).await?;
             }
-            out.flush().await
+            bounded(limit, out.flush()).await
         };
         let ok = tokio::select! {
             r = batch => r.is_ok(),
@@ -722,6 +736,37 @@ fn run_batch(entry: &ExportEntry, s: &Session, jobs: Vec<Job>) -> (Vec<u8>, Vec<
         encode_result(&mut buf, entry, s, &req, res);
     }
     (buf, permits)
+}
+
+/// Memory every connection may use for request data beside the server-wide budget
+/// (`max_buffered_bytes`): requests up to this size are admitted from it first, so a client
+/// with small requests keeps going (here 4 × 64 KiB in flight) even when other clients hold the
+/// whole budget. The server's bound is `max_buffered_bytes + max_connections × OWN_BYTES`.
+pub(crate) const OWN_BYTES: u32 = 256 * 1024;
+
+/// Admit `n` bytes of request data now, from the connection's own share (small requests) or the
+/// server-wide budget; `None` when neither has room.
+fn try_admit(own: &Arc<Semaphore>, shared: &Arc<Semaphore>, n: u32) -> Option<OwnedSemaphorePermit> {
+    if n <= OWN_BYTES {
+        if let Ok(p) = own.clone().try_acquire_many_owned(n) {
+            return Some(p);
+        }
+    }
+    shared.clone().try_acquire_many_owned(n).ok()
+}
+
+/// Wait until `n` bytes can be admitted (see [`try_admit`]): small requests take whichever
+/// frees first, larger ones wait for the budget. `None` only when a semaphore is closed.
+async fn admit(own: &Arc<Semaphore>, shared: &Arc<Semaphore>, n: u32) -> Option<OwnedSemaphorePermit> {
+    if n <= OWN_BYTES {
+        // Both acquires are cancel-safe: the one that loses gives back what it was assigned.
+        tokio::select! {
+            p = own.clone().acquire_many_owned(n) => p.ok(),
+            p = shared.clone().acquire_many_owned(n) => p.ok(),
+        }
+    } else {
+        shared.clone().acquire_many_owned(n).await.ok()
+    }
 }
 
 /// `f`, failed with `TimedOut` unless it completes within `limit` (zero: no limit). The clock

@@ -53,14 +53,17 @@ pub struct NbdConfig {
     /// Connections in transmission on one export; one more gets `NBD_REP_ERR_POLICY` to its
     /// `NBD_OPT_GO` (`NBD_OPT_EXPORT_NAME` has no error reply: the connection is closed).
     pub max_connections_per_export: usize,
-    /// WRITE payload bytes buffered in memory across all connections; when spent, connections
-    /// stop reading their sockets until writes finish (backpressure).
+    /// READ and WRITE data bytes held in memory across all connections (WRITE payloads until
+    /// written, READ replies until sent); when spent, connections stop reading their sockets
+    /// until earlier requests finish (backpressure). Each connection also has 256 KiB of its
+    /// own for small requests, so a light client keeps going when others hold the whole budget.
     pub max_buffered_bytes: usize,
     /// A connection in transmission with no request in flight that receives nothing for this
     /// long is closed (zero: never).
     pub idle_timeout: Duration,
     /// Time a client has to send the rest of a request (header and WRITE payload) once its
-    /// first byte arrived (zero: unbounded), so a half-sent write cannot hold memory forever.
+    /// first byte arrived, and to take each reply (zero: unbounded), so a half-sent write or a
+    /// reader that never reads its replies cannot hold memory forever.
     pub request_timeout: Duration,
     /// Requests in flight per connection.
     pub max_requests_per_connection: usize,
@@ -394,8 +397,8 @@ impl NbdServer {
         self.inner.conns.current()
     }
 
-    /// WRITE payload bytes buffered in memory right now, across all connections (at most
-    /// [`NbdConfig::max_buffered_bytes`]).
+    /// Bytes of the server-wide budget in use right now, across all connections (at most
+    /// [`NbdConfig::max_buffered_bytes`]; the connections' own small shares are not counted).
     pub fn buffered_bytes(&self) -> usize {
         budget_bytes(&self.inner.config).saturating_sub(self.inner.budget.available_permits())
     }

@@ -988,7 +988,7 @@ async fn partial_large_writes_cannot_buffer_more_than_the_budget() {
     let budget = proto::MAX_PAYLOAD as usize;
     let fx = fixture_with(NbdConfig {
         max_buffered_bytes: budget,
-        request_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(3),
         ..Default::default()
     });
     // Each attacker sends an 8 MiB WRITE header (the whole export) and 512 KiB of its payload,
@@ -1013,9 +1013,13 @@ async fn partial_large_writes_cannot_buffer_more_than_the_budget() {
         good.request(CMD_READ, 0, cookie, 0, 4096, &[]).await;
         assert_eq!(chunk_error(&good.reply().await), None);
     }
-    // Its WRITE completes too once the stalled ones time out and release the budget.
-    good.request(CMD_WRITE, 0, 99, 0, 4096, &[1u8; 4096]).await;
-    assert_eq!(chunk_error(&good.reply().await), None);
+    // Its small WRITEs complete too, from its own share, while the stalled ones still hold the
+    // whole budget (they are closed only at the request timeout).
+    for cookie in 100..120 {
+        good.request(CMD_WRITE, 0, cookie, 0, 4096, &[1u8; 4096]).await;
+        assert_eq!(chunk_error(&good.reply().await), None);
+    }
+    assert_eq!(fx.server.buffered_bytes(), budget, "the attackers still hold the budget");
     for mut a in attackers {
         assert!(a.closed().await, "stalled writer not closed");
     }
@@ -1024,4 +1028,43 @@ async fn partial_large_writes_cannot_buffer_more_than_the_budget() {
         assert!(start.elapsed() < T, "budget not released");
         tokio::task::yield_now().await;
     }
+}
+
+#[tokio::test]
+async fn readers_that_never_take_their_replies_are_bounded_and_closed() {
+    let budget = proto::MAX_PAYLOAD as usize;
+    let fx = fixture_with(NbdConfig {
+        max_buffered_bytes: budget,
+        request_timeout: Duration::from_secs(2),
+        ..Default::default()
+    });
+    // 64 READs of 1 MiB (twice the budget) whose replies are never read.
+    let mut hog = fx.connect();
+    hog.go("vol", true).await;
+    for cookie in 0..64u64 {
+        hog.request(CMD_READ, 0, cookie, (cookie % 8) << 20, 1 << 20, &[]).await;
+    }
+    let start = std::time::Instant::now();
+    while fx.server.buffered_bytes() < budget / 2 {
+        assert!(start.elapsed() < T, "READ replies are not counted in the budget");
+        assert!(fx.server.buffered_bytes() <= budget);
+        tokio::task::yield_now().await;
+    }
+    // Another client's small requests go on meanwhile.
+    let mut good = fx.connect();
+    good.go("vol", true).await;
+    for cookie in 0..20 {
+        good.request(CMD_READ, 0, cookie, 4096, 4096, &[]).await;
+        assert_eq!(chunk_error(&good.reply().await), None);
+        good.request(CMD_WRITE, 0, 100 + cookie, 8192, 4096, &[3u8; 4096]).await;
+        assert_eq!(chunk_error(&good.reply().await), None);
+        assert!(fx.server.buffered_bytes() <= budget);
+    }
+    // The hog takes nothing for the request timeout: it is closed and its memory comes back.
+    let start = std::time::Instant::now();
+    while fx.server.buffered_bytes() != 0 {
+        assert!(start.elapsed() < T, "a reader that never drains keeps its replies forever");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(hog);
 }
