@@ -118,4 +118,10 @@ impl Driver for FileDriver {
     fn list_snapshots(&self) -> Result<Vec<Uuid>, DriverError> {
         self.list_dir("snapshots")
     }
+
+    fn volume_allocated_bytes(&self, id: Uuid) -> Result<u64, DriverError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.volume_path(id);
+        Ok(std::fs::metadata(&path).map_err(io("stat", &path))?.blocks() * 512)
+    }
 }
