@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::config::{AuthMode, Config, DriverKind};
-use crate::driver::{Driver, FileDriver};
+use crate::driver::{Driver, FileDriver, LvmDriver, LvmSettings};
 use crate::error::{Error, Result};
 use crate::jobs::{self, runner_token::CancelToken};
 use crate::service::{Catalog, ExportManager, PoolRuntime, Services};
@@ -27,6 +27,22 @@ fn open_pools(config: &Config) -> Result<HashMap<String, PoolRuntime>> {
         let driver: Arc<dyn Driver> = match p.driver {
             DriverKind::File => {
                 Arc::new(FileDriver::open(&p.path).map_err(|e| Error::internal(format!("pool {}: {e}", p.name)))?)
+            }
+            DriverKind::Lvm => {
+                let l = p.lvm.clone().ok_or_else(|| Error::internal(format!("pool {}: no lvm settings", p.name)))?;
+                let s = LvmSettings {
+                    pool: p.name.clone(),
+                    vg: l.vg,
+                    thin_pool: l.thin_pool,
+                    thin_pool_size_bytes: l.thin_pool_size_gb.map(|g| g << 30),
+                    devices: l.devices,
+                    system_dir: l.system_dir,
+                    lvm_binary: l.lvm_binary,
+                    max_over_subscription_ratio: p.max_over_subscription_ratio,
+                    data_high_water_percent: l.data_high_water_percent,
+                    metadata_high_water_percent: l.metadata_high_water_percent,
+                };
+                Arc::new(LvmDriver::open(s).map_err(|e| Error::internal(format!("pool {}: {e}", p.name)))?)
             }
         };
         let caps = driver.capabilities();

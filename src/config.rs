@@ -129,6 +129,8 @@ impl Default for AuthConfig {
 pub enum DriverKind {
     /// Sparse files in a directory (reflink where the filesystem has it).
     File,
+    /// Thin LVs in an LVM thin pool (settings in the pool's `lvm` table).
+    Lvm,
 }
 
 /// One storage pool.
@@ -141,6 +143,7 @@ pub struct PoolConfig {
     #[serde(default = "default_driver")]
     pub driver: DriverKind,
     /// Directory holding `volumes/` and `snapshots/` (file driver).
+    #[serde(default)]
     pub path: PathBuf,
     /// Availability zone this pool serves.
     #[serde(default = "default_az")]
@@ -151,6 +154,47 @@ pub struct PoolConfig {
     /// Provisioned GiB may reach this multiple of the pool's capacity (thin provisioning).
     #[serde(default = "default_ratio")]
     pub max_over_subscription_ratio: f64,
+    /// LVM driver settings (`driver = "lvm"`).
+    #[serde(default)]
+    pub lvm: Option<LvmPoolConfig>,
+}
+
+/// Settings of an LVM pool: `lvm = { vg = "vg0", thin_pool = "cinderblock", devices = ["/dev/sdb"] }`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LvmPoolConfig {
+    /// The volume group (must exist).
+    pub vg: String,
+    /// The thin pool's LV name in `vg`; created when missing.
+    pub thin_pool: String,
+    /// Size of the thin pool when it is created, GiB (default: 90% of the VG's free space).
+    #[serde(default)]
+    pub thin_pool_size_gb: Option<u64>,
+    /// The PVs of `vg`: every LVM command gets a filter accepting only these devices.
+    pub devices: Vec<PathBuf>,
+    /// Refuse new volumes, snapshots, clones and extensions at or above this thin-pool data use
+    /// (percent).
+    #[serde(default = "default_data_hwm")]
+    pub data_high_water_percent: f64,
+    /// The same for thin-pool metadata use (percent).
+    #[serde(default = "default_meta_hwm")]
+    pub metadata_high_water_percent: f64,
+    /// `LVM_SYSTEM_DIR` for a private `lvm.conf` (default: LVM's own, `/etc/lvm`).
+    #[serde(default)]
+    pub system_dir: Option<PathBuf>,
+    /// The `lvm` program.
+    #[serde(default = "default_lvm_binary")]
+    pub lvm_binary: PathBuf,
+}
+
+fn default_data_hwm() -> f64 {
+    90.0
+}
+fn default_meta_hwm() -> f64 {
+    80.0
+}
+fn default_lvm_binary() -> PathBuf {
+    PathBuf::from("lvm")
 }
 
 /// How an attachment is exported when its connector does not say.
@@ -277,6 +321,7 @@ impl Default for Config {
                 availability_zone: default_az(),
                 volume_types: default_types(),
                 max_over_subscription_ratio: default_ratio(),
+                lvm: None,
             }],
             jobs: JobsConfig { workers: 4, lease_seconds: 60, step_delay_ms: 0, crash_at: String::new() },
             http: HttpConfig::default(),
@@ -354,6 +399,46 @@ impl Config {
             }
             if p.volume_types.is_empty() {
                 return Err(ConfigError::Invalid(format!("pools.{}: volume_types is empty", p.name)));
+            }
+            match (p.driver, &p.lvm) {
+                (DriverKind::File, None) if !p.path.as_os_str().is_empty() => {}
+                (DriverKind::File, None) => {
+                    return Err(ConfigError::Invalid(format!("pools.{}: the file driver needs a path", p.name)))
+                }
+                (DriverKind::File, Some(_)) => {
+                    return Err(ConfigError::Invalid(format!("pools.{}: lvm settings on a file pool", p.name)))
+                }
+                (DriverKind::Lvm, None) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "pools.{}: the lvm driver needs lvm = {{ vg, thin_pool, devices }}",
+                        p.name
+                    )))
+                }
+                (DriverKind::Lvm, Some(l)) => {
+                    let name_ok = |n: &str| {
+                        !n.is_empty()
+                            && !n.starts_with('-')
+                            && n.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+                    };
+                    if !name_ok(&l.vg) || !name_ok(&l.thin_pool) {
+                        return Err(ConfigError::Invalid(format!("pools.{}: bad lvm vg or thin_pool name", p.name)));
+                    }
+                    if l.devices.is_empty()
+                        || !l.devices.iter().all(|d| crate::driver::lvm::command::valid_device_path(d))
+                    {
+                        return Err(ConfigError::Invalid(format!(
+                            "pools.{}: lvm.devices must list the VG's PVs as absolute paths",
+                            p.name
+                        )));
+                    }
+                    let pct = |x: f64| x > 0.0 && x <= 100.0;
+                    if !pct(l.data_high_water_percent) || !pct(l.metadata_high_water_percent) {
+                        return Err(ConfigError::Invalid(format!(
+                            "pools.{}: lvm high-water marks must be in (0, 100]",
+                            p.name
+                        )));
+                    }
+                }
             }
             if p.max_over_subscription_ratio.is_nan() || p.max_over_subscription_ratio < 1.0 {
                 return Err(ConfigError::Invalid(format!(

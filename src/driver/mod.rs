@@ -5,11 +5,18 @@
 //! again, and every operation that replaces or creates a file builds it under a temporary name
 //! and renames it into place, so a crash leaves the old or the new state, never a torn one.
 //! Calls block (file system work) and are made from `spawn_blocking`.
+//!
+//! Each driver is a folder (as Incus lays out its drivers): `file/` (sparse files, reflink) and
+//! `lvm/` (LVM thin pools, driven through `lvm`'s JSON reports); [`conformance`] is the one
+//! suite of cases every driver passes.
 
+pub mod conformance;
 mod file;
+pub mod lvm;
 mod sparse_copy;
 
 pub use file::FileDriver;
+pub use lvm::{LvmDriver, LvmSettings};
 pub use sparse_copy::sparse_copy;
 
 use uuid::Uuid;
@@ -45,6 +52,22 @@ pub enum DriverError {
     /// The source of a copy, clone or revert does not exist.
     #[error("{0} does not exist in the pool")]
     Missing(String),
+    /// An external command (`lvm …`) failed; `stderr` is what it printed.
+    #[error("{cmd} failed ({}): {stderr}", code.map_or("killed".to_string(), |c| format!("exit {c}")))]
+    Command {
+        /// The command line.
+        cmd: String,
+        /// Exit status, `None` when killed by a signal.
+        code: Option<i32>,
+        /// Its standard error.
+        stderr: String,
+    },
+    /// The pool refuses the allocation (over-subscription ratio or high-water mark).
+    #[error("no space: {0}")]
+    NoSpace(String),
+    /// The pool's backing store is not usable as configured, or holds something not ours.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl DriverError {
@@ -107,4 +130,6 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn list_volumes(&self) -> Result<Vec<Uuid>, DriverError>;
     /// Ids of every snapshot the pool holds.
     fn list_snapshots(&self) -> Result<Vec<Uuid>, DriverError>;
+    /// Bytes of backing storage the volume's data occupies (file blocks, LV data%).
+    fn volume_allocated_bytes(&self, id: Uuid) -> Result<u64, DriverError>;
 }

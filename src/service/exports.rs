@@ -75,6 +75,12 @@ fn secret_export_name(volume_id: &str) -> Result<String> {
     Ok(format!("{volume_id}-{secret}"))
 }
 
+/// Whether a volume's export path is a block device (an LV), which is attached as itself.
+fn is_block_device(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+}
+
 fn export_error(e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Invalid, format!("cannot export the volume: {e}")).with_code("EVS.5400")
 }
@@ -138,6 +144,14 @@ impl ExportManager {
                 stored["data"]["export_digest"] = json!(digest);
                 data["export_name"] = json!(name);
                 Ok(Exported { info: json!({"driver_volume_type": "nbd", "data": data}), stored })
+            }
+            Transport::Loop if is_block_device(&req.path) => {
+                // The volume is a block device already (an LV): hand it over, no loop device.
+                let info = json!({
+                    "driver_volume_type": "local",
+                    "data": {"device_path": req.path.display().to_string(), "access_mode": access_mode},
+                });
+                Ok(Exported { info: info.clone(), stored: info })
             }
             Transport::Loop => {
                 let dev = self.attach_loop(attachment_id, &req.path, req.readonly).await?;
@@ -258,6 +272,7 @@ impl ExportManager {
                         tracing::error!(attachment = %a.id, error = %e, "could not re-export over NBD");
                     }
                 }
+                Some("local") if is_block_device(path) => {}
                 Some("local") => {
                     let wanted = info["data"]["device_path"].as_str().and_then(|p| LoopDevice::from_path(Path::new(p)));
                     let adopted = wanted
