@@ -81,7 +81,7 @@ pub async fn serve(config: Config) -> Result<()> {
     jobs::recover(&svc).await?;
     svc.restore_exports().await?;
     let stop = CancelToken::new();
-    let workers = jobs::spawn_workers(svc.clone(), stop.clone());
+    let (workers, runner) = jobs::spawn_workers(svc.clone(), stop.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -96,9 +96,22 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     let trimmer = tokio::spawn(trim_memory_when_idle());
     let http = config.http.clone();
+    // Every listener is bound (NBD by ExportManager::start, HTTP above): tell systemd.
+    let health = crate::ops::systemd::Health { svc: svc.clone(), runner };
+    crate::ops::systemd::ready(&health.status_line().await);
+    let health_task = crate::ops::systemd::spawn_health_task(health);
     let app = crate::api::router(svc);
-    crate::api::listener::serve(listener, app, &http, shutdown_signal()).await;
+    let shutdown = async {
+        shutdown_signal().await;
+        crate::ops::set_draining();
+        crate::ops::systemd::stopping();
+    };
+    crate::api::listener::serve(listener, app, &http, shutdown).await;
     tracing::info!("shutting down");
+    // systemd stops watching the watchdog once the service is stopping; the drain asks it for
+    // time instead.
+    health_task.abort();
+    let extender = crate::ops::systemd::spawn_drain_extender();
     trimmer.abort();
     stop.cancel();
     for w in workers {
@@ -106,6 +119,7 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     exports.shutdown().await;
     db.close().await;
+    extender.abort();
     Ok(())
 }
 

@@ -300,6 +300,11 @@ impl ExportManager {
         changed
     }
 
+    /// Live exports: NBD exports plus loop devices.
+    pub fn count(&self) -> usize {
+        self.nbd.list().len() + self.loops.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Stop the NBD server (graceful).
     pub async fn shutdown(&self) {
         self.nbd.shutdown().await;
