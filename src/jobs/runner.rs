@@ -130,8 +130,24 @@ async fn worker(svc: Services, n: usize, stop: CancelToken, health: Arc<RunnerHe
                 let slot = &health.slots[n];
                 slot.busy.store(true, Ordering::Relaxed);
                 let _busy = BusyGuard(slot);
-                tracing::info!(worker = n, job = %job.id, kind = job.kind.as_str(), "running job");
+                tracing::info!(worker = n, job = %job.id, kind = job.kind.as_str(), project = %job.project_id, "job started");
+                let started = Instant::now();
                 execute(&svc, &job).await;
+                let seconds = started.elapsed().as_secs_f64();
+                let outcome = match svc.db.get_job(None, &job.id).await {
+                    Ok(Some(j)) => j.status.as_str(),
+                    _ => "UNKNOWN",
+                };
+                crate::ops::metrics::observe_job(job.kind.as_str(), outcome, seconds);
+                tracing::info!(
+                    worker = n,
+                    job = %job.id,
+                    kind = job.kind.as_str(),
+                    project = %job.project_id,
+                    outcome,
+                    duration_ms = (seconds * 1000.0).round() as u64,
+                    "job finished"
+                );
                 continue;
             }
             Ok(None) => {}
