@@ -82,6 +82,10 @@ need_pkg nbdcopy libnbd-bin
 need_pkg fio fio
 need_pkg qemu-img qemu-utils
 need_pkg qemu-io qemu-utils
+# Operations tests (tests/systemd_unit.rs): the unit is checked with systemd-analyze.
+need_pkg systemd-analyze systemd
+# tests/ops_metrics.rs: the /metrics text must pass `promtool check metrics`.
+need_pkg promtool prometheus
 
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL: when TEST_DATABASE_URL names a local server that is not up, try to start it.

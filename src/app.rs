@@ -85,7 +85,12 @@ pub async fn serve(config: Config) -> Result<()> {
         request_timeout: std::time::Duration::from_secs(n.request_timeout_seconds),
         ..crate::export::nbd::NbdConfig::default()
     });
-    let exports = Arc::new(ExportManager::start(&config.exports, nbd).await?);
+    // NBD traffic is counted per pool: an export under a pool's volume directory is that pool's.
+    let pool_dirs = pools
+        .values()
+        .filter_map(|p| Some((p.driver.export_path(uuid::Uuid::nil()).parent()?.to_path_buf(), p.config.name.clone())))
+        .collect();
+    let exports = Arc::new(ExportManager::start(&config.exports, nbd).await?.with_pool_dirs(pool_dirs));
     let svc = Services {
         db: db.clone(),
         config: Arc::new(config.clone()),
@@ -97,13 +102,25 @@ pub async fn serve(config: Config) -> Result<()> {
     jobs::recover(&svc).await?;
     svc.restore_exports().await?;
     let stop = CancelToken::new();
-    let workers = jobs::spawn_workers(svc.clone(), stop.clone());
+    let (workers, runner) = jobs::spawn_workers(svc.clone(), stop.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::internal(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, auth = ?config.auth.mode, "listening");
+    let metrics_stop = CancelToken::new();
+    let metrics_task = match config.metrics.listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::internal(format!("cannot listen for metrics on {addr}: {e}")))?;
+            tracing::info!(addr = %l.local_addr()?, "metrics listening");
+            let stop = metrics_stop.clone();
+            Some(tokio::spawn(crate::ops::serve_metrics(l, svc.clone(), async move { stop.cancelled().await })))
+        }
+        None => None,
+    };
     {
         // Tests and scripts read this line to learn the port; it is the one stdout line we print.
         let mut out = std::io::stdout().lock();
@@ -112,16 +129,35 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     let trimmer = tokio::spawn(trim_memory_when_idle());
     let http = config.http.clone();
+    // Every listener is bound (NBD by ExportManager::start, HTTP and metrics above): tell
+    // systemd.
+    let health = crate::ops::systemd::Health { svc: svc.clone(), runner };
+    crate::ops::systemd::ready(&health.status_line().await);
+    let health_task = crate::ops::systemd::spawn_health_task(health);
     let app = crate::api::router(svc);
-    crate::api::listener::serve(listener, app, &http, shutdown_signal()).await;
+    let shutdown = async {
+        shutdown_signal().await;
+        crate::ops::set_draining();
+        crate::ops::systemd::stopping();
+    };
+    crate::api::listener::serve(listener, app, &http, shutdown).await;
     tracing::info!("shutting down");
+    // systemd stops watching the watchdog once the service is stopping; the drain asks it for
+    // time instead.
+    health_task.abort();
+    let extender = crate::ops::systemd::spawn_drain_extender();
     trimmer.abort();
     stop.cancel();
     for w in workers {
         let _ = w.await;
     }
     exports.shutdown().await;
+    metrics_stop.cancel();
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     db.close().await;
+    extender.abort();
     Ok(())
 }
 

@@ -49,6 +49,21 @@ pub struct Config {
     pub quotas: std::collections::BTreeMap<String, i64>,
     /// Logging filter in `tracing` syntax (`info`, `cinderblock=debug`…).
     pub log: String,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics (`GET /metrics`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Also serve `/metrics`, `/healthz` and `/readyz` on this address, without
+    /// authentication (for a scraper on a private network). On the API port `/metrics` is
+    /// always there, for admins (policy action `cinderblock:metrics:get`).
+    pub listen: Option<SocketAddr>,
+    /// One `cinderblock_volume_allocated_bytes` series per volume (off by default: a series
+    /// per volume can be many).
+    pub per_volume: bool,
 }
 
 /// Metadata database settings.
@@ -334,6 +349,7 @@ impl Default for Config {
                 nbd_host: None,
             },
             log: "info".into(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -23,5 +23,6 @@ pub mod error;
 pub mod export;
 pub mod jobs;
 pub mod model;
+pub mod ops;
 pub mod service;
 pub mod store;

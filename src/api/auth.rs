@@ -68,7 +68,9 @@ fn project_mismatch_error() -> Error {
 
 /// Paths that need no caller.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/" | "/v2" | "/v2/" | "/v3" | "/v3/") || path == "/identity" || path.starts_with("/identity/")
+    matches!(path, "/" | "/v2" | "/v2/" | "/v3" | "/v3/" | "/healthz" | "/readyz")
+        || path == "/identity"
+        || path.starts_with("/identity/")
 }
 
 /// The middleware (see the module docs).

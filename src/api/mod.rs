@@ -14,6 +14,7 @@ mod guard;
 mod identity;
 pub mod listener;
 mod microversion;
+mod ops;
 pub mod signature;
 mod snapshot_query;
 mod versions;
@@ -41,6 +42,7 @@ pub fn router(svc: Services) -> Router {
         .merge(cinder::routes())
         .merge(evs::routes())
         .merge(identity::routes())
+        .merge(ops::routes())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(svc.clone(), auth::authenticate))
         .layer(middleware::from_fn(error_bodies))
@@ -149,12 +151,17 @@ async fn request_id(mut req: Request<Body>, next: Next) -> Response {
     req.extensions_mut().insert(id.clone());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_string());
+    let started = std::time::Instant::now();
     // Everything logged while handling the request (internal errors included) carries its id.
     let span = tracing::info_span!("request", id = %id.0);
     // actions: services read the id (user messages name the request that started a job).
     let run = crate::service::messages::REQUEST_ID.scope(id.0.clone(), next.run(req));
     let mut resp = tracing::Instrument::instrument(run, span.clone()).await;
-    span.in_scope(|| tracing::debug!(%method, %path, status = resp.status().as_u16(), "handled"));
+    let route = route.as_deref().unwrap_or("unmatched");
+    let status = resp.status().as_u16();
+    crate::ops::metrics::observe_http(method.as_str(), route, status, started.elapsed().as_secs_f64());
+    span.in_scope(|| tracing::debug!(%method, %path, status, "handled"));
     if let Ok(v) = HeaderValue::from_str(&id.0) {
         resp.headers_mut().insert("x-request-id", v.clone());
         resp.headers_mut().insert("x-openstack-request-id", v);

@@ -11,6 +11,6 @@ mod recovery;
 mod runner;
 
 pub use recovery::recover;
-pub use runner::spawn_workers;
 /// The stop signal workers watch.
 pub use runner::token as runner_token;
+pub use runner::{spawn_workers, RunnerHealth, STALL_FILE_ENV};

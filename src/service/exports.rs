@@ -36,6 +36,9 @@ pub struct ExportManager {
     default_transport: Transport,
     /// Loop devices by attachment id.
     loops: Mutex<HashMap<String, LoopDevice>>,
+    /// `(directory, pool)`: an export whose file is under the directory counts in that pool's
+    /// NBD statistics.
+    pool_dirs: Vec<(PathBuf, String)>,
 }
 
 impl std::fmt::Debug for ExportManager {
@@ -105,7 +108,24 @@ impl ExportManager {
             unix_socket: cfg.nbd_unix_socket.clone(),
             default_transport: cfg.default_transport,
             loops: Mutex::new(HashMap::new()),
+            pool_dirs: Vec::new(),
         })
+    }
+
+    /// Name the pools whose exports' NBD traffic is counted per pool (`(directory, pool)`).
+    pub fn with_pool_dirs(mut self, pool_dirs: Vec<(PathBuf, String)>) -> ExportManager {
+        self.pool_dirs = pool_dirs;
+        self
+    }
+
+    /// NBD statistics by pool (exports outside every pool directory count under `""`).
+    pub fn nbd_stats(&self) -> Vec<crate::export::nbd::GroupStats> {
+        self.nbd.group_stats()
+    }
+
+    /// Loop devices attached now.
+    pub fn loop_count(&self) -> usize {
+        self.loops.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// The bound NBD TCP address.
@@ -167,7 +187,9 @@ impl ExportManager {
     async fn add_nbd(&self, digest: &str, req: &ExportRequest) -> Result<()> {
         let nbd = self.nbd.clone();
         let (digest, display, path, ro) = (digest.to_string(), req.volume_id.clone(), req.path.clone(), req.readonly);
-        tokio::task::spawn_blocking(move || nbd.add_export_digest(digest, display, path, ro))
+        let group =
+            self.pool_dirs.iter().find(|(d, _)| path.starts_with(d)).map(|(_, p)| p.clone()).unwrap_or_default();
+        tokio::task::spawn_blocking(move || nbd.add_grouped_export_digest(digest, display, &group, path, ro))
             .await
             .map_err(|e| Error::internal(e.to_string()))?
             .map_err(export_error)
@@ -313,6 +335,11 @@ impl ExportManager {
             }
         }
         changed
+    }
+
+    /// Live exports: NBD exports plus loop devices.
+    pub fn count(&self) -> usize {
+        self.nbd.list().len() + self.loops.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Stop the NBD server (graceful).

@@ -127,6 +127,8 @@ pub const POLICY: &[(&str, Role)] = &[
     ("evs:hosts:manage", Admin),
     ("evs:schedulerStats:getPools", Admin),
     ("evs:capabilities:show", Admin),
+    // Operations: Prometheus metrics span every project.
+    ("cinderblock:metrics:get", Admin),
     // Operator-only views (services, pools, hosts, messages of all projects…).
     ("evs:admin", Admin),
 ];

@@ -19,6 +19,8 @@ mod messages;
 mod misc;
 // qos: QoS specs.
 mod qos;
+// ops: figures for the status line, health checks and metrics.
+mod ops;
 mod quotas;
 // replays: the AK/SK replay cache.
 mod replays;
@@ -49,6 +51,7 @@ pub use misc::EncryptionWrite;
 // services: per-host usage rows.
 pub use services::ProjectUsage;
 // qos: QoS specs.
+pub use ops::OpsCounts;
 pub use qos::QosWrite;
 pub use snapshots::{ListSnapshots, SnapshotFilter, SnapshotSortKey};
 pub use sql::Arg;

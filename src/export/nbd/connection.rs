@@ -410,6 +410,7 @@ pub(crate) async fn run<R, W>(
             held.push_inline_permits(slot, None);
             continue;
         }
+        sh.entry.stats.request(req.command, req.length);
 
         let cost = match req.command {
             proto::CMD_READ | proto::CMD_WRITE => req.length.min(max_bytes),

@@ -15,7 +15,7 @@ pub mod proto;
 pub mod server;
 mod sink;
 
-pub use server::{export_digest, ExportInfo, NbdConfig, NbdError, NbdServer};
+pub use server::{export_digest, ExportInfo, GroupStats, NbdConfig, NbdError, NbdServer, NbdStats, OP_NAMES};
 
 #[cfg(test)]
 mod tests;

@@ -134,6 +134,48 @@ pub struct ExportInfo {
     pub sendfile_reads: u64,
 }
 
+/// Names of the commands [`NbdStats::ops`] counts, by command number (`other` last).
+pub const OP_NAMES: [&str; 9] =
+    ["read", "write", "disc", "flush", "trim", "cache", "write_zeroes", "block_status", "other"];
+
+/// Cumulative counters of one group of exports (the service groups exports by pool). A group
+/// outlives its exports, so the counters only grow.
+#[derive(Debug, Default)]
+pub struct NbdStats {
+    /// Connections that entered transmission on an export of the group.
+    pub connections_total: AtomicU64,
+    /// Bytes asked for by accepted READ requests.
+    pub read_bytes: AtomicU64,
+    /// Bytes carried by accepted WRITE requests.
+    pub write_bytes: AtomicU64,
+    /// Accepted requests by command (index: command number, [`OP_NAMES`]).
+    pub ops: [AtomicU64; 9],
+}
+
+impl NbdStats {
+    /// Count one accepted request.
+    pub(crate) fn request(&self, command: u16, length: u32) {
+        let i = usize::from(command).min(OP_NAMES.len() - 1);
+        self.ops[i].fetch_add(1, Ordering::Relaxed);
+        match command {
+            proto::CMD_READ => self.read_bytes.fetch_add(u64::from(length), Ordering::Relaxed),
+            proto::CMD_WRITE => self.write_bytes.fetch_add(u64::from(length), Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+}
+
+/// One group's counters and its live connections, as [`NbdServer::group_stats`] reports them.
+#[derive(Debug, Clone)]
+pub struct GroupStats {
+    /// The group (pool) name given at [`NbdServer::add_grouped_export_digest`].
+    pub group: String,
+    /// Its counters.
+    pub stats: Arc<NbdStats>,
+    /// Connections on its exports right now.
+    pub open_connections: usize,
+}
+
 /// Counts users (connections) and lets someone wait until there are none.
 pub(crate) struct Tracker {
     count: watch::Sender<usize>,
@@ -200,6 +242,9 @@ pub(crate) struct ExportEntry {
     bulk_readers: AtomicUsize,
     /// READ replies sent with `sendfile`, for diagnostics and tests.
     pub sendfile_reads: AtomicU64,
+    /// The counters of the export's group.
+    pub(crate) stats: Arc<NbdStats>,
+    group: String,
 }
 
 impl ExportEntry {
@@ -211,6 +256,7 @@ impl ExportEntry {
         if *rx.borrow() {
             return Err(AttachError::Gone);
         }
+        self.stats.connections_total.fetch_add(1, Ordering::Relaxed);
         Ok((guard, rx))
     }
 
@@ -281,6 +327,8 @@ struct Inner {
     budget: Arc<Semaphore>,
     listeners: Mutex<Vec<JoinHandle<()>>>,
     unix_paths: Mutex<Vec<PathBuf>>,
+    /// Counters by export group (see [`NbdStats`]).
+    groups: Mutex<HashMap<String, Arc<NbdStats>>>,
 }
 
 /// The NBD server: registry plus listeners. See the module docs.
@@ -307,6 +355,7 @@ impl NbdServer {
                 budget,
                 listeners: Mutex::new(Vec::new()),
                 unix_paths: Mutex::new(Vec::new()),
+                groups: Mutex::default(),
             }),
         }
     }
@@ -331,6 +380,19 @@ impl NbdServer {
         path: PathBuf,
         readonly: bool,
     ) -> Result<(), NbdError> {
+        self.add_grouped_export_digest(digest, label, "", path, readonly)
+    }
+
+    /// [`NbdServer::add_export_digest`], counting the export's traffic in `group`'s
+    /// [`NbdStats`].
+    pub fn add_grouped_export_digest(
+        &self,
+        digest: String,
+        label: String,
+        group: &str,
+        path: PathBuf,
+        readonly: bool,
+    ) -> Result<(), NbdError> {
         let same = |e: &ExportEntry| e.path == path && e.readonly == readonly;
         if let Some(e) = self.inner.registry.map.read().unwrap_or_else(|e| e.into_inner()).get(&digest) {
             return if same(e) { Ok(()) } else { Err(NbdError::Conflict(label)) };
@@ -342,6 +404,8 @@ impl NbdServer {
         }
         tracing::info!(export = %label, path = ?path, readonly, "nbd: export added");
         let name = label;
+        let stats =
+            self.inner.groups.lock().unwrap_or_else(|e| e.into_inner()).entry(group.to_string()).or_default().clone();
         map.insert(
             digest,
             Arc::new(ExportEntry {
@@ -353,6 +417,8 @@ impl NbdServer {
                 conns: Tracker::new(),
                 bulk_readers: AtomicUsize::new(0),
                 sendfile_reads: AtomicU64::new(0),
+                stats,
+                group: group.to_string(),
             }),
         );
         Ok(())
@@ -389,6 +455,25 @@ impl NbdServer {
             })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Every group's counters with its live connections, sorted by group.
+    pub fn group_stats(&self) -> Vec<GroupStats> {
+        let mut open: HashMap<String, usize> = HashMap::new();
+        for e in self.inner.registry.map.read().unwrap_or_else(|e| e.into_inner()).values() {
+            *open.entry(e.group.clone()).or_default() += e.conns.current();
+        }
+        let groups = self.inner.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<GroupStats> = groups
+            .iter()
+            .map(|(g, s)| GroupStats {
+                group: g.clone(),
+                stats: s.clone(),
+                open_connections: open.get(g).copied().unwrap_or(0),
+            })
+            .collect();
+        v.sort_by(|a, b| a.group.cmp(&b.group));
         v
     }
 
