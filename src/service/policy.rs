@@ -127,6 +127,16 @@ pub const POLICY: &[(&str, Role)] = &[
     ("evs:hosts:manage", Admin),
     ("evs:schedulerStats:getPools", Admin),
     ("evs:capabilities:show", Admin),
+    // images: the built-in image service (Glance v2 routes under /image). Making an image
+    // public needs an admin (Glance's publicize_image), checked by the service.
+    ("image:images:list", Reader),
+    ("image:images:get", Reader),
+    ("image:images:create", Member),
+    ("image:images:update", Member),
+    ("image:images:delete", Member),
+    ("image:images:upload", Member),
+    ("image:images:download", Reader),
+    ("image:images:imageMetadata", Member),
     // Operator-only views (services, pools, hosts, messages of all projects…).
     ("evs:admin", Admin),
 ];
