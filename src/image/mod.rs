@@ -167,19 +167,18 @@ impl ImageArea {
         Ok(out)
     }
 
-    /// The raw cache entry of image `id`, converting its file (`disk_format`, inspected again
-    /// first) once when there is none; a hit refreshes the entry's place in the LRU order.
+    /// The raw cache entry of image `id`, converting its file `src` (`disk_format`, inspected
+    /// again first) once when there is none; a hit refreshes the entry's place in the LRU order.
     /// True in the second element when this call converted.
-    pub fn cached_raw(&self, id: Uuid, disk_format: &str, limits: qemu::Limits) -> Result<(PathBuf, bool)> {
+    pub fn cached_raw(&self, id: Uuid, src: &Path, disk_format: &str, limits: qemu::Limits) -> Result<(PathBuf, bool)> {
         let entry = self.cache_path(id);
         if entry.exists() {
             let _ = File::options().write(true).open(&entry).and_then(|f| f.set_modified(std::time::SystemTime::now()));
             return Ok((entry, false));
         }
-        let src = self.image_path(id);
         let tmp =
             self.root.join("image-cache/tmp").join(format!("{}.{}.raw", id.hyphenated(), Uuid::new_v4().simple()));
-        let converted = qemu::convert(&src, disk_format, &tmp, "raw", false, limits);
+        let converted = qemu::convert(src, disk_format, &tmp, "raw", false, limits);
         if let Err(e) = converted {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);

@@ -23,6 +23,9 @@ pub async fn recover(svc: &Services) -> Result<()> {
         (VolumeStatus::Creating, VolumeStatus::Error),
         (VolumeStatus::Deleting, VolumeStatus::ErrorDeleting),
         (VolumeStatus::Retyping, VolumeStatus::Available),
+        // images: a volume from an image whose job is gone; an upload whose job is gone.
+        (VolumeStatus::Downloading, VolumeStatus::Error),
+        (VolumeStatus::Uploading, VolumeStatus::Available),
     ] {
         let n = svc.db.fail_stranded_volumes(from, to, &now).await?;
         if n > 0 {

@@ -84,7 +84,71 @@ pub struct ImageQuery {
     pub filters: Vec<(String, String)>,
 }
 
+/// The smallest volume, GiB, that holds image `i` (its virtual size and `min_disk`).
+pub fn image_min_gb(i: &Image) -> i64 {
+    let virt = i.virtual_size.or(i.size).unwrap_or(0).max(0) as u64;
+    (virt.div_ceil(crate::model::GIB) as i64).max(i.min_disk).max(1)
+}
+
+/// Refuse a volume of `size_gb` too small for image `i` (Cinder's messages; EVS.1010).
+pub fn check_image_fits(i: &Image, size_gb: i64) -> Result<()> {
+    if size_gb < i.min_disk {
+        return Err(Error::invalid(
+            "EVS.1010",
+            format!(
+                "Invalid input received: Volume size {size_gb}GB cannot be smaller than the image minDisk size {}GB.",
+                i.min_disk
+            ),
+        ));
+    }
+    let virt = i.virtual_size.or(i.size).unwrap_or(0).max(0) as u64;
+    let need = virt.div_ceil(crate::model::GIB) as i64;
+    if size_gb < need {
+        return Err(Error::invalid(
+            "EVS.1010",
+            format!("Invalid input received: Size of specified image {need}GB is larger than volume size {size_gb}GB."),
+        ));
+    }
+    Ok(())
+}
+
+/// Cinder's `volume_image_metadata` of a volume made from image `i`: the image's core fields
+/// Cinder copies, then its custom properties.
+pub fn volume_image_metadata(i: &Image) -> BTreeMap<String, String> {
+    let mut m: BTreeMap<String, String> = i.properties.clone();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), v);
+        }
+    };
+    put("image_id", Some(i.id.clone()));
+    put("image_name", i.name.clone());
+    put("checksum", i.checksum.clone());
+    put("disk_format", i.disk_format.clone());
+    put("container_format", i.container_format.clone());
+    put("min_disk", Some(i.min_disk.to_string()));
+    put("min_ram", Some(i.min_ram.to_string()));
+    put("size", i.size.map(|s| s.to_string()));
+    m
+}
+
 impl Services {
+    /// The image a volume is created from: visible to `caller` and `active` (EVS.2046 / 400
+    /// otherwise, as Cinder answers a bad `imageRef`).
+    pub async fn image_for_volume(&self, caller: &Caller, id: &str) -> Result<Image> {
+        let img = match self.get_image_for(caller, id).await {
+            Ok(i) => i,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Err(Error::invalid("EVS.2046", "Invalid image identifier or unable to access requested image."))
+            }
+            Err(e) => return Err(e),
+        };
+        if img.status != ImageStatus::Active {
+            return Err(Error::invalid("EVS.5400", format!("Invalid imageRef provided: image {id} is not active.")));
+        }
+        Ok(img)
+    }
+
     /// The pool whose directory holds image files (`images.pool`, or the first pool).
     pub fn image_pool(&self) -> Result<&PoolRuntime> {
         let name = if self.config.images.pool.is_empty() {
@@ -694,4 +758,191 @@ fn set_field(caller: &Caller, img: &mut Image, k: &str, v: Option<Value>) -> Res
         }
     }
     Ok(())
+}
+
+/// `os-volume_upload_image` input, after parsing.
+#[derive(Debug, Clone)]
+pub struct UploadToImage {
+    /// The new image's name.
+    pub image_name: String,
+    /// `raw`, `qcow2`, `vmdk`, `vhd` or `vhdx` (default `raw`).
+    pub disk_format: Option<String>,
+    /// Default `bare`.
+    pub container_format: Option<String>,
+    /// Upload an attached (`in-use`) volume.
+    pub force: bool,
+    /// 3.1+: the image's visibility (default `private`, as Cinder's).
+    pub visibility: Option<String>,
+    /// 3.1+: the image's protected flag.
+    pub protected: bool,
+}
+
+/// What the upload action answers (the volume, the new image).
+#[derive(Debug, Clone)]
+pub struct UploadStarted {
+    /// The volume, now `uploading`.
+    pub volume: crate::model::Volume,
+    /// The new image, `saving`.
+    pub image: Image,
+    /// The job writing it.
+    pub job_id: String,
+}
+
+/// Keys of a volume's image metadata that describe the old image, not a new one.
+const NOT_COPIED_TO_IMAGE: [&str; 8] =
+    ["image_id", "image_name", "checksum", "disk_format", "container_format", "min_disk", "min_ram", "size"];
+
+impl Services {
+    /// `os-volume_upload_image`: a new `saving` image owned by the caller, the volume
+    /// `uploading`, and an `uploadImage` job, in one transaction. The job takes a reflink
+    /// snapshot first, so the copy is consistent even while an attached volume is written.
+    pub async fn upload_volume_to_image(
+        &self,
+        caller: &Caller,
+        volume_id: &str,
+        req: UploadToImage,
+    ) -> Result<UploadStarted> {
+        let v = self.get_volume(caller, volume_id).await?;
+        let fmt = req.disk_format.clone().unwrap_or_else(|| "raw".into());
+        match fmt.as_str() {
+            "raw" | "qcow2" | "vmdk" | "vhd" | "vhdx" => {}
+            "zvhd" | "zvhd2" => {
+                return Err(Error::invalid(
+                    "EVS.5400",
+                    format!("Invalid disk_format {fmt}: zvhd and zvhd2 are not supported here; use raw, qcow2, vmdk, vhd or vhdx."),
+                ))
+            }
+            other => {
+                return Err(Error::invalid(
+                    "EVS.5400",
+                    format!("Invalid disk_format {other}: one of raw, qcow2, vmdk, vhd, vhdx."),
+                ))
+            }
+        }
+        let container = req.container_format.clone().unwrap_or_else(|| "bare".into());
+        if !CONTAINER_FORMATS.contains(&container.as_str()) {
+            return Err(Error::invalid("EVS.5400", format!("Invalid container_format {container}.")));
+        }
+        let name = req.image_name.trim();
+        if name.is_empty() || req.image_name.len() > 255 || req.image_name.contains('\0') {
+            return Err(Error::invalid("EVS.5400", "Invalid image_name: 1 to 255 characters."));
+        }
+        let visibility = req.visibility.clone().unwrap_or_else(|| "private".into());
+        if !VISIBILITIES.contains(&visibility.as_str()) {
+            return Err(Error::invalid("EVS.5400", format!("Invalid visibility {visibility}.")));
+        }
+        if visibility == "public" && !caller.is_admin {
+            return Err(forbidden("Policy does not allow public images for this user."));
+        }
+        let from = match v.status {
+            crate::model::VolumeStatus::Available => crate::model::VolumeStatus::Available,
+            crate::model::VolumeStatus::InUse if req.force => crate::model::VolumeStatus::InUse,
+            s => {
+                return Err(Error::invalid_status(
+                    "EVS.5400",
+                    format!("Invalid volume: Volume {volume_id} status must be available (or in-use with force), but current status is: {s}."),
+                ))
+            }
+        };
+        self.check_image_quota(caller, 1, 0).await?;
+        let now = now_timestamp();
+        let job_id = super::volumes::new_job_id();
+        let mut properties = v.image_metadata.clone();
+        properties.retain(|k, _| !NOT_COPIED_TO_IMAGE.contains(&k.as_str()));
+        let img = Image {
+            id: Uuid::new_v4().to_string(),
+            owner: caller.project_id.clone(),
+            name: Some(req.image_name.clone()),
+            status: ImageStatus::Saving,
+            disk_format: Some(fmt.clone()),
+            container_format: Some(container),
+            size: None,
+            virtual_size: None,
+            checksum: None,
+            os_hash_algo: None,
+            os_hash_value: None,
+            visibility,
+            protected: req.protected,
+            os_hidden: false,
+            min_disk: v.size_gb,
+            min_ram: 0,
+            pool: self.image_pool()?.config.name.clone(),
+            node: self.config.node.clone(),
+            properties,
+            tags: Vec::new(),
+            created_at: now.clone(),
+            updated_at: now.clone(),
+        };
+        let mut tx = self.db.begin_write().await?;
+        if !tx.cas_volume_status(&v.id, &[from], crate::model::VolumeStatus::Uploading, &now).await? {
+            return Err(Error::invalid_status(
+                "EVS.5400",
+                format!("Invalid volume: Volume {volume_id} changed status."),
+            ));
+        }
+        tx.insert_image(&img).await?;
+        tx.cas_image_status(&img.id, &[ImageStatus::Saving], ImageStatus::Saving, Some(&job_id), &now).await?;
+        tx.insert_job(&crate::store::NewJob {
+            id: job_id.clone(),
+            project_id: caller.project_id.clone(),
+            kind: crate::model::JobKind::UploadImage,
+            parent_id: None,
+            volume_id: Some(v.id.clone()),
+            payload: Some(crate::model::JobPayload {
+                request_id: super::messages::current_request_id(),
+                image_id: Some(img.id.clone()),
+                disk_format: Some(fmt),
+                restore_status: Some(from.as_str().to_string()),
+                ..Default::default()
+            }),
+            entities: serde_json::json!({"volume_id": v.id, "image_id": img.id}).to_string(),
+            begin_time: now.clone(),
+        })
+        .await?;
+        tx.commit().await?;
+        self.job_notify.notify_waiters();
+        let mut volume = v;
+        volume.status = crate::model::VolumeStatus::Uploading;
+        volume.updated_at = Some(now);
+        Ok(UploadStarted { volume, image: img, job_id })
+    }
+
+    /// `os-show_image_metadata`.
+    pub async fn volume_image_metadata(&self, caller: &Caller, volume_id: &str) -> Result<BTreeMap<String, String>> {
+        let v = self.get_volume(caller, volume_id).await?;
+        Ok(v.image_metadata)
+    }
+
+    /// `os-set_image_metadata` (merge) and `os-unset_image_metadata` (one key); the result.
+    pub async fn change_volume_image_metadata(
+        &self,
+        caller: &Caller,
+        volume_id: &str,
+        set: BTreeMap<String, String>,
+        unset: Option<String>,
+    ) -> Result<BTreeMap<String, String>> {
+        let v = self.get_volume(caller, volume_id).await?;
+        let mut m = v.image_metadata.clone();
+        for (k, val) in set {
+            if k.is_empty() || k.len() > 255 || val.len() > 255 {
+                return Err(Error::invalid(
+                    "EVS.5400",
+                    "Invalid metadata: keys and values are at most 255 characters.",
+                ));
+            }
+            m.insert(k, val);
+        }
+        if let Some(k) = unset {
+            if m.remove(&k).is_none() {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("Glance metadata for volume {volume_id} with key {k} could not be found."),
+                ));
+            }
+        }
+        let mut tx = self.db.begin_write().await?;
+        tx.set_volume_image_metadata(&v.id, &m).await?;
+        tx.commit().await?;
+        Ok(m)
+    }
 }
