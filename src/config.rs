@@ -51,6 +51,9 @@ pub struct Config {
     pub log: String,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// images: the built-in image service and the image cache.
+    #[serde(default)]
+    pub images: ImagesConfig,
 }
 
 /// Prometheus metrics (`GET /metrics`).
@@ -64,6 +67,46 @@ pub struct MetricsConfig {
     /// One `cinderblock_volume_allocated_bytes` series per volume (off by default: a series
     /// per volume can be many).
     pub per_volume: bool,
+}
+
+/// images: the built-in image service (`/image`, Glance v2) and the per-pool raw image cache.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// Pool whose directory holds image files (`images/`); empty: the first pool.
+    pub pool: String,
+    /// Largest image upload, bytes (413 beyond).
+    pub max_upload_bytes: u64,
+    /// Seconds an upload may go without receiving a byte before it is abandoned.
+    pub upload_idle_timeout_seconds: u64,
+    /// Raw cache limit per pool, GiB of allocated space (0 = unlimited).
+    pub cache_max_size_gb: u64,
+    /// Raw cache limit per pool, entries (0 = unlimited).
+    pub cache_max_count: u64,
+    /// CPU seconds `qemu-img info` may use (RLIMIT_CPU).
+    pub info_cpu_seconds: u64,
+    /// Address space `qemu-img info` may use, MiB (RLIMIT_AS).
+    pub info_address_space_mib: u64,
+    /// CPU seconds one `qemu-img convert` may use.
+    pub convert_cpu_seconds: u64,
+    /// Address space `qemu-img convert` may use, MiB.
+    pub convert_address_space_mib: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            pool: String::new(),
+            max_upload_bytes: 1 << 40,
+            upload_idle_timeout_seconds: 300,
+            cache_max_size_gb: 0,
+            cache_max_count: 0,
+            info_cpu_seconds: 30,
+            info_address_space_mib: 1024,
+            convert_cpu_seconds: 3600,
+            convert_address_space_mib: 4096,
+        }
+    }
 }
 
 /// Metadata database settings.
@@ -350,6 +393,7 @@ impl Default for Config {
             },
             log: "info".into(),
             metrics: MetricsConfig::default(),
+            images: ImagesConfig::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod config;
 pub mod driver;
 pub mod error;
 pub mod export;
+pub mod image;
 pub mod jobs;
 pub mod model;
 pub mod ops;

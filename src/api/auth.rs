@@ -71,6 +71,7 @@ fn is_public(path: &str) -> bool {
     matches!(path, "/" | "/v2" | "/v2/" | "/v3" | "/v3/" | "/healthz" | "/readyz")
         || path == "/identity"
         || path.starts_with("/identity/")
+        || super::image::is_public(path)
 }
 
 /// The middleware (see the module docs).
@@ -134,10 +135,20 @@ fn noauth_request_check(svc: &Services, req: &Request) -> Result<()> {
         }
     }
     let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
-    if writes && super::common::has_body(headers) && !is_json(headers) {
+    // images: image data and JSON patches have their own media types, which a cross-site
+    // request cannot send without a CORS preflight either.
+    if writes && super::common::has_body(headers) && !is_json(headers) && !is_image_media(req) {
         return Err(super::unsupported_media_type());
     }
     Ok(())
+}
+
+/// images: an `/image` request with the upload or JSON-patch media type.
+fn is_image_media(req: &Request) -> bool {
+    let t = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let t = t.split(';').next().unwrap_or("").trim();
+    super::image::is_image_path(req.uri().path())
+        && (t.eq_ignore_ascii_case("application/octet-stream") || t.eq_ignore_ascii_case(super::image::JSON_PATCH))
 }
 
 /// `Content-Type: application/json` (parameters such as `charset` allowed).

@@ -105,6 +105,15 @@ where
     guard(routing::put(handler), act.into())
 }
 
+/// images: `PATCH` served by `handler` for callers allowed `act`.
+pub fn patch_as<H, T>(act: impl Into<Act>, handler: H) -> MethodRouter<Services>
+where
+    H: Handler<T, Services>,
+    T: 'static,
+{
+    guard(routing::patch(handler), act.into())
+}
+
 /// `DELETE` served by `handler` for callers allowed `act`.
 pub fn delete_as<H, T>(act: impl Into<Act>, handler: H) -> MethodRouter<Services>
 where

@@ -12,6 +12,8 @@ mod common;
 pub mod evs;
 mod guard;
 mod identity;
+// images: the Glance v2 image API under /image.
+mod image;
 pub mod listener;
 mod microversion;
 mod ops;
@@ -43,6 +45,7 @@ pub fn router(svc: Services) -> Router {
         .merge(evs::routes())
         .merge(identity::routes())
         .merge(ops::routes())
+        .merge(image::routes())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(svc.clone(), auth::authenticate))
         .layer(middleware::from_fn(error_bodies))
@@ -65,6 +68,8 @@ fn is_evs_path(path: &str) -> bool {
 fn render_for_path(path: &str, err: Error) -> Response {
     if path == "/identity" || path.starts_with("/identity/") {
         identity::KeystoneError(err).into_response()
+    } else if image::is_image_path(path) {
+        image::ImageError(err).into_response()
     } else if is_evs_path(path) {
         evs::EvsError(err).into_response()
     } else {
@@ -112,7 +117,8 @@ async fn error_bodies(req: Request, next: Next) -> Response {
 /// limit is 413 in the API's format whichever route it was sent to. Every route takes bodies
 /// of a few KiB, so buffering costs nothing they would not buffer anyway.
 async fn buffer_body(axum::extract::State(svc): axum::extract::State<Services>, req: Request, next: Next) -> Response {
-    if !common::has_body(req.headers()) {
+    // images: image data is streamed to disk by its handler, never buffered here.
+    if !common::has_body(req.headers()) || image::is_upload(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
     let path = req.uri().path().to_string();

@@ -122,8 +122,20 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Built under a temporary name and renamed into place, so a crash leaves no torn volume;
     /// running it again copies again.
     fn copy_volume_data(&self, volume: Uuid, src: &std::path::Path, size_bytes: u64) -> Result<(), DriverError>;
+    /// images: make `volume` from the raw file `src` on this pool's filesystem (an image cache
+    /// entry), `size_bytes` long: a reflink where the pool has them (O(1)), else a sparse copy.
+    /// Built under a temporary name; idempotent. Drivers without files copy the data.
+    fn create_volume_from_file(&self, volume: Uuid, src: &std::path::Path, size_bytes: u64) -> Result<(), DriverError> {
+        self.copy_volume_data(volume, src, size_bytes)
+    }
     /// Atomically replace `volume`'s content with `snapshot`'s, keeping the volume's size.
     fn revert_to_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), DriverError>;
+    /// images: the file or block device holding a snapshot's data, for reading it (an upload
+    /// to an image reads a point-in-time snapshot). Drivers whose snapshots are not files
+    /// override it.
+    fn snapshot_data_path(&self, snapshot: Uuid) -> std::path::PathBuf {
+        self.export_path(snapshot)
+    }
     /// The file or block device holding the volume's data, for exports (never created here).
     fn export_path(&self, id: Uuid) -> std::path::PathBuf;
     /// Ids of every volume the pool holds (for consistency checks).

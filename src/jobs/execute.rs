@@ -34,6 +34,7 @@ pub(crate) async fn execute(svc: &Services, job: &Job) {
         JobKind::RollbackSnapshot => rollback_snapshot(svc, job).await,
         JobKind::RetypeVolume | JobKind::MigrateVolume => retype_volume(svc, job).await,
         JobKind::BatchCreateVolume => Ok(()),
+        JobKind::UploadImage => upload_image(svc, job).await,
     };
     renew.abort();
     if let Err(e) = outcome {
@@ -159,7 +160,9 @@ async fn create_volume(svc: &Services, job: &Job) -> Result<()> {
         } else {
             CloneMode::Linked
         };
-        if let Some(snap) = &v.snapshot_id {
+        if let Some(image_id) = &payload.image_id {
+            create_volume_from_image(svc, job, &v, image_id, id, bytes).await
+        } else if let Some(snap) = &v.snapshot_id {
             let sid = uuid_of(Some(snap), "snapshot", job)?;
             run_driver(svc, &v.pool, move |d| d.create_volume_from_snapshot(sid, id, bytes, mode)).await
         } else if let Some(src) = &v.source_volid {
@@ -175,12 +178,14 @@ async fn create_volume(svc: &Services, job: &Job) -> Result<()> {
     let vid = job.volume_id.clone().unwrap_or_default();
     match step {
         Ok(()) => {
-            tx.cas_volume_status(&vid, &[VolumeStatus::Creating], VolumeStatus::Available, &now).await?;
+            let from = [VolumeStatus::Creating, VolumeStatus::Downloading];
+            tx.cas_volume_status(&vid, &from, VolumeStatus::Available, &now).await?;
             tx.finish_job(&job.id, JobStatus::Success, None, None, &now).await?;
         }
         Err(e) => {
             log_failure(job, &e);
-            tx.cas_volume_status(&vid, &[VolumeStatus::Creating], VolumeStatus::Error, &now).await?;
+            let from = [VolumeStatus::Creating, VolumeStatus::Downloading];
+            tx.cas_volume_status(&vid, &from, VolumeStatus::Error, &now).await?;
             record_message(
                 &mut tx,
                 job,
@@ -195,6 +200,140 @@ async fn create_volume(svc: &Services, job: &Job) -> Result<()> {
     }
     // groups: a group created from a source is done when its last new volume is.
     tx.settle_group_of_volume(&vid, &now).await?;
+    tx.commit().await
+}
+
+/// images: the volume's data from an image: `downloading` while the image is converted once
+/// into the raw cache of the volume's pool (a hit skips that), then a reflink (or sparse
+/// copy) of the cache entry grown to the volume size; the cache is trimmed to its limits.
+async fn create_volume_from_image(
+    svc: &Services,
+    job: &Job,
+    v: &Volume,
+    image_id: &str,
+    volume: Uuid,
+    bytes: u64,
+) -> Result<()> {
+    let now = now_timestamp();
+    let mut tx = svc.db.begin_write().await?;
+    tx.cas_volume_status(&v.id, &[VolumeStatus::Creating], VolumeStatus::Downloading, &now).await?;
+    tx.commit().await?;
+    let img =
+        svc.db.get_image(image_id).await?.ok_or_else(|| Error::internal(format!("image {image_id} was deleted")))?;
+    let iid = uuid_of(Some(&img.id), "image", job)?;
+    let fmt = img.disk_format.clone().unwrap_or_else(|| "raw".into());
+    let src = svc.image_area_of(&img.pool)?.image_path(iid);
+    let cache = svc.image_area_of(&v.pool)?;
+    let limits = crate::service::images::convert_limits(svc);
+    let (max_bytes, max_count) = (svc.config.images.cache_max_size_gb * GIB, svc.config.images.cache_max_count);
+    let driver = driver_of(svc, &v.pool)?;
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let (entry, converted) = cache.cached_raw(iid, &src, &fmt, limits)?;
+        tracing::info!(image = %iid, volume = %volume, cache_hit = !converted, "volume from image");
+        driver.create_volume_from_file(volume, &entry, bytes).map_err(|e| Error::internal(e.to_string()))?;
+        if let Err(e) = cache.evict(max_bytes, max_count, Some(iid)) {
+            tracing::warn!(error = %e, "image cache eviction failed");
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::internal(format!("storage task panicked: {e}")))?
+}
+
+/// images: `os-volume_upload_image`. A reflink snapshot named by the job id freezes the data
+/// first (consistent while attached); the image file is written from it (sparse copy for raw,
+/// `qemu-img convert -f raw -O <fmt>` otherwise), checked by the inspector, hashed and renamed
+/// into place; then, in one transaction, the image turns `active` and the volume goes back to
+/// its status. A failure leaves the image `killed`, the volume back in its status and a user
+/// message. Every step is idempotent, so a requeued job simply runs again.
+async fn upload_image(svc: &Services, job: &Job) -> Result<()> {
+    let now = now_timestamp();
+    let payload = job.payload();
+    let vid = job.volume_id.clone().unwrap_or_default();
+    let image_id = payload.image_id.clone().unwrap_or_default();
+    let restore: VolumeStatus =
+        payload.restore_status.as_deref().and_then(|s| s.parse().ok()).unwrap_or(VolumeStatus::Available);
+    let step = async {
+        let v = load_volume(svc, job).await?;
+        let vol = uuid_of(Some(&v.id), "volume", job)?;
+        let iid = uuid_of(Some(&image_id), "image", job)?;
+        let snap = uuid_of(Some(&job.id), "job", job)?;
+        let img = svc.db.get_image(&image_id).await?.ok_or_else(|| Error::internal("the image was deleted"))?;
+        let fmt = payload.disk_format.clone().unwrap_or_else(|| "raw".into());
+        let area = svc.image_area_of(&img.pool)?;
+        let driver = driver_of(svc, &v.pool)?;
+        let (climits, ilimits) =
+            (crate::service::images::convert_limits(svc), crate::service::images::info_limits(svc));
+        tokio::task::spawn_blocking(move || -> Result<(String, String, u64, u64)> {
+            driver.create_snapshot(vol, snap).map_err(|e| Error::internal(e.to_string()))?;
+            let src = driver.snapshot_data_path(snap);
+            let tmp = area.temp_path(iid);
+            let written = (|| -> Result<(String, String, u64, u64)> {
+                if fmt == "raw" {
+                    let s = std::fs::File::open(&src)?;
+                    let len = s.metadata()?.len();
+                    let d = std::fs::File::options().write(true).create_new(true).open(&tmp)?;
+                    crate::driver::sparse_copy(&s, &d, len)?;
+                } else {
+                    crate::image::qemu::convert(&src, "raw", &tmp, &fmt, false, climits)?;
+                }
+                crate::image::inspect::inspect_path(&tmp, &fmt)
+                    .map_err(|e| Error::internal(format!("the written image fails inspection: {}", e.0)))?;
+                let vsize = if fmt == "raw" {
+                    std::fs::metadata(&tmp)?.len()
+                } else {
+                    crate::image::qemu::info(&tmp, &fmt, ilimits)?.virtual_size
+                };
+                let (md5, sha512, len) = crate::image::hash_file(&tmp)?;
+                area.commit(&tmp, iid)?;
+                Ok((md5, sha512, len, vsize))
+            })();
+            let _ = std::fs::remove_file(&tmp);
+            if let Err(e) = driver.delete_snapshot(snap) {
+                tracing::warn!(error = %e, "could not remove an upload's temporary snapshot");
+            }
+            written
+        })
+        .await
+        .map_err(|e| Error::internal(format!("storage task panicked: {e}")))?
+    }
+    .await;
+    crash_point(svc, job, "after_storage");
+    let mut tx = svc.db.begin_write().await?;
+    match step {
+        Ok((md5, sha512, len, vsize)) => {
+            if !tx.activate_image(&image_id, len as i64, vsize as i64, &md5, &sha512, &now).await? {
+                tracing::warn!(image = %image_id, "the image went away during the upload; dropping its data");
+                if let (Ok(img_pool), Some(iid)) = (svc.image_pool(), crate::model::parse_uuid(&image_id)) {
+                    let _ = crate::image::ImageArea::at(&img_pool.config.path).remove(iid);
+                }
+            }
+            tx.cas_volume_status(&vid, &[VolumeStatus::Uploading], restore, &now).await?;
+            tx.finish_job(&job.id, JobStatus::Success, None, None, &now).await?;
+        }
+        Err(e) => {
+            log_failure(job, &e);
+            tx.cas_image_status(
+                &image_id,
+                &[crate::model::ImageStatus::Saving],
+                crate::model::ImageStatus::Killed,
+                None,
+                &now,
+            )
+            .await?;
+            tx.cas_volume_status(&vid, &[VolumeStatus::Uploading], restore, &now).await?;
+            record_message(
+                &mut tx,
+                job,
+                "VOLUME",
+                &vid,
+                MessageAction::CopyVolumeToImage,
+                MessageDetail::FailedToUploadVolume,
+            )
+            .await?;
+            tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2024"), Some(&e.message), &now).await?;
+        }
+    }
     tx.commit().await
 }
 

@@ -23,6 +23,9 @@ pub async fn recover(svc: &Services) -> Result<()> {
         (VolumeStatus::Creating, VolumeStatus::Error),
         (VolumeStatus::Deleting, VolumeStatus::ErrorDeleting),
         (VolumeStatus::Retyping, VolumeStatus::Available),
+        // images: a volume from an image whose job is gone; an upload whose job is gone.
+        (VolumeStatus::Downloading, VolumeStatus::Error),
+        (VolumeStatus::Uploading, VolumeStatus::Available),
     ] {
         let n = svc.db.fail_stranded_volumes(from, to, &now).await?;
         if n > 0 {
@@ -78,6 +81,34 @@ pub async fn recover(svc: &Services) -> Result<()> {
                     .map_err(|e| Error::internal(e.to_string()))?;
             }
         }
+    }
+    // images: partial uploads and conversions are removed, uploads cut off go back to
+    // `queued`, and image files no image row owns are removed.
+    recover_images(svc, &now).await?;
+    Ok(())
+}
+
+/// images: see [`recover`].
+async fn recover_images(svc: &Services, now: &str) -> Result<()> {
+    let n = svc.db.reset_interrupted_uploads(&svc.config.node, now).await?;
+    if n > 0 {
+        tracing::warn!(count = n, "images whose upload was interrupted are queued again");
+    }
+    for (name, pool) in svc.pools.iter() {
+        let root = pool.config.path.clone();
+        let known: HashSet<String> = svc.db.image_ids_on_pool(name).await?.into_iter().collect();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let area = crate::image::ImageArea::open(&root)?;
+            for id in area.list_images()? {
+                if !known.contains(&id.to_string()) {
+                    tracing::warn!(image = %id, "removing an image file no image row owns");
+                    area.remove(id)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))??;
     }
     Ok(())
 }

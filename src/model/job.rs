@@ -68,6 +68,8 @@ pub enum JobKind {
     RetypeVolume,
     /// Admin migration: the same copy and switch, the type unchanged.
     MigrateVolume,
+    /// images: copy a volume into an image (`os-volume_upload_image`).
+    UploadImage,
 }
 
 impl JobKind {
@@ -83,6 +85,7 @@ impl JobKind {
             Self::RollbackSnapshot => "rollbackSnapshot",
             Self::RetypeVolume => "retypeVolume",
             Self::MigrateVolume => "migrateVolume",
+            Self::UploadImage => "uploadImage",
         }
     }
 }
@@ -100,6 +103,7 @@ impl FromStr for JobKind {
             "rollbackSnapshot" => Ok(Self::RollbackSnapshot),
             "retypeVolume" => Ok(Self::RetypeVolume),
             "migrateVolume" => Ok(Self::MigrateVolume),
+            "uploadImage" => Ok(Self::UploadImage),
             _ => Err(()),
         }
     }
@@ -162,6 +166,12 @@ pub struct JobPayload {
     /// Retype with migration: the pool the volume moves to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dest_pool: Option<String>,
+    /// images: the image a new volume is made from, or the image an upload writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// images: an upload's target disk format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_format: Option<String>,
 }
 
 impl Job {

@@ -15,6 +15,10 @@ pub enum MessageAction {
     SnapshotCreate,
     /// `010` delete snapshot.
     SnapshotDelete,
+    /// images: `004` copy volume to image.
+    CopyVolumeToImage,
+    /// images: `005` copy image to volume.
+    CopyImageToVolume,
 }
 
 impl MessageAction {
@@ -26,6 +30,8 @@ impl MessageAction {
             Self::CreateVolumeFromBackend => ("008", "create volume from backend storage"),
             Self::SnapshotCreate => ("009", "create snapshot"),
             Self::SnapshotDelete => ("010", "delete snapshot"),
+            Self::CopyVolumeToImage => ("004", "copy volume to image"),
+            Self::CopyImageToVolume => ("005", "copy image to volume"),
         }
     }
     /// The phrase of an action id (`unknown action` for ids we never write).
@@ -34,7 +40,9 @@ impl MessageAction {
     }
 }
 
-const ALL_ACTIONS: [MessageAction; 5] = [
+const ALL_ACTIONS: [MessageAction; 7] = [
+    MessageAction::CopyVolumeToImage,
+    MessageAction::CopyImageToVolume,
     MessageAction::ScheduleAllocateVolume,
     MessageAction::ExtendVolume,
     MessageAction::CreateVolumeFromBackend,
@@ -57,6 +65,8 @@ pub enum MessageDetail {
     SnapshotCreateError,
     /// `016` Snapshot failed to delete.
     SnapshotDeleteError,
+    /// images: `004` Failed to upload volume to image at image service.
+    FailedToUploadVolume,
 }
 
 impl MessageDetail {
@@ -69,6 +79,7 @@ impl MessageDetail {
             Self::DriverFailedCreate => ("012", "Driver failed to create the volume."),
             Self::SnapshotCreateError => ("013", "Snapshot failed to create."),
             Self::SnapshotDeleteError => ("016", "Snapshot failed to delete."),
+            Self::FailedToUploadVolume => ("004", "Failed to upload volume to image at image service."),
         }
     }
     /// The phrase of a detail id (the unknown error's for ids we never write).
@@ -82,7 +93,8 @@ impl MessageDetail {
     }
 }
 
-const ALL_DETAILS: [MessageDetail; 6] = [
+const ALL_DETAILS: [MessageDetail; 7] = [
+    MessageDetail::FailedToUploadVolume,
     MessageDetail::UnknownError,
     MessageDetail::NoBackendAvailable,
     MessageDetail::DriverFailedExtend,

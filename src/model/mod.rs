@@ -9,6 +9,8 @@ mod encryption;
 // groups: generic volume groups.
 mod group;
 mod identity;
+// images: the built-in image service.
+mod image;
 mod job;
 // qos: QoS specs records.
 mod qos;
@@ -25,7 +27,9 @@ pub use attachment::{AttachMode, AttachStatus, Attachment};
 pub use encryption::{DefaultType, TypeEncryption};
 // groups: generic volume groups.
 pub use group::{Group, GroupSnapshot, GroupType, GROUP_SNAPSHOT_STATUSES, GROUP_STATUSES};
+// images: the built-in image service.
 pub use identity::{Credential, Project, Role, RoleAssignment, TokenRecord, User};
+pub use image::{Image, ImageStatus, CONTAINER_FORMATS, DISK_FORMATS, VISIBILITIES};
 pub use job::{Job, JobKind, JobPayload, JobStatus};
 // qos: QoS specs records.
 pub use qos::{QosAssociation, QosSpecs, DEFAULT_QOS_CONSUMER, QOS_CONSUMERS};

@@ -40,11 +40,15 @@ pub enum VolumeStatus {
     Retyping,
     /// Set by an admin (`os-reset_status`) while they work on it; no job uses it.
     Maintenance,
+    /// images: its data is being written from an image (conversion into the cache, then a clone).
+    Downloading,
+    /// images: its data is being copied into an image (`os-volume_upload_image`).
+    Uploading,
 }
 
 impl VolumeStatus {
     /// Every status, for parsing and filters.
-    pub const ALL: [VolumeStatus; 17] = [
+    pub const ALL: [VolumeStatus; 19] = [
         Self::Creating,
         Self::Available,
         Self::InUse,
@@ -62,6 +66,8 @@ impl VolumeStatus {
         Self::Reserved,
         Self::Retyping,
         Self::Maintenance,
+        Self::Downloading,
+        Self::Uploading,
     ];
 
     /// Statuses a volume may be deleted from (EVS.1046 lists them; Cinder adds
@@ -95,6 +101,8 @@ impl VolumeStatus {
             Self::Reserved => "reserved",
             Self::Retyping => "retyping",
             Self::Maintenance => "maintenance",
+            Self::Downloading => "downloading",
+            Self::Uploading => "uploading",
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct Volume {
     pub group_id: Option<String>,
     /// Cinder's `migration_status` (`migrating`, `success`, `error`; `None` when never moved).
     pub migration_status: Option<String>,
+    /// images: Cinder's `volume_image_metadata` (the image it was made from; empty when none).
+    pub image_metadata: BTreeMap<String, String>,
 }
 
 /// What a create request asks for, after validation.

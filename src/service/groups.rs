@@ -656,6 +656,7 @@ impl Services {
                 encrypted: v.encrypted,
                 group_id: Some(g.id.clone()),
                 migration_status: None,
+                image_metadata: BTreeMap::new(),
             })
             .collect();
         // Pool capacity per pool, read before the transaction (see `project_limits`).

@@ -11,6 +11,8 @@ mod exports;
 // groups: generic volume groups.
 mod groups;
 pub mod identity;
+// images: the built-in image service.
+pub mod images;
 mod jobs;
 pub mod login_limits;
 // actions: user messages.

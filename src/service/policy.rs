@@ -129,6 +129,16 @@ pub const POLICY: &[(&str, Role)] = &[
     ("evs:capabilities:show", Admin),
     // Operations: Prometheus metrics span every project.
     ("cinderblock:metrics:get", Admin),
+    // images: the built-in image service (Glance v2 routes under /image). Making an image
+    // public needs an admin (Glance's publicize_image), checked by the service.
+    ("image:images:list", Reader),
+    ("image:images:get", Reader),
+    ("image:images:create", Member),
+    ("image:images:update", Member),
+    ("image:images:delete", Member),
+    ("image:images:upload", Member),
+    ("image:images:download", Reader),
+    ("image:images:imageMetadata", Member),
     // Operator-only views (services, pools, hosts, messages of all projects…).
     ("evs:admin", Admin),
 ];

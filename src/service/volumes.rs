@@ -195,13 +195,13 @@ impl Services {
                 Error::new(ErrorKind::NotFound, format!("Backup {id} could not be found.")).with_code("EVS.1006")
             );
         }
-        if let Some(id) = &req.source.image_ref {
-            return Err(
-                Error::new(ErrorKind::NotFound, format!("Image {id} could not be found.")).with_code("EVS.2046")
-            );
-        }
+        // images: a volume from an image (converted once into the pool's raw cache by the job).
+        let image = match &req.source.image_ref {
+            Some(id) => Some(self.image_for_volume(caller, id).await?),
+            None => None,
+        };
         let source = self.resolve_source(caller, &req.source).await?;
-        if source.is_some() {
+        if source.is_some() || image.is_some() {
             for key in ["__system__encrypted", "__system__cmkid", "hw:passthrough"] {
                 if req.metadata.contains_key(key) {
                     return Err(Error::invalid(
@@ -214,7 +214,10 @@ impl Services {
         let size = match (req.size_gb, &source) {
             (Some(s), _) => s,
             (None, Some(src)) => src.size_gb,
-            (None, None) => return Err(Error::invalid("EVS.1010", "size is required")),
+            (None, None) => match &image {
+                Some(img) => super::images::image_min_gb(img),
+                None => return Err(Error::invalid("EVS.1010", "size is required")),
+            },
         };
         if !(1..=req.max_size_gb).contains(&size) {
             return Err(Error::invalid(
@@ -235,6 +238,9 @@ impl Services {
                     ),
                 ));
             }
+        }
+        if let Some(img) = &image {
+            super::images::check_image_fits(img, size)?;
         }
         if !(1..=MAX_BATCH).contains(&req.count) {
             return Err(Error::invalid(
@@ -354,7 +360,7 @@ impl Services {
                 volume_type_id: vtype.id.clone(),
                 volume_type_name: vtype.name.clone(),
                 pool: pool.config.name.clone(),
-                bootable: source.as_ref().is_some_and(|s| s.bootable),
+                bootable: source.as_ref().is_some_and(|s| s.bootable) || image.is_some(),
                 multiattach: req.multiattach,
                 readonly: false,
                 snapshot_id: req.source.snapshot_id.clone(),
@@ -367,6 +373,7 @@ impl Services {
                 encrypted,
                 group_id: group.as_ref().map(|g| g.id.clone()),
                 migration_status: None,
+                image_metadata: image.as_ref().map(super::images::volume_image_metadata).unwrap_or_default(),
             })
             .collect();
 
@@ -416,6 +423,9 @@ impl Services {
         }
         for v in &volumes {
             tx.insert_volume(v).await?;
+            if !v.image_metadata.is_empty() {
+                tx.set_volume_image_metadata(&v.id, &v.image_metadata).await?;
+            }
             tx.insert_job(&NewJob {
                 id: if batch { new_job_id() } else { job_id.clone() },
                 project_id: caller.project_id.clone(),
@@ -425,6 +435,7 @@ impl Services {
                 payload: Some(crate::model::JobPayload {
                     request_id: super::messages::current_request_id(),
                     no_valid_backend,
+                    image_id: image.as_ref().map(|i| i.id.clone()),
                     ..Default::default()
                 }),
                 entities:

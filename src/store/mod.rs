@@ -12,6 +12,8 @@ mod client_tokens;
 // groups: generic volume groups.
 mod groups;
 mod identity;
+// images: the built-in image service.
+mod images;
 mod jobs;
 // actions: user messages.
 mod messages;

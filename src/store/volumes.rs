@@ -16,7 +16,8 @@ const VOLUME_COLUMNS: &str = "v.id, v.project_id, v.user_id, v.name, v.descripti
      (SELECT COUNT(*) FROM volume_metadata m WHERE m.volume_id = v.id) AS n_meta, \
      (SELECT COUNT(*) FROM tags g WHERE g.resource_type = 'volumes' AND g.resource_id = v.id) AS n_tags, \
      (SELECT COUNT(*) FROM attachments a WHERE a.volume_id = v.id) AS n_att, \
-     (SELECT COUNT(*) FROM volume_type_encryption e WHERE e.type_id = v.volume_type_id) AS n_enc";
+     (SELECT COUNT(*) FROM volume_type_encryption e WHERE e.type_id = v.volume_type_id) AS n_enc, \
+     (SELECT COUNT(*) FROM volume_image_metadata i WHERE i.volume_id = v.id) AS n_img";
 
 /// Filters shared by both APIs' list calls; every field narrows the result.
 #[derive(Debug, Clone, Default)]
@@ -166,6 +167,7 @@ fn volume_from_row(row: &AnyRow) -> Result<Volume> {
         encrypted: row.try_get::<i64, _>("n_enc")? > 0,
         group_id: opt_text(row, "group_id")?,
         migration_status: opt_text(row, "migration_status")?,
+        image_metadata: BTreeMap::new(),
     })
 }
 
@@ -176,6 +178,8 @@ struct SideRows {
     metadata: bool,
     tags: bool,
     attachments: bool,
+    // images: volume_image_metadata rows.
+    image_metadata: bool,
 }
 
 impl SideRows {
@@ -185,6 +189,7 @@ impl SideRows {
             s.metadata |= r.try_get::<i64, _>("n_meta")? > 0;
             s.tags |= r.try_get::<i64, _>("n_tags")? > 0;
             s.attachments |= r.try_get::<i64, _>("n_att")? > 0;
+            s.image_metadata |= r.try_get::<i64, _>("n_img")? > 0;
         }
         Ok(s)
     }
@@ -267,6 +272,11 @@ impl Db {
         }
         if side.attachments {
             self.fill_attachments(volumes).await?;
+        }
+        if side.image_metadata {
+            for v in volumes.iter_mut() {
+                v.image_metadata = self.volume_image_metadata(&v.id).await?;
+            }
         }
         Ok(())
     }

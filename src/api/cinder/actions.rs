@@ -36,6 +36,8 @@ fn volume_action_key(key: &str) -> &'static str {
         "os-attach" | "os-reserve" | "os-unreserve" | "os-initialize_connection" => "evs:volumes:attach",
         "os-detach" | "os-terminate_connection" | "os-begin_detaching" | "os-roll_detaching" => "evs:volumes:detach",
         "os-show_image_metadata" => "evs:volumes:get",
+        // images: the volume's image metadata (Cinder: volume_extension:volume_image_metadata).
+        "os-set_image_metadata" | "os-unset_image_metadata" => "image:images:imageMetadata",
         "os-volume_upload_image" => "evs:volumes:uploadImage",
         "revert" => "evs:snapshots:rollback",
         "os-retype" => "evs:volumes:retype",
@@ -198,6 +200,70 @@ pub(super) async fn volume_action(
                 .ok_or_else(|| Error::invalid("EVS.5400", "Invalid input: 'readonly' is required"))?;
             svc.set_volume_flag(&c, &id, VolumeFlag::Readonly, ro).await?;
             Ok(StatusCode::ACCEPTED.into_response())
+        }
+        // images: upload to an image (EVS 7.2.4) and the volume's image metadata.
+        "os-volume_upload_image" => {
+            let name = required_string(&args, "image_name")?;
+            let req = crate::service::images::UploadToImage {
+                image_name: name,
+                disk_format: opt_string(&args, "disk_format", "EVS.5400")?,
+                container_format: opt_string(&args, "container_format", "EVS.5400")?,
+                force: match args.get("force") {
+                    Some(Value::String(s)) => crate::api::common::parse_bool(s)
+                        .ok_or_else(|| Error::invalid("EVS.5400", format!("Invalid value '{s}' for force.")))?,
+                    _ => opt_bool(&args, "force", "EVS.5400")?.unwrap_or(false),
+                },
+                visibility: if version.at_least(1) { opt_string(&args, "visibility", "EVS.5400")? } else { None },
+                protected: if version.at_least(1) {
+                    opt_bool(&args, "protected", "EVS.5400")?.unwrap_or(false)
+                } else {
+                    false
+                },
+            };
+            let started = svc.upload_volume_to_image(&c, &id, req).await?;
+            let v = &started.volume;
+            let t = svc.catalog.find_type(&v.volume_type_id);
+            let vt = t.map(|t| {
+                json!({
+                    "id": t.id, "name": t.name, "description": t.description, "is_public": t.is_public,
+                    "extra_specs": t.extra_specs, "deleted": false, "deleted_at": null,
+                    "created_at": v.created_at, "updated_at": null,
+                })
+            });
+            let img = &started.image;
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"os-volume_upload_image": {
+                    "id": v.id,
+                    "updated_at": v.updated_at,
+                    "status": v.status.as_str(),
+                    "display_description": v.description.clone().unwrap_or_default(),
+                    "size": v.size_gb,
+                    "volume_type": vt,
+                    "image_id": img.id,
+                    "container_format": img.container_format,
+                    "disk_format": img.disk_format,
+                    "image_name": img.name,
+                    "protected": img.protected,
+                    "visibility": img.visibility,
+                }})),
+            )
+                .into_response())
+        }
+        "os-show_image_metadata" => {
+            let m = svc.volume_image_metadata(&c, &id).await?;
+            Ok(Json(json!({"metadata": m})).into_response())
+        }
+        "os-set_image_metadata" => {
+            let set = crate::api::common::opt_string_map(&args, "metadata", "EVS.5400")?
+                .ok_or_else(|| Error::invalid("EVS.5400", "Invalid input: 'metadata' is required"))?;
+            let m = svc.change_volume_image_metadata(&c, &id, set, None).await?;
+            Ok(Json(json!({"metadata": m})).into_response())
+        }
+        "os-unset_image_metadata" => {
+            let key = required_string(&args, "key")?;
+            svc.change_volume_image_metadata(&c, &id, Default::default(), Some(key)).await?;
+            Ok(StatusCode::OK.into_response())
         }
         "os-set_bootable" => {
             let b = opt_bool(&args, "bootable", "EVS.5400")?

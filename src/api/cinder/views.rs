@@ -118,6 +118,10 @@ pub fn volume_detail(ctx: &ViewCtx, v: &Volume, call: Call) -> Value {
     if call == Call::Read {
         // VolumeTenantAttribute: every reader of the project; host and migration: admins.
         put("os-vol-tenant-attr:tenant_id", json!(v.project_id));
+        // images: Cinder's VolumeImageMetadata extension, for volumes made from an image.
+        if !v.image_metadata.is_empty() {
+            put("volume_image_metadata", json!(v.image_metadata));
+        }
         if admin {
             put("os-vol-host-attr:host", json!(host_of(ctx.node, v)));
             put("os-vol-mig-status-attr:migstat", json!(v.migration_status));

@@ -29,7 +29,7 @@ pub fn volume_detail(base: &str, node: &str, v: &Volume) -> Value {
     put("snapshot_id", json!(v.snapshot_id));
     put("description", json!(v.description));
     put("os-vol-tenant-attr:tenant_id", json!(v.project_id));
-    put("volume_image_metadata", json!({}));
+    put("volume_image_metadata", json!(v.image_metadata));
     put("created_at", json!(v.created_at));
     put("updated_at", json!(v.updated_at));
     put("volume_type", json!(v.volume_type_name));

@@ -45,7 +45,8 @@ pub(super) async fn create(State(svc): State<Services>, Path(p): Path<String>, h
         source: VolumeSource {
             snapshot_id: opt_string(&o, "snapshot_id", "EVS.2045")?,
             source_volid: None,
-            image_ref: opt_string(&o, "imageRef", "EVS.2046")?,
+            // images: EVS clients name the image `imageRef` (Cinder's spelling) or `image_id`.
+            image_ref: opt_string(&o, "imageRef", "EVS.2046")?.or(opt_string(&o, "image_id", "EVS.2046")?),
             backup_id: opt_string(&o, "backup_id", "EVS.1006")?,
         },
         client_token: super::client_token::from_headers(&headers)?,

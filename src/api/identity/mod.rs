@@ -232,6 +232,8 @@ fn catalog(svc: &Services, base: &str, project_id: &str) -> Value {
         service("volumev2", "cinderv2", format!("{base}/v2/{project_id}")),
         service("evs", "evs", format!("{base}/v2/{project_id}")),
         service("identity", "keystone", format!("{base}/identity")),
+        // images: the built-in Glance v2 image service.
+        service("image", "glance", format!("{base}/image")),
     ])
 }
 

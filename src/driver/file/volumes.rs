@@ -100,11 +100,24 @@ impl Driver for FileDriver {
         self.materialize(src, &tmp, &self.volume_path(volume), size_bytes, CloneMode::Full, false)
     }
 
+    fn create_volume_from_file(&self, volume: Uuid, src: &Path, size_bytes: u64) -> Result<(), DriverError> {
+        let final_path = self.volume_path(volume);
+        if final_path.exists() {
+            return Ok(());
+        }
+        let tmp = self.tmp_path(volume, "image");
+        self.materialize(src, &tmp, &final_path, size_bytes, CloneMode::Linked, false)
+    }
+
     fn revert_to_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), DriverError> {
         let vol = self.volume_path(volume);
         let size = std::fs::metadata(&vol).map_err(io("stat", &vol))?.len();
         let tmp = self.tmp_path(volume, "revert");
         self.materialize(&self.snapshot_path(snapshot), &tmp, &vol, size, CloneMode::Linked, false)
+    }
+
+    fn snapshot_data_path(&self, snapshot: Uuid) -> PathBuf {
+        self.snapshot_path(snapshot)
     }
 
     fn export_path(&self, id: Uuid) -> PathBuf {
