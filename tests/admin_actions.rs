@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use common::{project, s, Api, Backend, Opts, Resp, TestServer};
+use common::{enc, project, s, Api, Backend, Opts, Resp, TestServer};
 
 backend_tests!(
     snapshot_reset_update_and_force_delete,
@@ -25,6 +25,9 @@ backend_tests!(
     capability_specs_choose_the_pool,
     services_disable_and_freeze,
     force_detach_clears_attachments,
+    manage_and_unmanage_volumes_and_snapshots,
+    manage_refuses_unsafe_references,
+    manage_survives_kill9,
 );
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -81,13 +84,11 @@ async fn snapshot_reset_update_and_force_delete(b: Backend) {
         json!({"os-reset_status": {}}),
         json!({"os-reset_status": {"status": "error", "extra": 1}}),
         json!({"os-no_such_action": {}}),
-        json!({"os-unmanage": {}}),
+        json!({"os-unmanage": {"extra": 1}}),
     ] {
         let r = snap_action(&api, &p, &sid, bad.clone()).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.text);
     }
-    let r = snap_action(&api, &p, &sid, json!({"os-unmanage": {}})).await;
-    assert!(r.text.contains("os-unmanage"), "{}", r.text);
     assert_eq!(wait_snapshot(&api, &p, &sid, "available").await["status"], "available");
     snap_action(&api, &p, &uuid::Uuid::new_v4().to_string(), json!({"os-reset_status": {"status": "error"}}))
         .await
@@ -260,6 +261,11 @@ async fn snapshot_admin_actions_need_admin(b: Backend) {
     k.alice.post(&vpath, json!({"os-reset_status": {"status": "error"}})).await.expect_fault(403, "forbidden");
     k.alice.post(&vpath, json!({"os-force_delete": {}})).await.expect_fault(403, "forbidden");
     k.alice.post(&vpath, json!({"os-migrate_volume": {"host": "x@y#y"}})).await.expect_fault(403, "forbidden");
+    // manage: adopting and letting go of storage is the admin's, as in Cinder.
+    k.alice.post(&vpath, json!({"os-unmanage": {}})).await.expect_fault(403, "forbidden");
+    let manage = json!({"volume": {"host": "x", "ref": {"source-name": "f"}}});
+    k.alice.post(&format!("/v3/{a}/os-volume-manage"), manage).await.expect_fault(403, "forbidden");
+    k.alice.get(&format!("/v3/{a}/manageable_volumes?host=x")).await.expect_fault(403, "forbidden");
     // Retype is the owner's (Cinder: project member): in place here, the type names no pool.
     let tname = common::unique("plain");
     k.boss.post(&format!("/v3/{a}/types"), json!({"volume_type": {"name": tname}})).await.expect(200);
@@ -915,4 +921,267 @@ async fn force_detach_clears_attachments(b: Backend) {
     let v = k.alice.wait_volume(a, &vid, "available").await;
     assert_eq!(v["attachments"], json!([]), "{v}");
     k.alice.delete(&format!("/v3/{a}/volumes/{vid}")).await.expect(202);
+}
+
+// ----- manage ------------------------------------------------------------------------------------
+
+const V38: [(&str, &str); 1] = [("OpenStack-API-Version", "volume 3.8")];
+
+/// Poll until GET `path` answers 404.
+async fn wait_gone(api: &Api, path: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let r = api.get(path).await;
+        if r.status == 404 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path} never went away: {}", r.text);
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn write_at(path: &std::path::Path, off: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).expect("open for write");
+    f.write_all_at(data, off).expect("write");
+}
+
+fn read_at(path: &std::path::Path, off: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; len];
+    std::fs::File::open(path).expect("open").read_exact_at(&mut buf, off).expect("read");
+    buf
+}
+
+async fn manage_and_unmanage_volumes_and_snapshots(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let import = srv.pool.join("import");
+    let v = api.cinder_create_available(&p, json!({"size": 1, "name": "orig"})).await;
+    let vid = s(&v, "id");
+    let shown = api.get(&format!("/v3/{p}/volumes/{vid}")).await.expect(200).body["volume"].clone();
+    let host = s(&shown, "os-vol-host-attr:host");
+    write_at(&srv.volume_path(&vid), 3 << 20, b"kept across unmanage");
+    let sid = available_snapshot(&api, &p, &vid).await;
+    write_at(&srv.volume_path(&vid), 3 << 20, b"written after the snap");
+
+    // A volume with snapshots cannot be unmanaged (Cinder's rule for delete).
+    let vact = format!("/v3/{p}/volumes/{vid}/action");
+    api.post(&vact, json!({"os-unmanage": {}})).await.expect(400);
+
+    // Unmanage the snapshot: the row goes, the data stays in import/ under Cinder LVM's name.
+    snap_action(&api, &p, &sid, json!({"os-unmanage": {}})).await.expect(202);
+    wait_gone(&api, &format!("/v3/{p}/snapshots/{sid}")).await;
+    let snap_file = import.join(format!("snapshot-{sid}"));
+    assert_eq!(read_at(&snap_file, 3 << 20, 20), b"kept across unmanage");
+    assert!(!srv.pool.join("snapshots").join(format!("{sid}.raw")).exists());
+
+    // Manage it back as a snapshot of the same volume (the v2 view, 202).
+    let meta = json!({"k1": "v1"});
+    let body = json!({"snapshot": {"volume_id": vid, "ref": {"source-name": format!("snapshot-{sid}")},
+        "name": "adopted", "description": "back again", "metadata": meta}});
+    let r = api.post(&format!("/v3/{p}/os-snapshot-manage"), body).await.expect(202);
+    let snap = &r.body["snapshot"];
+    let keys: std::collections::BTreeSet<&str> = snap.as_object().expect("object").keys().map(String::as_str).collect();
+    let want: std::collections::BTreeSet<&str> =
+        ["id", "created_at", "updated_at", "name", "description", "volume_id", "status", "size", "metadata"].into();
+    assert_eq!(keys, want, "{snap}");
+    let new_sid = s(snap, "id");
+    let got = wait_snapshot(&api, &p, &new_sid, "available").await;
+    assert_eq!((got["size"].as_i64(), &got["metadata"], &got["name"]), (Some(1), &meta, &json!("adopted")));
+    assert!(!snap_file.exists(), "the snapshot's file was moved in, not copied");
+    // The adopted snapshot is a real snapshot: revert reads it back.
+    let h = [("OpenStack-API-Version", "volume 3.40")];
+    let revert = json!({"revert": {"snapshot_id": new_sid}}).to_string();
+    api.request(Method::POST, &vact, &h, Some(revert)).await.expect(202);
+    api.wait_available(&p, &vid).await;
+    assert_eq!(read_at(&srv.volume_path(&vid), 3 << 20, 20), b"kept across unmanage");
+    snap_action(&api, &p, &new_sid, json!({"os-unmanage": {}})).await.expect(202);
+    wait_gone(&api, &format!("/v3/{p}/snapshots/{new_sid}")).await;
+
+    // Unmanage the volume: gone from every list, its file in import/ as volume-<id>.
+    api.post(&vact, json!({"os-unmanage": {}})).await.expect(202);
+    api.wait_volume_gone(&p, &vid).await;
+    let all = api.volume_ids(&format!("/v3/{p}/volumes/detail?all_tenants=1")).await;
+    assert!(!all.contains(&vid));
+    let vol_file = import.join(format!("volume-{vid}"));
+    assert_eq!(read_at(&vol_file, 3 << 20, 20), b"kept across unmanage");
+    assert!(!srv.volume_path(&vid).exists());
+
+    // The manageable list (3.8; none below it; host required).
+    api.get(&format!("/v3/{p}/manageable_volumes?host={}", enc(&host))).await.expect(404);
+    api.get_h(&format!("/v3/{p}/manageable_volumes"), &V38).await.expect(400);
+    let r = api.get_h(&format!("/v3/{p}/manageable_volumes/detail?host={}", enc(&host)), &V38).await.expect(200);
+    let items = r.body["manageable-volumes"].as_array().expect("list").clone();
+    let me = items.iter().find(|m| m["reference"]["source-name"] == format!("volume-{vid}")).expect("listed");
+    assert_eq!((me["size"].as_i64(), me["safe_to_manage"].as_bool()), (Some(1), Some(true)), "{me}");
+    assert!(me["reason_not_safe"].is_null());
+    let r = api.get(&format!("/v2/{p}/os-volume-manage?host={}", enc(&host))).await.expect(200);
+    assert!(r.body["manageable-volumes"].as_array().expect("list").iter().any(|m| m["size"] == 1));
+
+    // Manage it back (tempest's flow: same host, type and zone), then a file of our own that
+    // is not a whole GiB: it is rounded up and grown, sparse.
+    let body = json!({"volume": {"name": "managed", "host": host, "ref": {"source-name": format!("volume-{vid}")},
+        "volume_type": shown["volume_type"], "availability_zone": shown["availability_zone"]}});
+    let r = api.post(&format!("/v3/{p}/os-volume-manage"), body).await.expect(202);
+    let new_vid = s(&r.body["volume"], "id");
+    assert_ne!(new_vid, vid);
+    assert!(r.body["volume"].get("os-vol-host-attr:host").is_none(), "the plain view: {}", r.text);
+    let got = api.wait_available(&p, &new_vid).await;
+    let shown2 = api.get(&format!("/v3/{p}/volumes/{new_vid}")).await.expect(200).body["volume"].clone();
+    for key in ["size", "volume_type", "availability_zone", "os-vol-host-attr:host"] {
+        assert_eq!(shown2[key], shown[key], "{key}");
+    }
+    assert_eq!(got["name"], "managed");
+    assert_eq!(read_at(&srv.volume_path(&new_vid), 3 << 20, 20), b"kept across unmanage");
+    assert!(!vol_file.exists());
+
+    let own = import.join("disk.img");
+    std::fs::write(&own, vec![7u8; 3 << 19]).expect("write own file");
+    let body = json!({"volume": {"host": host, "ref": {"source-name": "disk.img"}, "bootable": true}});
+    let r = api.post(&format!("/v2/{p}/os-volume-manage"), body).await.expect(202);
+    let own_id = s(&r.body["volume"], "id");
+    let got = api.wait_available(&p, &own_id).await;
+    assert_eq!((got["size"].as_i64(), &got["bootable"]), (Some(1), &json!("true")), "{got}");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(srv.volume_path(&own_id)).expect("stat");
+        assert_eq!(md.len(), 1 << 30, "grown to the whole GiB");
+        assert!(md.blocks() * 512 <= 2 << 20, "grown sparse: {} bytes allocated", md.blocks() * 512);
+    }
+    assert_eq!(read_at(&srv.volume_path(&own_id), (3 << 19) - 4, 4), vec![7u8; 4]);
+    // Usable like any volume: extend, then delete removes its data for real.
+    api.post(&format!("/v3/{p}/volumes/{own_id}/action"), json!({"os-extend": {"new_size": 2}})).await.expect(202);
+    api.wait_available(&p, &own_id).await;
+    for id in [&own_id, &new_vid] {
+        api.delete(&format!("/v3/{p}/volumes/{id}")).await.expect(202);
+        api.wait_volume_gone(&p, id).await;
+        assert!(!srv.volume_path(id).exists());
+    }
+    // What is left in import/ is the snapshot unmanaged last, and nothing else.
+    let left: Vec<String> = std::fs::read_dir(&import)
+        .expect("import")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec![format!("snapshot-{new_sid}")]);
+}
+
+async fn manage_refuses_unsafe_references(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let import = srv.pool.join("import");
+    let v = api.cinder_create_available(&p, json!({"size": 1})).await;
+    let vid = s(&v, "id");
+    let shown = api.get(&format!("/v3/{p}/volumes/{vid}")).await.expect(200).body["volume"].clone();
+    let host = s(&shown, "os-vol-host-attr:host");
+    // Host files reachable by a symlink or a hard link, an empty file, a directory.
+    let outside = tempfile::tempdir().expect("tmp");
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, b"host secret").expect("secret");
+    std::os::unix::fs::symlink(&secret, import.join("link")).expect("symlink");
+    std::fs::hard_link(&secret, import.join("hard")).expect("hard link");
+    std::fs::write(import.join("empty"), b"").expect("empty");
+    std::fs::create_dir(import.join("dir")).expect("dir");
+    std::fs::write(import.join("good"), vec![1u8; 4096]).expect("good");
+    let before = srv.db_volumes().await;
+    let files_before = srv.pool_files();
+    for (what, name) in [
+        ("parent", json!("../volumes/x")),
+        ("absolute", json!("/etc/passwd")),
+        ("hidden", json!(".good")),
+        ("missing", json!("nothing-here")),
+        ("symlink", json!("link")),
+        ("hard link", json!("hard")),
+        ("empty", json!("empty")),
+        ("directory", json!("dir")),
+        ("not a string", json!(5)),
+        ("empty name", json!("")),
+    ] {
+        let body = json!({"volume": {"host": host, "ref": {"source-name": name}}});
+        let r = api.post(&format!("/v3/{p}/os-volume-manage"), body).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text);
+        assert!(r.body["badRequest"]["message"].is_string(), "{what}: {}", r.text);
+        let body = json!({"snapshot": {"volume_id": vid, "ref": {"source-name": name}}});
+        let r = api.post(&format!("/v3/{p}/os-snapshot-manage"), body).await;
+        assert_eq!(r.status, 400, "snapshot {what}: {}", r.text);
+    }
+    for (what, body) in [
+        ("unknown host", json!({"volume": {"host": "nowhere@x#x", "ref": {"source-name": "good"}}})),
+        ("no ref", json!({"volume": {"host": host}})),
+        ("source-id", json!({"volume": {"host": host, "ref": {"source-id": "good"}}})),
+        ("no host", json!({"volume": {"ref": {"source-name": "good"}}})),
+        ("extra key", json!({"volume": {"host": host, "ref": {"source-name": "good"}, "bogus": 1}})),
+        ("unknown type", json!({"volume": {"host": host, "ref": {"source-name": "good"}, "volume_type": "nope"}})),
+    ] {
+        let r = api.post(&format!("/v3/{p}/os-volume-manage"), body).await;
+        assert!(r.status == 400 || r.status == 404, "{what}: {}", r.text);
+    }
+    let body = json!({"snapshot": {"volume_id": uuid::Uuid::new_v4().to_string(), "ref": {"source-name": "good"}}});
+    api.post(&format!("/v3/{p}/os-snapshot-manage"), body).await.expect(404);
+    // Nothing changed: no rows, no pool files, every import file where it was, the host file intact.
+    assert_eq!(srv.db_volumes().await, before);
+    assert_eq!(srv.pool_files(), files_before);
+    for name in ["link", "hard", "empty", "dir", "good"] {
+        assert!(std::fs::symlink_metadata(import.join(name)).is_ok(), "{name} is still in import/");
+    }
+    assert_eq!(std::fs::read(&secret).expect("secret"), b"host secret");
+    // The manageable list says which are unsafe, and why.
+    let r = api.get_h(&format!("/v3/{p}/manageable_volumes/detail?host={}", enc(&host)), &V38).await.expect(200);
+    let items = r.body["manageable-volumes"].as_array().expect("list").clone();
+    let by_name = |n: &str| items.iter().find(|m| m["reference"]["source-name"] == n).cloned().expect(n);
+    assert_eq!(by_name("good")["safe_to_manage"], true);
+    for n in ["link", "hard", "empty", "dir"] {
+        assert_eq!(by_name(n)["safe_to_manage"], false, "{n}");
+        assert!(by_name(n)["reason_not_safe"].is_string(), "{n}");
+    }
+}
+
+async fn manage_survives_kill9(b: Backend) {
+    let srv = TestServer::start(b, Opts::default());
+    let api = srv.api();
+    let p = project();
+    let v = api.cinder_create_available(&p, json!({"size": 1})).await;
+    let vid = s(&v, "id");
+    let host = s(&api.get(&format!("/v3/{p}/volumes/{vid}")).await.expect(200).body["volume"], "os-vol-host-attr:host");
+    let import = srv.pool.join("import");
+    std::fs::write(import.join("a.raw"), b"adopt me after a crash").expect("write");
+    for step in ["before_storage", "after_storage"] {
+        // The daemon dies at the step; the next start finishes the move.
+        srv.restart_with(|o| {
+            o.env = vec![("CINDERBLOCK_JOBS__CRASH_AT".into(), format!("createVolume:{step}"))];
+        });
+        let url = format!("{}/v3/{p}/os-volume-manage", api.base());
+        let body = json!({"volume": {"host": host, "name": format!("crash-{step}"), "ref": {"source-name": "a.raw"}}});
+        let _ = reqwest::Client::new().post(&url).json(&body).send().await;
+        let deadline = Instant::now() + DEADLINE;
+        while srv.is_running() {
+            assert!(Instant::now() < deadline, "{step}: never crashed\n{}", srv.log_tail(20));
+            tokio::time::sleep(POLL).await;
+        }
+        srv.restart_with(|o| o.env = Vec::new());
+        let list = api.volumes(&format!("/v3/{p}/volumes/detail?name=crash-{step}")).await;
+        assert_eq!(list.len(), 1, "{step}: {list:?}");
+        let id = s(&list[0], "id");
+        api.wait_available(&p, &id).await;
+        assert_eq!(read_at(&srv.volume_path(&id), 0, 22), b"adopt me after a crash");
+        assert!(!import.join("a.raw").exists());
+        // Unmanage it again, crashing after its storage step this time.
+        srv.restart_with(|o| {
+            o.env = vec![("CINDERBLOCK_JOBS__CRASH_AT".into(), format!("deleteVolume:{step}"))];
+        });
+        let url = format!("{}/v3/{p}/volumes/{id}/action", api.base());
+        let _ = reqwest::Client::new().post(&url).json(&json!({"os-unmanage": {}})).send().await;
+        let deadline = Instant::now() + DEADLINE;
+        while srv.is_running() {
+            assert!(Instant::now() < deadline, "{step}: unmanage never crashed\n{}", srv.log_tail(20));
+            tokio::time::sleep(POLL).await;
+        }
+        srv.restart_with(|o| o.env = Vec::new());
+        api.wait_volume_gone(&p, &id).await;
+        let back = import.join(format!("volume-{id}"));
+        assert_eq!(read_at(&back, 0, 22), b"adopt me after a crash", "{step}: the data survives");
+        std::fs::rename(&back, import.join("a.raw")).expect("rename for the next round");
+    }
 }

@@ -144,4 +144,75 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn list_snapshots(&self) -> Result<Vec<Uuid>, DriverError>;
     /// Bytes of backing storage the volume's data occupies (file blocks, LV data%).
     fn volume_allocated_bytes(&self, id: Uuid) -> Result<u64, DriverError>;
+    /// manage: the storage this pool holds outside our bookkeeping that could be adopted
+    /// (Cinder's manageable volumes): for the file driver, the files of its `import/` folder.
+    fn list_manageable(&self) -> Result<Vec<Manageable>, DriverError> {
+        Ok(Vec::new())
+    }
+    /// manage: the size in bytes of the unmanaged storage `name` (checked with
+    /// [`check_manage_name`]; refused unless it is safe to adopt).
+    fn manage_existing_get_size(&self, name: &str) -> Result<u64, DriverError> {
+        Err(DriverError::Invalid(format!("this pool's driver cannot adopt existing storage ({name:?})")))
+    }
+    /// manage: adopt the unmanaged storage `name` as volume or snapshot `id`, by moving it
+    /// (never copying); a volume grows to `size_bytes` when shorter. Idempotent: once moved,
+    /// running it again succeeds.
+    fn manage_existing(&self, kind: ManagedKind, id: Uuid, name: &str, size_bytes: u64) -> Result<(), DriverError> {
+        let _ = (kind, id, size_bytes);
+        Err(DriverError::Invalid(format!("this pool's driver cannot adopt existing storage ({name:?})")))
+    }
+    /// manage: let go of volume or snapshot `id` without destroying its data, which stays in
+    /// the pool under [`unmanaged_name`] (where a later manage finds it). Idempotent.
+    fn unmanage(&self, kind: ManagedKind, id: Uuid) -> Result<(), DriverError> {
+        let _ = (kind, id);
+        Err(DriverError::Invalid("this pool's driver cannot unmanage storage".into()))
+    }
+}
+
+/// manage: whether a manage or unmanage works on a volume or a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManagedKind {
+    /// A volume.
+    Volume,
+    /// A snapshot.
+    Snapshot,
+}
+
+/// manage: one piece of unmanaged storage a pool offers for adoption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manageable {
+    /// Its name (Cinder's `reference: {"source-name": …}`).
+    pub name: String,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+    /// Why it cannot be adopted (not a regular file, hard-linked…); `None` when it can.
+    pub reason_not_safe: Option<String>,
+}
+
+/// manage: the name under which an unmanaged volume or snapshot stays in its pool
+/// (`volume-<uuid>`, `snapshot-<uuid>`, as Cinder's LVM driver names its LVs).
+pub fn unmanaged_name(kind: ManagedKind, id: Uuid) -> String {
+    match kind {
+        ManagedKind::Volume => format!("volume-{}", id.hyphenated()),
+        ManagedKind::Snapshot => format!("snapshot-{}", id.hyphenated()),
+    }
+}
+
+/// manage: the one exception to "every path inside a pool comes from a UUID": a name an
+/// admin gives for storage they placed in the pool. It must be a single plain path component
+/// (1 to 255 bytes, no `/`, no NUL, not starting with `.`, printable), so it can never leave
+/// the folder it is looked up in.
+pub fn check_manage_name(name: &str) -> Result<(), DriverError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.contains('/')
+        && !name.chars().any(|c| c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(DriverError::Invalid(format!(
+            "invalid source-name {name:?}: it must be a plain file name of 1 to 255 bytes, without '/' and not starting with '.'"
+        )))
+    }
 }

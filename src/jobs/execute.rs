@@ -10,7 +10,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::runner::epoch_now;
-use crate::driver::{CloneMode, Driver};
+use crate::driver::{CloneMode, Driver, ManagedKind};
 use crate::error::{Error, Result};
 use crate::model::{
     now_timestamp, Job, JobKind, JobStatus, MessageAction, MessageDetail, SnapshotStatus, Volume, VolumeStatus, GIB,
@@ -160,7 +160,10 @@ async fn create_volume(svc: &Services, job: &Job) -> Result<()> {
         } else {
             CloneMode::Linked
         };
-        if let Some(image_id) = &payload.image_id {
+        if let Some(name) = payload.manage_ref.clone() {
+            // manage: adopt the named storage (moved in, grown to the whole GiB size).
+            run_driver(svc, &v.pool, move |d| d.manage_existing(ManagedKind::Volume, id, &name, bytes)).await
+        } else if let Some(image_id) = &payload.image_id {
             create_volume_from_image(svc, job, &v, image_id, id, bytes).await
         } else if let Some(snap) = &v.snapshot_id {
             let sid = uuid_of(Some(snap), "snapshot", job)?;
@@ -342,6 +345,8 @@ async fn delete_volume(svc: &Services, job: &Job) -> Result<()> {
     let vid = job.volume_id.clone().unwrap_or_default();
     let row = svc.db.get_volume(None, &vid).await?;
     let cascade = job.payload().cascade;
+    // manage: `os-unmanage` runs this job with the data moved aside instead of destroyed.
+    let unmanage = job.payload().unmanage;
     let mut snapshots = Vec::new();
     let step = async {
         let Some(v) = &row else { return Ok(()) };
@@ -363,7 +368,11 @@ async fn delete_volume(svc: &Services, job: &Job) -> Result<()> {
                 run_driver(svc, &s.pool, move |d| d.delete_snapshot(sid)).await?;
             }
         }
-        run_driver(svc, &v.pool, move |d| d.delete_volume(id)).await
+        if unmanage {
+            run_driver(svc, &v.pool, move |d| d.unmanage(ManagedKind::Volume, id)).await
+        } else {
+            run_driver(svc, &v.pool, move |d| d.delete_volume(id)).await
+        }
     }
     .await;
     crash_point(svc, job, "after_storage");
@@ -391,6 +400,7 @@ async fn delete_volume(svc: &Services, job: &Job) -> Result<()> {
         Err(e) => {
             log_failure(job, &e);
             tx.cas_volume_status(&vid, &[VolumeStatus::Deleting], VolumeStatus::ErrorDeleting, &now).await?;
+            tx.cas_volume_status(&vid, &[VolumeStatus::Unmanaging], VolumeStatus::ErrorUnmanaging, &now).await?;
             tx.cas_volume_snapshots(&vid, &[SnapshotStatus::Deleting], SnapshotStatus::ErrorDeleting, &now).await?;
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2020"), Some(&e.message), &now).await?;
         }
@@ -460,11 +470,18 @@ async fn extend_volume(svc: &Services, job: &Job) -> Result<()> {
 async fn create_snapshot(svc: &Services, job: &Job) -> Result<()> {
     let now = now_timestamp();
     let sid_text = job.payload().snapshot_id.unwrap_or_default();
+    let manage_ref = job.payload().manage_ref;
     let step = async {
         let v = load_volume(svc, job).await?;
         let vid = uuid_of(Some(&v.id), "volume", job)?;
         let sid = uuid_of(Some(&sid_text), "snapshot", job)?;
-        run_driver(svc, &v.pool, move |d| d.create_snapshot(vid, sid)).await
+        match manage_ref {
+            // manage: adopt the named storage as this snapshot.
+            Some(name) => {
+                run_driver(svc, &v.pool, move |d| d.manage_existing(ManagedKind::Snapshot, sid, &name, 0)).await
+            }
+            None => run_driver(svc, &v.pool, move |d| d.create_snapshot(vid, sid)).await,
+        }
     }
     .await;
     crash_point(svc, job, "after_storage");
@@ -498,10 +515,15 @@ async fn delete_snapshot(svc: &Services, job: &Job) -> Result<()> {
     let now = now_timestamp();
     let sid_text = job.payload().snapshot_id.unwrap_or_default();
     let row = svc.db.get_snapshot(None, &sid_text).await?;
+    let unmanage = job.payload().unmanage;
     let step = async {
         let Some(s) = &row else { return Ok(()) };
         let sid = uuid_of(Some(&s.id), "snapshot", job)?;
-        run_driver(svc, &s.pool, move |d| d.delete_snapshot(sid)).await
+        if unmanage {
+            run_driver(svc, &s.pool, move |d| d.unmanage(ManagedKind::Snapshot, sid)).await
+        } else {
+            run_driver(svc, &s.pool, move |d| d.delete_snapshot(sid)).await
+        }
     }
     .await;
     crash_point(svc, job, "after_storage");
@@ -513,7 +535,8 @@ async fn delete_snapshot(svc: &Services, job: &Job) -> Result<()> {
         }
         Err(e) => {
             log_failure(job, &e);
-            tx.cas_snapshot_status(&sid_text, &[SnapshotStatus::Deleting], SnapshotStatus::ErrorDeleting, &now).await?;
+            let from = [SnapshotStatus::Deleting, SnapshotStatus::Unmanaging];
+            tx.cas_snapshot_status(&sid_text, &from, SnapshotStatus::ErrorDeleting, &now).await?;
             record_message(
                 &mut tx,
                 job,

@@ -22,6 +22,7 @@ pub async fn recover(svc: &Services) -> Result<()> {
     for (from, to) in [
         (VolumeStatus::Creating, VolumeStatus::Error),
         (VolumeStatus::Deleting, VolumeStatus::ErrorDeleting),
+        (VolumeStatus::Unmanaging, VolumeStatus::ErrorUnmanaging),
         (VolumeStatus::Retyping, VolumeStatus::Available),
         // images: a volume from an image whose job is gone; an upload whose job is gone.
         (VolumeStatus::Downloading, VolumeStatus::Error),
@@ -35,6 +36,7 @@ pub async fn recover(svc: &Services) -> Result<()> {
     let stranded_snapshots = [
         (SnapshotStatus::Creating, SnapshotStatus::Error),
         (SnapshotStatus::Deleting, SnapshotStatus::ErrorDeleting),
+        (SnapshotStatus::Unmanaging, SnapshotStatus::ErrorDeleting),
         (SnapshotStatus::Rollbacking, SnapshotStatus::Available),
     ];
     for (from, to) in stranded_snapshots {

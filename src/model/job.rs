@@ -172,6 +172,13 @@ pub struct JobPayload {
     /// images: an upload's target disk format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_format: Option<String>,
+    /// manage: a create adopts this unmanaged storage of the pool (`source-name`) instead of
+    /// allocating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manage_ref: Option<String>,
+    /// manage: a delete lets go of the storage (`os-unmanage`) instead of destroying it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unmanage: bool,
 }
 
 impl Job {

@@ -21,11 +21,13 @@ pub enum SnapshotStatus {
     Rollbacking,
     /// Being backed up.
     BackingUp,
+    /// manage: being let go of (`os-unmanage`); its data stays in the pool.
+    Unmanaging,
 }
 
 impl SnapshotStatus {
     /// Every status.
-    pub const ALL: [SnapshotStatus; 7] = [
+    pub const ALL: [SnapshotStatus; 8] = [
         Self::Creating,
         Self::Available,
         Self::Error,
@@ -33,6 +35,7 @@ impl SnapshotStatus {
         Self::ErrorDeleting,
         Self::Rollbacking,
         Self::BackingUp,
+        Self::Unmanaging,
     ];
 
     /// Statuses a snapshot may be deleted from (EVS.1047; `error_deleting` to retry).
@@ -48,6 +51,7 @@ impl SnapshotStatus {
             Self::ErrorDeleting => "error_deleting",
             Self::Rollbacking => "rollbacking",
             Self::BackingUp => "backing-up",
+            Self::Unmanaging => "unmanaging",
         }
     }
 }

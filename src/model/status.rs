@@ -44,11 +44,15 @@ pub enum VolumeStatus {
     Downloading,
     /// images: its data is being copied into an image (`os-volume_upload_image`).
     Uploading,
+    /// manage: being let go of (`os-unmanage`): its data moves out of our bookkeeping.
+    Unmanaging,
+    /// manage: letting go of it failed.
+    ErrorUnmanaging,
 }
 
 impl VolumeStatus {
     /// Every status, for parsing and filters.
-    pub const ALL: [VolumeStatus; 19] = [
+    pub const ALL: [VolumeStatus; 21] = [
         Self::Creating,
         Self::Available,
         Self::InUse,
@@ -68,17 +72,20 @@ impl VolumeStatus {
         Self::Maintenance,
         Self::Downloading,
         Self::Uploading,
+        Self::Unmanaging,
+        Self::ErrorUnmanaging,
     ];
 
     /// Statuses a volume may be deleted from (EVS.1046 lists them; Cinder adds
     /// `error_deleting` so a failed delete can be retried).
-    pub const DELETABLE: [VolumeStatus; 6] = [
+    pub const DELETABLE: [VolumeStatus; 7] = [
         Self::Available,
         Self::Error,
         Self::ErrorExtending,
         Self::ErrorRestoring,
         Self::ErrorRollbacking,
         Self::ErrorDeleting,
+        Self::ErrorUnmanaging,
     ];
 
     /// The wire name.
@@ -103,6 +110,8 @@ impl VolumeStatus {
             Self::Maintenance => "maintenance",
             Self::Downloading => "downloading",
             Self::Uploading => "uploading",
+            Self::Unmanaging => "unmanaging",
+            Self::ErrorUnmanaging => "error_unmanaging",
         }
     }
 }

@@ -153,7 +153,7 @@ impl Services {
                 format!("Invalid snapshot: Snapshot {} is being rolled back onto its volume.", s.id),
             ));
         }
-        super::snapshots::insert_delete_snapshot_job(&mut tx, &s, &job_id, now).await?;
+        super::snapshots::insert_delete_snapshot_job(&mut tx, &s, &job_id, now, false).await?;
         tx.commit().await?;
         self.job_notify.notify_waiters();
         tracing::info!(snapshot = %s.id, from = s.status.as_str(), "force-deleting snapshot");

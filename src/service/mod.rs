@@ -15,6 +15,7 @@ pub mod identity;
 pub mod images;
 mod jobs;
 pub mod login_limits;
+pub mod manage;
 // actions: user messages.
 pub mod messages;
 // misc: encryption types, default types.
@@ -51,6 +52,7 @@ pub use exports::{ExportManager, ExportRequest};
 // groups: generic volume groups.
 pub use groups::{CreateGroup, GroupSource, GroupTypeChange, UpdateGroup, DEFAULT_GROUP_TYPE};
 pub use jobs::JobView;
+pub use manage::{ManageSnapshot, ManageVolume};
 // misc: encryption types, default types.
 pub use misc::EncryptionSpec;
 pub use quotas::{QuotaDelta, QuotaUsage, UsageLine, DEFAULT_CLASS};

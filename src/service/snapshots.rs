@@ -27,6 +27,9 @@ pub struct CreateSnapshot {
     pub description: Option<String>,
     /// Metadata.
     pub metadata: BTreeMap<String, String>,
+    /// manage: adopt this unmanaged storage of the volume's pool (`source-name`, size in GiB)
+    /// instead of taking a snapshot (`os-snapshot-manage`; see `manage.rs`).
+    pub manage: Option<(String, i64)>,
 }
 
 /// Changes to a snapshot.
@@ -66,8 +69,12 @@ impl Services {
         validate_snapshot_metadata(&req.metadata)?;
         let v = self.get_volume(caller, &req.volume_id).await?;
         self.assert_not_frozen(&v.pool).await?;
-        let allowed: &[VolumeStatus] =
-            if req.force { &[VolumeStatus::Available, VolumeStatus::InUse] } else { &[VolumeStatus::Available] };
+        // manage: adopting a snapshot reads nothing of the volume, attached or not (Cinder).
+        let allowed: &[VolumeStatus] = if req.force || req.manage.is_some() {
+            &[VolumeStatus::Available, VolumeStatus::InUse]
+        } else {
+            &[VolumeStatus::Available]
+        };
         if !allowed.contains(&v.status) {
             let hint = if v.status == VolumeStatus::InUse { " (use force to snapshot an attached volume)" } else { "" };
             return Err(Error::invalid_status(
@@ -86,7 +93,7 @@ impl Services {
             volume_id: v.id.clone(),
             name: req.name,
             description: req.description,
-            size_gb: v.size_gb,
+            size_gb: req.manage.as_ref().map_or(v.size_gb, |m| m.1),
             status: SnapshotStatus::Creating,
             pool: v.pool.clone(),
             created_at: now.clone(),
@@ -120,6 +127,7 @@ impl Services {
             payload: Some(JobPayload {
                 snapshot_id: Some(snap.id.clone()),
                 request_id: super::messages::current_request_id(),
+                manage_ref: req.manage.as_ref().map(|m| m.0.clone()),
                 ..Default::default()
             }),
             entities: serde_json::json!({"snapshot_id": snap.id, "volume_id": v.id}).to_string(),
@@ -182,6 +190,12 @@ impl Services {
 
     /// Start deleting a snapshot; returns the job id.
     pub async fn delete_snapshot(&self, caller: &Caller, id: &str) -> Result<String> {
+        self.start_delete_snapshot(caller, id, false).await
+    }
+
+    /// The delete of a snapshot, or with `unmanage` its unmanage (status `unmanaging`, the
+    /// data left in the pool; see `manage.rs`).
+    pub(super) async fn start_delete_snapshot(&self, caller: &Caller, id: &str, unmanage: bool) -> Result<String> {
         let s = self.get_snapshot(caller, id).await?;
         self.assert_not_frozen(&s.pool).await?;
         // groups: a member of a group snapshot goes with its group snapshot only.
@@ -203,13 +217,14 @@ impl Services {
                 format!("Invalid snapshot: a volume is still being created from snapshot {}.", s.id),
             ));
         }
-        if !tx.cas_snapshot_status(&s.id, &SnapshotStatus::DELETABLE, SnapshotStatus::Deleting, &now).await? {
+        let to = if unmanage { SnapshotStatus::Unmanaging } else { SnapshotStatus::Deleting };
+        if !tx.cas_snapshot_status(&s.id, &SnapshotStatus::DELETABLE, to, &now).await? {
             return Err(Error::invalid_status(
                 "EVS.1047",
                 format!("Invalid snapshot: Snapshot status must be available or error, but is {}.", s.status),
             ));
         }
-        insert_delete_snapshot_job(&mut tx, &s, &job_id, now).await?;
+        insert_delete_snapshot_job(&mut tx, &s, &job_id, now, unmanage).await?;
         tx.commit().await?;
         self.job_notify.notify_waiters();
         Ok(job_id)
@@ -403,6 +418,7 @@ pub(super) async fn insert_delete_snapshot_job(
     s: &Snapshot,
     job_id: &str,
     now: String,
+    unmanage: bool,
 ) -> Result<()> {
     tx.insert_job(&NewJob {
         id: job_id.to_string(),
@@ -410,7 +426,7 @@ pub(super) async fn insert_delete_snapshot_job(
         kind: JobKind::DeleteSnapshot,
         parent_id: None,
         volume_id: Some(s.volume_id.clone()),
-        payload: Some(JobPayload { snapshot_id: Some(s.id.clone()), ..Default::default() }),
+        payload: Some(JobPayload { snapshot_id: Some(s.id.clone()), unmanage, ..Default::default() }),
         entities: serde_json::json!({"snapshot_id": s.id, "volume_id": s.volume_id}).to_string(),
         begin_time: now,
     })

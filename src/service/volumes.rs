@@ -82,6 +82,9 @@ pub struct CreateVolume {
     pub max_size_gb: i64,
     /// groups: the generic volume group the new volume joins (Cinder 3.13 `group_id`).
     pub group_id: Option<String>,
+    /// manage: adopt unmanaged storage of a named pool instead of allocating
+    /// (`os-volume-manage`; see `manage.rs`).
+    pub manage: Option<super::manage::ManageSource>,
 }
 
 /// What a create produced.
@@ -264,9 +267,10 @@ impl Services {
             }
         }
         validate_metadata(&req.metadata)?;
-        let az = req.availability_zone.clone().unwrap_or_else(|| match &source {
-            Some(src) => src.availability_zone.clone(),
-            None => self.config.default_availability_zone.clone(),
+        let az = req.availability_zone.clone().unwrap_or_else(|| match (&req.manage, &source) {
+            (Some(m), _) => m.availability_zone.clone(),
+            (None, Some(src)) => src.availability_zone.clone(),
+            (None, None) => self.config.default_availability_zone.clone(),
         });
         if !self.catalog.zones.contains(&az) {
             return Err(
@@ -308,6 +312,20 @@ impl Services {
         // A clone takes its source's type and pool, which already serve each other.
         let mut fits = true;
         let pool = match &source {
+            // manage: the storage is where the admin named it.
+            _ if req.manage.is_some() => {
+                let m = req.manage.as_ref().ok_or_else(|| Error::internal("manage source vanished"))?;
+                if m.availability_zone != az {
+                    return Err(Error::invalid(
+                        "EVS.1036",
+                        format!(
+                            "Invalid input received: host {} is in availability zone {}, not {az}.",
+                            m.pool, m.availability_zone
+                        ),
+                    ));
+                }
+                self.pools.get(&m.pool).ok_or_else(|| Error::internal(format!("pool {} is not configured", m.pool)))?
+            }
             // Clones live beside their source: reflinks cannot cross file systems.
             Some(src) => {
                 if src.availability_zone != az {
@@ -360,7 +378,9 @@ impl Services {
                 volume_type_id: vtype.id.clone(),
                 volume_type_name: vtype.name.clone(),
                 pool: pool.config.name.clone(),
-                bootable: source.as_ref().is_some_and(|s| s.bootable) || image.is_some(),
+                bootable: source.as_ref().is_some_and(|s| s.bootable)
+                    || image.is_some()
+                    || req.manage.as_ref().is_some_and(|m| m.bootable),
                 multiattach: req.multiattach,
                 readonly: false,
                 snapshot_id: req.source.snapshot_id.clone(),
@@ -436,6 +456,7 @@ impl Services {
                     request_id: super::messages::current_request_id(),
                     no_valid_backend,
                     image_id: image.as_ref().map(|i| i.id.clone()),
+                    manage_ref: req.manage.as_ref().map(|m| m.source_name.clone()),
                     ..Default::default()
                 }),
                 entities:
@@ -562,6 +583,18 @@ impl Services {
     /// Start deleting a volume; returns the job id. A volume with snapshots is refused unless
     /// `cascade`, which deletes its snapshots in the same job first.
     pub async fn delete_volume(&self, caller: &Caller, id: &str, cascade: bool) -> Result<String> {
+        self.start_delete_volume(caller, id, cascade, false).await
+    }
+
+    /// The delete of a volume, or with `unmanage` its unmanage (`os-unmanage`: the same checks
+    /// and job, status `unmanaging`, and the data left in the pool; see `manage.rs`).
+    pub(super) async fn start_delete_volume(
+        &self,
+        caller: &Caller,
+        id: &str,
+        cascade: bool,
+        unmanage: bool,
+    ) -> Result<String> {
         let v = self.get_volume(caller, id).await?;
         self.assert_not_frozen(&v.pool).await?;
         // groups: a group's volume goes with its group (or after leaving it), as in Cinder.
@@ -578,13 +611,15 @@ impl Services {
         let now = now_timestamp();
         let job_id = new_job_id();
         let mut tx = self.db.begin_write().await?;
-        if !tx.cas_volume_status(&v.id, &VolumeStatus::DELETABLE, VolumeStatus::Deleting, &now).await? {
+        let to = if unmanage { VolumeStatus::Unmanaging } else { VolumeStatus::Deleting };
+        if !tx.cas_volume_status(&v.id, &VolumeStatus::DELETABLE, to, &now).await? {
             let current = tx.volume_status(&v.id).await?.map(|s| s.as_str()).unwrap_or("deleted");
             return Err(Error::invalid_status(
                 "EVS.1046",
                 format!(
                     "Invalid volume: Volume status must be available, error, error_extending, error_restoring, \
-                     error_rollbacking or error_deleting when deleting, but current status is: {current}."
+                     error_rollbacking, error_deleting or error_unmanaging when deleting, but current status is: \
+                     {current}."
                 ),
             ));
         }
@@ -640,7 +675,7 @@ impl Services {
             kind: JobKind::DeleteVolume,
             parent_id: None,
             volume_id: Some(v.id.clone()),
-            payload: Some(crate::model::JobPayload { cascade, ..Default::default() }),
+            payload: Some(crate::model::JobPayload { cascade, unmanage, ..Default::default() }),
             entities: serde_json::json!({"volume_id": v.id, "size": v.size_gb, "name": v.name, "volume_type": v.volume_type_name})
                 .to_string(),
             begin_time: now,

@@ -286,6 +286,12 @@ pub(super) async fn volume_action(
             svc.force_delete_volume(&c, &id).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
+        // manage: let go of the volume, its data left in the pool's import folder.
+        "os-unmanage" => {
+            reject_unknown(&args, &[])?;
+            svc.unmanage_volume(&c, &id).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         "os-migrate_volume" => {
             reject_unknown(&args, &["host", "force_host_copy", "lock_volume", "cluster"])?;
             if args.get("cluster").is_some_and(|c| !c.is_null()) {
@@ -361,9 +367,8 @@ pub(super) async fn snapshot_action(
             svc.force_delete_snapshot(&c, &id).await?;
         }
         "os-unmanage" => {
-            // Unmanaging keeps the file while dropping the row, and start-up recovery removes
-            // files no row owns: it needs the manage/import folder first.
-            return Err(Error::invalid("EVS.5400", "The os-unmanage snapshot action is not supported.").into());
+            reject_unknown(&args, &[])?;
+            svc.unmanage_snapshot(&c, &id).await?;
         }
         other => return Err(Error::invalid("EVS.5400", format!("There is no such action: {other}")).into()),
     }

@@ -54,6 +54,11 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("os-hosts", "Hosts", "Admin-only host administration."),
     ("scheduler-stats", "Scheduler_stats", "Scheduler stats support."),
     ("capabilities", "Capabilities", "Capabilities support."),
+    // manage: adopting existing storage.
+    ("os-volume-manage", "VolumeManage", "Allows existing backend storage to be 'managed' by Cinder."),
+    ("os-snapshot-manage", "SnapshotManage", "Allows existing backend storage to be 'managed' by Cinder."),
+    ("os-volume-unmanage", "VolumeUnmanage", "Enable volume unmanage operation."),
+    ("os-snapshot-unmanage", "SnapshotUnmanage", "Enable volume unmanage operation."),
 ];
 
 pub(super) async fn extensions(State(svc): State<Services>, Path(p): Path<String>, headers: HeaderMap) -> Res {

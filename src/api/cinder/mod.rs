@@ -5,6 +5,8 @@ pub(crate) mod actions;
 mod attachments;
 mod catalog;
 mod list_query;
+// manage: adopting and letting go of storage.
+mod manage;
 // actions: user messages.
 mod messages;
 mod metadata;
@@ -176,7 +178,24 @@ pub(super) fn routes() -> Router<Services> {
                 );
         }
     }
-    // misc: volume summary, resource filters, encryption types, default types, manage.
+    // manage: os-volume-manage / os-snapshot-manage and the manageable lists (admin).
+    for pre in PREFIXES {
+        r = r
+            .route(
+                &format!("{pre}/{{p}}/os-volume-manage"),
+                post_as("evs:volumes:manage", manage::manage_volume)
+                    .merge(get_as("evs:volumes:manage", manage::list_manageable)),
+            )
+            .route(
+                &format!("{pre}/{{p}}/os-volume-manage/detail"),
+                get_as("evs:volumes:manage", manage::list_manageable_detail),
+            )
+            .route(&format!("{pre}/{{p}}/os-snapshot-manage"), post_as("evs:volumes:manage", manage::manage_snapshot));
+    }
+    r = r
+        .route("/v3/{p}/manageable_volumes", get_as("evs:volumes:manage", manage::list_manageable))
+        .route("/v3/{p}/manageable_volumes/detail", get_as("evs:volumes:manage", manage::list_manageable_detail));
+    // misc: volume summary, resource filters, encryption types, default types.
     r = r
         .route("/v3/{p}/volumes/summary", get_as("evs:volumes:list", summary::volume_summary))
         .route("/v3/{p}/resource_filters", get_as(Act::Open, summary::resource_filters))

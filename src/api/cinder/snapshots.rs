@@ -44,6 +44,7 @@ pub(crate) fn parse_create(body: &[u8]) -> Result<CreateSnapshot, Error> {
         name: opt_string(&o, "name", "EVS.1003")?.or(opt_string(&o, "display_name", "EVS.1003")?),
         description: opt_string(&o, "description", "EVS.1004")?.or(opt_string(&o, "display_description", "EVS.1004")?),
         metadata: opt_string_map(&o, "metadata", "EVS.1005")?.unwrap_or_default(),
+        manage: None,
     })
 }
 

@@ -67,6 +67,7 @@ pub(super) async fn create(
         max_size_gb: crate::service::CINDER_MAX_SIZE_GB,
         // groups: `group_id` joins a generic volume group from 3.13.
         group_id: if version.at_least(13) { opt_string(&o, "group_id", "EVS.5400")? } else { None },
+        manage: None,
     };
     if req.size_gb.is_none() && req.source == VolumeSource::default() {
         return Err(Error::invalid("EVS.1010", "Invalid input received: size is required for an empty volume").into());

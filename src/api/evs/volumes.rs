@@ -52,6 +52,7 @@ pub(super) async fn create(State(svc): State<Services>, Path(p): Path<String>, h
         client_token: super::client_token::from_headers(&headers)?,
         max_size_gb: crate::service::MAX_SIZE_GB,
         group_id: None,
+        manage: None,
     };
     let created = svc.create_volumes(&caller, req).await?;
     let ids: Vec<&str> = created.volume_ids.iter().map(String::as_str).collect();

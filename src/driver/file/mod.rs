@@ -7,6 +7,12 @@
 //! old or the new file; `tmp/` is emptied at open (nothing runs then). Full copies never use
 //! `copy_file_range`/`std::fs::copy` (they reflink on XFS/btrfs).
 //!
+//! `import/` holds files outside our bookkeeping: an admin places a raw file there and adopts
+//! it with `os-volume-manage` (moved in by rename, never copied); `os-unmanage` moves a volume
+//! or snapshot there as `volume-<uuid>` / `snapshot-<uuid>` without touching its data. Names
+//! in `import/` are the one kind of pool path not built from a UUID; they are checked by
+//! [`crate::driver::check_manage_name`] and only regular, singly-linked files are adopted.
+//!
 //! Layout (as Incus splits its drivers): this file holds the driver value and opening a pool;
 //! `volumes.rs` the `Driver` operations; `utils.rs` the helpers they share.
 
@@ -31,7 +37,7 @@ impl FileDriver {
     /// Open (creating directories as needed) the pool at `root`, empty its `tmp/` and probe
     /// reflink support.
     pub fn open(root: &Path) -> Result<FileDriver, DriverError> {
-        for sub in ["volumes", "snapshots", "tmp"] {
+        for sub in ["volumes", "snapshots", "tmp", "import"] {
             let d = root.join(sub);
             std::fs::create_dir_all(&d).map_err(io("create", &d))?;
         }
@@ -53,6 +59,12 @@ impl FileDriver {
     /// Path of a snapshot's file.
     pub fn snapshot_path(&self, id: Uuid) -> PathBuf {
         self.root.join("snapshots").join(format!("{}.raw", id.hyphenated()))
+    }
+
+    /// Path of a file in `import/` (the name checked by `check_manage_name` first).
+    fn import_path(&self, name: &str) -> Result<PathBuf, DriverError> {
+        super::check_manage_name(name)?;
+        Ok(self.root.join("import").join(name))
     }
 
     fn tmp_path(&self, id: Uuid, what: &str) -> PathBuf {

@@ -97,3 +97,27 @@ impl FileDriver {
         }
     }
 }
+
+/// manage: why the file at `path` (not followed if a symlink) cannot be adopted, or its size.
+/// Only a regular file with one link qualifies: a symlink could point anywhere on the host,
+/// and a hard link would leave the volume's data reachable under another name.
+pub(super) fn adoptable(path: &Path) -> Result<Result<u64, String>, DriverError> {
+    use std::os::unix::fs::MetadataExt;
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(DriverError::Missing(path.display().to_string()))
+        }
+        Err(e) => return Err(DriverError::io(format!("stat {}", path.display()), e)),
+    };
+    if !md.file_type().is_file() {
+        return Ok(Err("not a regular file".into()));
+    }
+    if md.nlink() != 1 {
+        return Ok(Err(format!("the file has {} hard links", md.nlink())));
+    }
+    if md.len() == 0 {
+        return Ok(Err("the file is empty".into()));
+    }
+    Ok(Ok(md.len()))
+}

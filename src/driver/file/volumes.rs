@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::utils::{io, sync_dir};
+use super::utils::{adoptable, io, sync_dir};
 use super::FileDriver;
-use crate::driver::{Capabilities, Capacity, CloneMode, Driver, DriverError};
+use crate::driver::{
+    check_manage_name, unmanaged_name, Capabilities, Capacity, CloneMode, Driver, DriverError, Manageable, ManagedKind,
+};
 
 impl Driver for FileDriver {
     fn capabilities(&self) -> Capabilities {
@@ -136,5 +138,90 @@ impl Driver for FileDriver {
         use std::os::unix::fs::MetadataExt;
         let path = self.volume_path(id);
         Ok(std::fs::metadata(&path).map_err(io("stat", &path))?.blocks() * 512)
+    }
+
+    fn list_manageable(&self) -> Result<Vec<Manageable>, DriverError> {
+        let dir = self.root.join("import");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io("read", &dir))? {
+            let entry = entry.map_err(io("read", &dir))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            if check_manage_name(&name).is_err() {
+                continue;
+            }
+            let (size_bytes, reason_not_safe) = match adoptable(&entry.path()) {
+                Ok(Ok(len)) => (len, None),
+                Ok(Err(why)) => (std::fs::symlink_metadata(entry.path()).map_or(0, |m| m.len()), Some(why)),
+                Err(_) => continue,
+            };
+            out.push(Manageable { name, size_bytes, reason_not_safe });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn manage_existing_get_size(&self, name: &str) -> Result<u64, DriverError> {
+        let path = self.import_path(name)?;
+        adoptable(&path)?.map_err(|why| DriverError::Invalid(format!("{name:?} cannot be managed: {why}")))
+    }
+
+    fn manage_existing(&self, kind: ManagedKind, id: Uuid, name: &str, size_bytes: u64) -> Result<(), DriverError> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+        let src = self.import_path(name)?;
+        let dst = match kind {
+            ManagedKind::Volume => self.volume_path(id),
+            ManagedKind::Snapshot => self.snapshot_path(id),
+        };
+        if dst.exists() && !src.exists() {
+            return Ok(()); // moved by an earlier run of this step
+        }
+        let len = self.manage_existing_get_size(name)?;
+        // O_NOFOLLOW: the file must still be the regular file just checked, not a symlink
+        // swapped in since; the inode is checked again after the rename.
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&src)
+            .map_err(io("open", &src))?;
+        let ino = f.metadata().map_err(io("stat", &src))?.ino();
+        if kind == ManagedKind::Volume && len < size_bytes {
+            f.set_len(size_bytes).map_err(io("grow", &src))?;
+        }
+        let mode = if kind == ManagedKind::Snapshot { 0o444 } else { 0o644 };
+        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io("chmod", &src))?;
+        f.sync_all().map_err(io("fsync", &src))?;
+        std::fs::rename(&src, &dst).map_err(io("rename into", &dst))?;
+        let moved = std::fs::symlink_metadata(&dst).map_err(io("stat", &dst))?;
+        if !moved.file_type().is_file() || moved.ino() != ino {
+            // Raced with someone replacing the file: put back what we moved and refuse.
+            let _ = std::fs::rename(&dst, &src);
+            return Err(DriverError::Invalid(format!("{name:?} changed while it was being managed")));
+        }
+        for dir in [dst.parent(), src.parent()].into_iter().flatten() {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    fn unmanage(&self, kind: ManagedKind, id: Uuid) -> Result<(), DriverError> {
+        let src = match kind {
+            ManagedKind::Volume => self.volume_path(id),
+            ManagedKind::Snapshot => self.snapshot_path(id),
+        };
+        let dst = self.import_path(&unmanaged_name(kind, id))?;
+        match (src.exists(), dst.exists()) {
+            (false, true) => return Ok(()), // moved by an earlier run of this step
+            (false, false) => return Err(DriverError::Missing(src.display().to_string())),
+            (true, true) => {
+                return Err(DriverError::Invalid(format!("{} already exists; not overwriting it", dst.display())))
+            }
+            (true, false) => {}
+        }
+        std::fs::rename(&src, &dst).map_err(io("rename into", &dst))?;
+        for dir in [dst.parent(), src.parent()].into_iter().flatten() {
+            sync_dir(dir)?;
+        }
+        Ok(())
     }
 }
