@@ -19,6 +19,7 @@ backend_tests!(
     qos_specs_crud_and_keys,
     qos_specs_associate_and_delete_in_use,
     qos_specs_refuse_bad_input_and_non_admins,
+    back_end_specs_throttle_nbd_exports,
 );
 
 const PASSWORD: &str = "qos test password 1";
@@ -315,4 +316,80 @@ async fn qos_specs_refuse_bad_input_and_non_admins(b: Backend) {
     let list = f.boss.get(&f.url("")).await.expect(200).body;
     assert_eq!(list["qos_specs"], json!([q]));
     assert_eq!(f.type_qos(&t).await, Value::Null);
+}
+
+/// Time `qemu-io` takes to read `len` bytes from the start of an NBD export.
+fn timed_read(uri: &str, len: &str) -> Duration {
+    let t = Instant::now();
+    let out = std::process::Command::new("qemu-io")
+        .args(["-f", "raw", "-c", &format!("read 0 {len}"), uri])
+        .output()
+        .expect("run qemu-io (Debian: qemu-utils)");
+    assert!(out.status.success(), "qemu-io {uri}: {}", String::from_utf8_lossy(&out.stderr));
+    t.elapsed()
+}
+
+async fn back_end_specs_throttle_nbd_exports(b: Backend) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sock = dir.path().join("nbd.sock");
+    let env = vec![("CINDERBLOCK_EXPORTS__NBD_UNIX_SOCKET".to_string(), sock.display().to_string())];
+    let srv = TestServer::start(b, Opts { env, ..Opts::default() });
+    let api = srv.api();
+    let p = common::project();
+    // 4 MiB/s with a 4 MiB burst, enforced by our NBD server (consumer back-end).
+    let r = api
+        .post(
+            &format!("/v3/{p}/qos-specs"),
+            json!({"qos_specs": {"name": unique("slow"), "consumer": "back-end", "total_bytes_sec": "4194304"}}),
+        )
+        .await
+        .expect(200);
+    let q = s(&r.body["qos_specs"], "id");
+    let r = api.post(&format!("/v3/{p}/types"), json!({"volume_type": {"name": unique("slow")}})).await.expect(200);
+    let t = s(&r.body["volume_type"], "id");
+    api.get(&format!("/v3/{p}/qos-specs/{q}/associate?vol_type_id={t}")).await.expect(202);
+    let slow = s(&api.cinder_create_available(&p, json!({"size": 1, "volume_type": t})).await, "id");
+    let fast = s(&api.cinder_create_available(&p, json!({"size": 1})).await, "id");
+    let mut uris = Vec::new();
+    for id in [&slow, &fast] {
+        let r = api
+            .post(
+                &format!("/v3/{p}/volumes/{id}/action"),
+                json!({"os-initialize_connection": {"connector": {"host": "h1"}}}),
+            )
+            .await
+            .expect(200);
+        let data = &r.body["connection_info"]["data"];
+        // Back-end specs are ours to apply: none handed to the consumer.
+        assert!(data["qos_specs"].is_null(), "{data}");
+        uris.push(format!("nbd+unix:///{}?socket={}", s(data, "export_name"), sock.display()));
+    }
+    // 12 MiB: the burst, then 8 MiB at 4 MiB/s ≈ 2 s; the unlimited volume beside it is not slowed.
+    let limited = timed_read(&uris[0], "12M");
+    let unlimited = timed_read(&uris[1], "12M");
+    assert!(limited >= Duration::from_millis(1500), "the limited export read 12 MiB in {limited:?}");
+    assert!(unlimited < Duration::from_millis(1000), "the unlimited export took {unlimited:?}");
+    // A change applies to the live export at once: raise the limit, then drop the key.
+    api.put(&format!("/v3/{p}/qos-specs/{q}"), json!({"qos_specs": {"total_bytes_sec": "1073741824"}}))
+        .await
+        .expect(200);
+    let raised = timed_read(&uris[0], "12M");
+    assert!(raised < Duration::from_millis(1000), "after raising the limit: {raised:?}");
+    api.put(&format!("/v3/{p}/qos-specs/{q}"), json!({"qos_specs": {"total_bytes_sec": "2097152"}})).await.expect(200);
+    let lowered = timed_read(&uris[0], "6M");
+    assert!(lowered >= Duration::from_millis(1500), "after lowering it to 2 MiB/s, 6 MiB took {lowered:?}");
+    // Front-end (or both) specs are handed to the consumer in the connection info.
+    api.put(&format!("/v3/{p}/qos-specs/{q}"), json!({"qos_specs": {"consumer": "front-end"}})).await.expect(200);
+    let r = api
+        .post(
+            &format!("/v3/{p}/volumes/{slow}/action"),
+            json!({"os-initialize_connection": {"connector": {"host": "h2"}}}),
+        )
+        .await
+        .expect(200);
+    let data = &r.body["connection_info"]["data"];
+    assert_eq!(data["qos_specs"], json!({"total_bytes_sec": "2097152"}), "{data}");
+    let uri = format!("nbd+unix:///{}?socket={}", s(data, "export_name"), sock.display());
+    let free = timed_read(&uri, "12M");
+    assert!(free < Duration::from_millis(1000), "a front-end spec is not ours to enforce: {free:?}");
 }

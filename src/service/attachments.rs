@@ -183,13 +183,27 @@ impl Services {
         let recorded = self.record_export(v, &a).await;
         match recorded {
             Ok(true) => {
+                // qos: the new export gets its type's back-end limits before the caller has
+                // its name.
+                if let Err(e) = self.apply_qos_to(&a, &v.volume_type_id).await {
+                    tracing::warn!(attachment = %a.id, error = %e.message, "could not apply QoS limits");
+                }
+                let mut info = exported.info;
+                if info.get("data").is_some_and(Value::is_object) {
+                    // A failed lookup must not fail an export already recorded: no specs then.
+                    let specs = self.frontend_qos_of_type(&v.volume_type_id).await.unwrap_or_else(|e| {
+                        tracing::warn!(attachment = %a.id, error = %e.message, "could not read front-end QoS specs");
+                        None
+                    });
+                    info["data"]["qos_specs"] = serde_json::json!(specs);
+                }
                 let old = super::ExportManager::nbd_digest(&previous);
                 if old.is_some() && old != super::ExportManager::nbd_digest(&a) {
                     if let Err(e) = self.exports()?.unexport(&previous, true).await {
                         tracing::warn!(attachment = %a.id, error = %e.message, "removing a replaced export");
                     }
                 }
-                Ok(exported.info)
+                Ok(info)
             }
             Ok(false) | Err(_) => {
                 // Not recorded: nothing may keep serving the file under the new name.
@@ -509,6 +523,7 @@ impl Services {
         if count > 0 {
             tracing::info!(count, "exports restored");
         }
+        self.reapply_qos().await;
         Ok(())
     }
 }

@@ -337,6 +337,11 @@ impl ExportManager {
         changed
     }
 
+    /// qos: set the I/O limits of the NBD export whose name has `digest` (no-op if gone).
+    pub fn set_qos(&self, digest: &str, limits: crate::export::nbd::QosLimits) {
+        self.nbd.set_export_qos_digest(digest, limits);
+    }
+
     /// Live exports: NBD exports plus loop devices.
     pub fn count(&self) -> usize {
         self.nbd.list().len() + self.loops.lock().unwrap_or_else(|e| e.into_inner()).len()

@@ -2,14 +2,17 @@
 //! while a volume type is associated unless forced), set and delete keys, and associate volume
 //! types (at most one record per type).
 //!
-//! Records only: cinderblock stores and shows the specs and the associations (a type's
-//! `qos_specs_id`), it does not throttle I/O by them. Every input is checked before the one
-//! transaction that writes, so a refused call changes nothing.
+//! Specs with consumer `back-end` or `both` are enforced by our NBD server on every NBD export
+//! of a volume of an associated type (token buckets, `export::nbd::qos`), applied when the
+//! export is made, after a restart, and to live exports whenever specs or associations change.
+//! Loop-device attachments are not throttled (the kernel reads the file directly). Every input
+//! is checked before the one transaction that writes, so a refused call changes nothing.
 
 use std::collections::BTreeMap;
 
 use super::{Caller, Services};
 use crate::error::{Error, ErrorKind, Result};
+use crate::export::nbd::QosLimits;
 use crate::model::{now_timestamp, QosAssociation, QosSpecs, DEFAULT_QOS_CONSUMER, QOS_CONSUMERS};
 use crate::store::QosWrite;
 
@@ -135,19 +138,23 @@ impl Services {
         let consumer = take_consumer(&mut specs)?;
         check_specs(&specs, true)?;
         match self.db.update_qos_specs(id, consumer.as_deref(), &specs, &now_timestamp()).await? {
-            QosWrite::Done => Ok(()),
-            _ => Err(no_specs(id)),
+            QosWrite::Done => {}
+            _ => return Err(no_specs(id)),
         }
+        self.reapply_qos().await;
+        Ok(())
     }
 
     /// Delete keys of a record, all or none (404 naming the first key not set).
     pub async fn delete_qos_keys(&self, caller: &Caller, id: &str, keys: &[String]) -> Result<()> {
         self.qos_admin(caller)?;
         match self.db.delete_qos_keys(id, keys, &now_timestamp()).await? {
-            QosWrite::Done => Ok(()),
-            QosWrite::NoKey(k) => Err(Error::not_found(format!("QoS spec {id} has no spec with key {k}."))),
-            _ => Err(no_specs(id)),
+            QosWrite::Done => {}
+            QosWrite::NoKey(k) => return Err(Error::not_found(format!("QoS spec {id} has no spec with key {k}."))),
+            _ => return Err(no_specs(id)),
         }
+        self.reapply_qos().await;
+        Ok(())
     }
 
     /// Delete a record; a record still associated with a type is refused (400) unless `force`,
@@ -159,7 +166,9 @@ impl Services {
             QosWrite::InUse => return Err(bad("Qos specs still in use.")),
             _ => return Err(no_specs(id)),
         }
-        self.catalog.reload(&self.db).await
+        self.catalog.reload(&self.db).await?;
+        self.reapply_qos().await;
+        Ok(())
     }
 
     /// The volume types associated with a record.
@@ -184,7 +193,9 @@ impl Services {
             }
             _ => return Err(no_specs(id)),
         }
-        self.catalog.reload(&self.db).await
+        self.catalog.reload(&self.db).await?;
+        self.reapply_qos().await;
+        Ok(())
     }
 
     /// Disassociate one volume type (`Some`) or all (`None`) from a record.
@@ -195,6 +206,59 @@ impl Services {
             QosWrite::NoType => return Err(no_type(type_id.unwrap_or_default())),
             _ => return Err(no_specs(id)),
         }
-        self.catalog.reload(&self.db).await
+        self.catalog.reload(&self.db).await?;
+        self.reapply_qos().await;
+        Ok(())
+    }
+
+    /// qos: the back-end limits of a volume type: its associated specs when their consumer is
+    /// `back-end` or `both`, else none.
+    pub(super) async fn backend_qos_of_type(&self, type_id: &str) -> Result<QosLimits> {
+        let Some(qid) = self.catalog.find_type(type_id).and_then(|t| t.qos_specs_id) else {
+            return Ok(QosLimits::default());
+        };
+        let Some(q) = self.db.get_qos_specs(&qid).await? else { return Ok(QosLimits::default()) };
+        if q.consumer == "front-end" {
+            return Ok(QosLimits::default());
+        }
+        Ok(QosLimits::from_specs(q.specs.iter().filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v)))))
+    }
+
+    /// qos: the specs a consumer applies itself (`connection_info.data.qos_specs`, as Cinder
+    /// hands them over): the type's specs when their consumer is `front-end` or `both`.
+    pub(super) async fn frontend_qos_of_type(&self, type_id: &str) -> Result<Option<BTreeMap<String, String>>> {
+        let Some(qid) = self.catalog.find_type(type_id).and_then(|t| t.qos_specs_id) else { return Ok(None) };
+        let Some(q) = self.db.get_qos_specs(&qid).await? else { return Ok(None) };
+        if q.consumer == "back-end" {
+            return Ok(None);
+        }
+        Ok(Some(q.specs.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()))
+    }
+
+    /// qos: set the limits of attachment `a`'s NBD export (if it has one) from its volume's type.
+    pub(super) async fn apply_qos_to(&self, a: &crate::model::Attachment, volume_type_id: &str) -> Result<()> {
+        let (Some(exports), Some(digest)) = (self.exports.as_deref(), super::ExportManager::nbd_digest(a)) else {
+            return Ok(());
+        };
+        let limits = self.backend_qos_of_type(volume_type_id).await?;
+        exports.set_qos(&digest, limits);
+        Ok(())
+    }
+
+    /// qos: re-apply every live NBD export's limits (after a restart and after any change to
+    /// specs or associations). The change is committed already: a failure here is logged.
+    pub async fn reapply_qos(&self) {
+        let result = async {
+            for a in self.db.exported_attachments().await? {
+                if let Some(v) = self.db.get_volume(None, &a.volume_id).await? {
+                    self.apply_qos_to(&a, &v.volume_type_id).await?;
+                }
+            }
+            Ok::<(), Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e.message, "could not apply QoS limits to the live exports");
+        }
     }
 }

@@ -411,6 +411,17 @@ pub(crate) async fn run<R, W>(
             continue;
         }
         sh.entry.stats.request(req.command, req.length);
+        // qos: the export's limits. Pausing here stops this connection reading, so a throttled
+        // client is slowed by TCP back-pressure and holds no server memory meanwhile.
+        if let Some(wait) = sh.entry.qos.reserve(req.command, req.length) {
+            held.release(&sh);
+            tokio::select! {
+                biased;
+                _ = &mut stopped => break,
+                _ = &mut writer => { writer_done = true; break }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
 
         let cost = match req.command {
             proto::CMD_READ | proto::CMD_WRITE => req.length.min(max_bytes),

@@ -245,6 +245,8 @@ pub(crate) struct ExportEntry {
     /// The counters of the export's group.
     pub(crate) stats: Arc<NbdStats>,
     group: String,
+    /// qos: the export's I/O limits (unlimited unless set).
+    pub(crate) qos: super::qos::Throttle,
 }
 
 impl ExportEntry {
@@ -419,9 +421,22 @@ impl NbdServer {
                 sendfile_reads: AtomicU64::new(0),
                 stats,
                 group: group.to_string(),
+                qos: super::qos::Throttle::default(),
             }),
         );
         Ok(())
+    }
+
+    /// qos: set the I/O limits of the export whose name has `digest`; live connections follow
+    /// from their next request. False if there is no such export.
+    pub fn set_export_qos_digest(&self, digest: &str, limits: super::qos::QosLimits) -> bool {
+        match self.inner.registry.map.read().unwrap_or_else(|e| e.into_inner()).get(digest) {
+            Some(e) => {
+                e.qos.set(limits);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Remove an export: new clients can no longer choose it, its live connections are closed,
