@@ -86,6 +86,21 @@ need_pkg qemu-io qemu-utils
 need_pkg systemd-analyze systemd
 # tests/ops_metrics.rs: the /metrics text must pass `promtool check metrics`.
 need_pkg promtool prometheus
+# tests/lvm_vm.rs: the LVM driver against real dm-thin in a QEMU TCG VM (this kernel has no
+# device-mapper). scripts/vm/build-initramfs.sh downloads, once, the guest's Debian kernel,
+# busybox, lvm2 and thin-provisioning-tools, and QEMU 10 from bookworm-backports only when no
+# /usr/bin/qemu-system-x86_64 >= 10 is installed (extracted, system apt config untouched),
+# into ${CINDERBLOCK_VM_CACHE:-/var/tmp/cinderblock-vm}; later runs reuse the cache.
+need_pkg dpkg-deb dpkg
+need_pkg strip binutils
+need_pkg gzip gzip
+need_pkg python3 python3
+if [ "$(id -u)" -eq 0 ]; then
+    T0=$(date +%s)
+    "$ROOT/scripts/vm/build-initramfs.sh" --fetch ||
+        warn "could not fetch the LVM test VM's packages (tests/lvm_vm.rs will skip, or fail under CINDERBLOCK_REQUIRE_PRIVILEGED=1)"
+    log "LVM test VM ingredients ready in $(( $(date +%s) - T0 ))s"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL: when TEST_DATABASE_URL names a local server that is not up, try to start it.

@@ -119,6 +119,10 @@ impl Fixture for FileFixture {
         std::fs::write(&tmp, b"half a revert").map_err(|e| format!("{}: {e}", tmp.display()))?;
         Ok(true)
     }
+
+    fn scratch_dir(&self) -> PathBuf {
+        self.root.clone()
+    }
 }
 
 fn run_suite(root: &Path, label: &str) {

@@ -26,6 +26,9 @@ pub trait Fixture {
     /// Leave the revert of `volume` to `snapshot` as a crash during its step `step` (1, 2, …)
     /// would; returns false when the driver has no such step (the case then stops there).
     fn interrupt_revert(&self, volume: Uuid, snapshot: Uuid, step: u32) -> Result<bool, String>;
+    /// A directory for source files of `create_volume_from_file` (the file driver wants them
+    /// on the pool's file system, as its image cache is).
+    fn scratch_dir(&self) -> std::path::PathBuf;
 }
 
 /// Size of the volumes the cases make: a multiple of LVM's 4 MiB extent.
@@ -296,6 +299,89 @@ pub fn revert_interrupted(f: &mut dyn Fixture) -> Outcome {
     result
 }
 
+/// A volume from a raw file (an image cache entry): the file's data at the volume's size,
+/// zeroes past the file's end, the file's holes not allocated, independent of the file,
+/// idempotent.
+pub fn volume_from_file(f: &mut dyn Fixture) -> Outcome {
+    let src = f.scratch_dir().join(format!("conformance-{}.raw", Uuid::new_v4()));
+    let d = f.driver();
+    let r = (|| {
+        let (a, b) = (pattern(40, MIB as usize), pattern(41, MIB as usize));
+        {
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&src)
+                .map_err(|err| format!("create {}: {err}", src.display()))?;
+            file.set_len(12 * MIB).map_err(|err| format!("truncate {}: {err}", src.display()))?;
+            file.write_all_at(&a, 0)
+                .and_then(|()| file.write_all_at(&b, 8 * MIB))
+                .map_err(|err| format!("write: {err}"))?;
+            file.sync_all().map_err(|err| format!("fsync: {err}"))?;
+        }
+        let mut c = Cleanup::new(d);
+        let v = c.vol();
+        d.create_volume_from_file(v, &src, SIZE).map_err(e("volume from file"))?;
+        d.create_volume_from_file(v, &src, SIZE).map_err(e("volume from file again"))?;
+        ensure(d.list_volumes().map_err(e("list"))?.contains(&v), || "volume from a file not listed".into())?;
+        ensure(size(d, v)? == SIZE, || format!("size {} != {SIZE}", size(d, v).unwrap_or(0)))?;
+        expect_data(d, v, 0, &a, "volume from file")?;
+        expect_data(d, v, 8 * MIB, &b, "volume from file")?;
+        expect_zero(d, v, 4 * MIB, MIB as usize, "the file's hole")?;
+        expect_zero(d, v, SIZE - MIB, MIB as usize, "past the file's end")?;
+        let alloc = d.volume_allocated_bytes(v).map_err(e("allocation"))?;
+        ensure(alloc <= 4 * MIB, || format!("2 MiB of data in a 12 MiB file allocate {alloc} bytes"))?;
+        write(d, v, 0, &pattern(42, 4096))?;
+        let back = std::fs::read(&src).map_err(|err| format!("read {}: {err}", src.display()))?;
+        ensure(back.get(..4096) == Some(&a[..4096]), || "writing the volume changed its source file".into())?;
+        ensure(
+            matches!(
+                d.create_volume_from_file(c.vol(), &src.with_extension("missing"), SIZE),
+                Err(DriverError::Io { .. } | DriverError::Missing(_))
+            ),
+            || "a volume from a missing file must fail".into(),
+        )
+    })();
+    let _ = std::fs::remove_file(&src);
+    r
+}
+
+/// The snapshot's data path (what an upload to an image reads) is readable and has the
+/// snapshot's data and size, also after a restart; a missing snapshot is `Missing`.
+pub fn snapshot_data_path(f: &mut dyn Fixture) -> Outcome {
+    let (v, s) = (Uuid::new_v4(), Uuid::new_v4());
+    let a = pattern(50, 64 << 10);
+    let check = |d: &dyn Driver, what: &str| -> Outcome {
+        let p = d.snapshot_data_path(s).map_err(e("snapshot data path"))?;
+        let file =
+            OpenOptions::new().read(true).open(&p).map_err(|err| format!("{what}: open {}: {err}", p.display()))?;
+        let mut buf = vec![0u8; a.len()];
+        file.read_exact_at(&mut buf, MIB).map_err(|err| format!("{what}: read {}: {err}", p.display()))?;
+        ensure(buf == a, || format!("{what}: {} does not hold the snapshot's data", p.display()))?;
+        let len = nix::unistd::lseek(&file, 0, nix::unistd::Whence::SeekEnd).map_err(|err| format!("seek: {err}"))?;
+        ensure(len as u64 == SIZE, || format!("{what}: {} is {len} bytes, not {SIZE}", p.display()))
+    };
+    let r = (|| {
+        let d = f.driver();
+        d.create_volume(v, SIZE).map_err(e("create"))?;
+        write(d, v, MIB, &a)?;
+        d.create_snapshot(v, s).map_err(e("snapshot"))?;
+        write(d, v, MIB, &pattern(51, 64 << 10))?;
+        check(d, "snapshot")?;
+        check(d, "snapshot, asked again")?;
+        f.reopen()?;
+        let d = f.driver();
+        check(d, "snapshot after a restart")?;
+        ensure(matches!(d.snapshot_data_path(Uuid::new_v4()), Err(DriverError::Missing(_))), || {
+            "the data path of a missing snapshot must be Missing".into()
+        })
+    })();
+    let d = f.driver();
+    let _ = d.delete_snapshot(s);
+    let _ = d.delete_volume(v);
+    r
+}
+
 /// Sparseness and accounting: written data is counted, holes are not; capacity is sane.
 pub fn accounting(f: &mut dyn Fixture) -> Outcome {
     let d = f.driver();
@@ -325,6 +411,8 @@ pub const CASES: &[(&str, Case)] = &[
     ("revert_any", revert_any),
     ("revert_interrupted", revert_interrupted),
     ("accounting", accounting),
+    ("volume_from_file", volume_from_file),
+    ("snapshot_data_path", snapshot_data_path),
 ];
 
 /// Run every case; returns each name with its outcome.

@@ -130,11 +130,17 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     }
     /// Atomically replace `volume`'s content with `snapshot`'s, keeping the volume's size.
     fn revert_to_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), DriverError>;
-    /// images: the file or block device holding a snapshot's data, for reading it (an upload
-    /// to an image reads a point-in-time snapshot). Drivers whose snapshots are not files
-    /// override it.
-    fn snapshot_data_path(&self, snapshot: Uuid) -> std::path::PathBuf {
-        self.export_path(snapshot)
+    /// images: the file or block device holding a snapshot's data, ready to be read (an upload
+    /// to an image reads a point-in-time snapshot); `Missing` when there is no such snapshot.
+    /// Drivers whose snapshots are not plain files override it (LVM activates its
+    /// activation-skip snapshot LV first).
+    fn snapshot_data_path(&self, snapshot: Uuid) -> Result<std::path::PathBuf, DriverError> {
+        let p = self.export_path(snapshot);
+        if p.exists() {
+            Ok(p)
+        } else {
+            Err(DriverError::Missing(format!("snapshot {snapshot}")))
+        }
     }
     /// The file or block device holding the volume's data, for exports (never created here).
     fn export_path(&self, id: Uuid) -> std::path::PathBuf;

@@ -269,12 +269,13 @@ async fn upload_image(svc: &Services, job: &Job) -> Result<()> {
             (crate::service::images::convert_limits(svc), crate::service::images::info_limits(svc));
         tokio::task::spawn_blocking(move || -> Result<(String, String, u64, u64)> {
             driver.create_snapshot(vol, snap).map_err(|e| Error::internal(e.to_string()))?;
-            let src = driver.snapshot_data_path(snap);
+            let src = driver.snapshot_data_path(snap).map_err(|e| Error::internal(e.to_string()))?;
             let tmp = area.temp_path(iid);
             let written = (|| -> Result<(String, String, u64, u64)> {
                 if fmt == "raw" {
                     let s = std::fs::File::open(&src)?;
-                    let len = s.metadata()?.len();
+                    // The length by seeking to the end: a block device's (LVM) metadata says 0.
+                    let len = std::io::Seek::seek(&mut &s, std::io::SeekFrom::End(0))?;
                     let d = std::fs::File::options().write(true).create_new(true).open(&tmp)?;
                     crate::driver::sparse_copy(&s, &d, len)?;
                 } else {

@@ -118,8 +118,13 @@ impl Driver for FileDriver {
         self.materialize(&self.snapshot_path(snapshot), &tmp, &vol, size, CloneMode::Linked, false)
     }
 
-    fn snapshot_data_path(&self, snapshot: Uuid) -> PathBuf {
-        self.snapshot_path(snapshot)
+    fn snapshot_data_path(&self, snapshot: Uuid) -> Result<PathBuf, DriverError> {
+        let p = self.snapshot_path(snapshot);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(DriverError::Missing(format!("snapshot file {}", p.display())))
+        }
     }
 
     fn export_path(&self, id: Uuid) -> PathBuf {

@@ -126,14 +126,15 @@ impl LvmDriver {
                         &d.s.thin_pool,
                         "--zero",
                         "y",
-                        "--errorwhenfull",
-                        "y",
                         "--addtag",
                         TAG,
                         "--yes",
                         &d.s.vg,
                     ],
                 )?;
+                // A full pool fails writes at once instead of queueing them for 60 s. lvcreate
+                // of LVM 2.03.16 refuses `--errorwhenfull` for thin pools; lvchange takes it.
+                d.lvm.run(&g, "lvchange", &["--errorwhenfull", "y", &d.full(&d.s.thin_pool)])?;
             }
         }
         for row in d.rows()? {

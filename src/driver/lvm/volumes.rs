@@ -282,6 +282,29 @@ impl Driver for LvmDriver {
         self.full_copy(Source::Path(src), volume, size_bytes)
     }
 
+    /// A new thin LV holding the raw file `src` (an image cache entry): built as `cbt-` with
+    /// a copy that skips the file's holes and its all-zero 64 KiB blocks (the LV reads as
+    /// zeroes already, so they stay unallocated in the thin pool), renamed to `cbv-` when
+    /// complete. A `cbv-` of that name is therefore complete: running it again is a no-op.
+    fn create_volume_from_file(&self, volume: Uuid, src: &Path, size_bytes: u64) -> Result<(), DriverError> {
+        if self.find(&lv_name(VOL, volume))?.is_some() {
+            return Ok(());
+        }
+        self.full_copy(Source::Path(src), volume, size_bytes)
+    }
+
+    /// The snapshot's device, activated: snapshots carry activation skip, so their device node
+    /// does not exist until `lvchange -ay -K` (idempotent; the LV stays read-only).
+    fn snapshot_data_path(&self, snapshot: Uuid) -> Result<PathBuf, DriverError> {
+        let snap = lv_name(SNAP, snapshot);
+        let g = self.lvm.change();
+        let row = self.find(&snap)?.ok_or_else(|| DriverError::Missing(self.full(&snap)))?;
+        if !row.active() {
+            self.activate(&g, &snap)?;
+        }
+        Ok(self.dev(&snap))
+    }
+
     fn revert_to_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), DriverError> {
         let (vol, snap, aside) = (lv_name(VOL, volume), lv_name(SNAP, snapshot), lv_name(ASIDE, volume));
         let g = self.lvm.change();
