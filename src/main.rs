@@ -18,6 +18,10 @@ struct Cli {
     /// Output of the operator commands: `table` for people, `json` for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// Where `status` and `pool list` reach the running daemon (`host:port` of its API or
+    /// `[metrics] listen`); default: `[metrics] listen`, else `listen`, from the config.
+    #[arg(long, global = true)]
+    daemon: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -92,10 +96,10 @@ fn main() -> ExitCode {
                 drop(db);
             }),
             Command::Admin(cmd) => cinderblock::admin::run(&config, cmd).await,
-            Command::Status => cli::run(&config, OpsCommand::Status, cli.format).await,
-            Command::Volume(c) => cli::run(&config, OpsCommand::Volume(c), cli.format).await,
-            Command::Job(c) => cli::run(&config, OpsCommand::Job(c), cli.format).await,
-            Command::Pool(c) => cli::run(&config, OpsCommand::Pool(c), cli.format).await,
+            Command::Status => cli::run(&config, OpsCommand::Status, cli.format, cli.daemon).await,
+            Command::Volume(c) => cli::run(&config, OpsCommand::Volume(c), cli.format, cli.daemon).await,
+            Command::Job(c) => cli::run(&config, OpsCommand::Job(c), cli.format, cli.daemon).await,
+            Command::Pool(c) => cli::run(&config, OpsCommand::Pool(c), cli.format, cli.daemon).await,
             // Handled before the configuration is read.
             Command::Completion { .. } => Ok(()),
         }

@@ -10,6 +10,7 @@
 //! files (`st_blocks`), as `/metrics` does.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -98,16 +99,19 @@ pub enum OpsCommand {
 }
 
 /// Run one operator command against the configured database (migrated first, as `admin`).
-pub async fn run(config: &Config, cmd: OpsCommand, format: Format) -> Result<()> {
+/// `daemon` overrides where the running daemon is asked (default: `[metrics] listen`, else
+/// `listen`).
+pub async fn run(config: &Config, cmd: OpsCommand, format: Format, daemon: Option<SocketAddr>) -> Result<()> {
     let db = crate::app::open_db(config).await?;
-    let r = run_with(&db, config, cmd, format).await;
+    let daemon = daemon.unwrap_or(config.metrics.listen.unwrap_or(config.listen));
+    let r = run_with(&db, config, cmd, format, daemon).await;
     db.close().await;
     r
 }
 
-async fn run_with(db: &Db, config: &Config, cmd: OpsCommand, format: Format) -> Result<()> {
+async fn run_with(db: &Db, config: &Config, cmd: OpsCommand, format: Format, daemon: SocketAddr) -> Result<()> {
     let doc = match cmd {
-        OpsCommand::Status => status(db, config).await?,
+        OpsCommand::Status => status(db, config, daemon).await?,
         OpsCommand::Volume(VolumeCommand::List { project, status, pool }) => {
             let filter = VolumeFilter { project_id: project, status, ..Default::default() };
             let vols = all_volumes(db, filter).await?;
@@ -150,7 +154,7 @@ async fn run_with(db: &Db, config: &Config, cmd: OpsCommand, format: Format) -> 
             json!({ "job": doc })
         }
         OpsCommand::Pool(PoolCommand::List) => {
-            let daemon = probe_daemon(config).await;
+            let daemon = probe_daemon(daemon).await;
             json!({ "pools": pools_json(db, config, daemon.as_ref().ok()).await? })
         }
     };
@@ -233,8 +237,8 @@ async fn pools_json(db: &Db, config: &Config, daemon: Option<&Value>) -> Result<
         .collect())
 }
 
-async fn status(db: &Db, config: &Config) -> Result<Value> {
-    let daemon = probe_daemon(config).await;
+async fn status(db: &Db, config: &Config, daemon: SocketAddr) -> Result<Value> {
+    let daemon = probe_daemon(daemon).await;
     let counts: serde_json::Map<String, Value> =
         db.volume_status_counts().await?.into_iter().map(|(s, n)| (s, json!(n))).collect();
     let jobs: Vec<Value> = db
@@ -264,10 +268,9 @@ async fn status(db: &Db, config: &Config) -> Result<Value> {
     }))
 }
 
-/// `GET /readyz` of the running daemon (503 is an answer too): on `[metrics] listen` when set,
-/// else on `listen`; an unspecified address is reached through loopback.
-async fn probe_daemon(config: &Config) -> std::result::Result<Value, String> {
-    let mut addr = config.metrics.listen.unwrap_or(config.listen);
+/// `GET /readyz` of the running daemon at `addr` (503 is an answer too); an unspecified
+/// address is reached through loopback.
+async fn probe_daemon(mut addr: SocketAddr) -> std::result::Result<Value, String> {
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
     }

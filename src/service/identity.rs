@@ -743,8 +743,13 @@ pub async fn startup_check(db: &Db, config: &Config) -> Result<()> {
                     (reads the password from stdin)\n\
                     then log in with OS_AUTH_URL=http://HOST:PORT/identity/v3 OS_USERNAME=admin \
                     OS_PROJECT_NAME=admin OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default";
-        tracing::warn!("no admin user exists");
-        eprintln!("cinderblock: {hint}");
+        if config.log_format == crate::config::LogFormat::Json {
+            // Every line of a JSON log must be JSON: the hint rides in the warning.
+            tracing::warn!(hint, "no admin user exists");
+        } else {
+            tracing::warn!("no admin user exists");
+            eprintln!("cinderblock: {hint}");
+        }
     }
     Ok(())
 }
