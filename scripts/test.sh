@@ -101,6 +101,17 @@ if [ "$(id -u)" -eq 0 ]; then
         warn "could not fetch the LVM test VM's packages (tests/lvm_vm.rs will skip, or fail under CINDERBLOCK_REQUIRE_PRIVILEGED=1)"
     log "LVM test VM ingredients ready in $(( $(date +%s) - T0 ))s"
 fi
+# tests/deb_package.rs: the .deb is built by cargo-deb, checked by lintian and installed with
+# dpkg into a bookworm chroot made once by mmdebstrap (scripts/deb_chroot.sh, cached under
+# /var/tmp).
+need_pkg mmdebstrap mmdebstrap
+need_pkg lintian lintian
+need_pkg strip binutils
+if ! cargo deb --version >/dev/null 2>&1; then
+    log "installing cargo-deb (cargo install, kept in ~/.cargo/bin)"
+    cargo install --locked --quiet cargo-deb --version 3.8.0 ||
+        warn "cargo-deb could not be installed (tests/deb_package.rs will fail or skip)"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL: when TEST_DATABASE_URL names a local server that is not up, try to start it.

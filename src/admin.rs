@@ -41,6 +41,16 @@ pub enum ProjectCommand {
     },
     /// List projects.
     List,
+    /// Disable a project: its users' tokens and AK/SK credentials for it stop working.
+    Disable {
+        /// Name or id.
+        project: String,
+    },
+    /// Enable a disabled project again.
+    Enable {
+        /// Name or id.
+        project: String,
+    },
     /// Delete a project (refused while it owns volumes or snapshots).
     Delete {
         /// Name or id.
@@ -62,6 +72,17 @@ pub enum UserCommand {
     List,
     /// Change a user's password (read from stdin); ends the user's tokens.
     SetPassword {
+        /// Name or id.
+        user: String,
+    },
+    /// Disable a user: its tokens end, logins and AK/SK requests are refused (the last
+    /// enabled admin cannot be disabled).
+    Disable {
+        /// Name or id.
+        user: String,
+    },
+    /// Enable a disabled user again (old tokens stay ended).
+    Enable {
         /// Name or id.
         user: String,
     },
@@ -195,6 +216,14 @@ async fn run_with(db: &crate::store::Db, config: &Config, cmd: AdminCommand) -> 
                 .collect();
             table(&["ID", "NAME", "ENABLED", "DESCRIPTION"], rows);
         }
+        AdminCommand::Project(ProjectCommand::Disable { project }) => {
+            let p = ids::set_project_enabled(db, &Ref::guess(&project), false).await?;
+            eprintln!("disabled project {} ({})", p.name, p.id);
+        }
+        AdminCommand::Project(ProjectCommand::Enable { project }) => {
+            let p = ids::set_project_enabled(db, &Ref::guess(&project), true).await?;
+            eprintln!("enabled project {} ({})", p.name, p.id);
+        }
         AdminCommand::Project(ProjectCommand::Delete { project }) => {
             let p = ids::delete_project(db, &Ref::guess(&project)).await?;
             eprintln!("deleted project {} ({})", p.name, p.id);
@@ -225,6 +254,16 @@ async fn run_with(db: &crate::store::Db, config: &Config, cmd: AdminCommand) -> 
             let password = read_password()?;
             let u = ids::set_password(db, &Ref::guess(&user), &password).await?;
             eprintln!("password of {} changed", u.name);
+        }
+        AdminCommand::User(UserCommand::Disable { user }) => {
+            let u = ids::find_user(db, &Ref::guess(&user)).await?;
+            let u = ids::update_user(db, &u.id, ids::UserUpdate { enabled: Some(false), ..Default::default() }).await?;
+            eprintln!("disabled user {} ({}); its tokens are ended", u.name, u.id);
+        }
+        AdminCommand::User(UserCommand::Enable { user }) => {
+            let u = ids::find_user(db, &Ref::guess(&user)).await?;
+            let u = ids::update_user(db, &u.id, ids::UserUpdate { enabled: Some(true), ..Default::default() }).await?;
+            eprintln!("enabled user {} ({})", u.name, u.id);
         }
         AdminCommand::User(UserCommand::Delete { user }) => {
             let u = ids::delete_user(db, &Ref::guess(&user)).await?;

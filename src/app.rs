@@ -60,6 +60,7 @@ fn open_pools(config: &Config) -> Result<HashMap<String, PoolRuntime>> {
 
 /// Run the daemon until a shutdown signal.
 pub async fn serve(config: Config) -> Result<()> {
+    crate::ops::mark_started();
     if config.auth.mode == AuthMode::Noauth && !config.listen.ip().is_loopback() && !config.auth.allow_noauth_on_network
     {
         return Err(Error::internal(format!(

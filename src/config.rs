@@ -49,11 +49,27 @@ pub struct Config {
     pub quotas: std::collections::BTreeMap<String, i64>,
     /// Logging filter in `tracing` syntax (`info`, `cinderblock=debug`…).
     pub log: String,
+    /// Log line format: `text` for people, `json` (one object a line) for journald or a log
+    /// shipper.
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
     /// images: the built-in image service and the image cache.
     #[serde(default)]
     pub images: ImagesConfig,
+}
+
+/// How log lines are written (to stderr, which systemd sends to the journal).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `tracing`'s human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line: `timestamp`, `level`, `target`, `fields` (with `message`) and
+    /// the enclosing `span`s (the request id).
+    Json,
 }
 
 /// Prometheus metrics (`GET /metrics`).
@@ -392,6 +408,7 @@ impl Default for Config {
                 nbd_host: None,
             },
             log: "info".into(),
+            log_format: LogFormat::Text,
             metrics: MetricsConfig::default(),
             images: ImagesConfig::default(),
         }
@@ -570,6 +587,45 @@ mod tests {
         let c = Config::default();
         c.validate().expect("defaults validate");
         assert!(c.volume_type_names().contains(&"SSD".to_string()));
+    }
+
+    /// The packaged config (deploy/config.default.toml, /etc/cinderblock/config.toml in the
+    /// .deb) loads, and what its comments call defaults are the defaults: uncommenting every
+    /// `# key = value` line but the marked examples changes nothing. tests/deb_package.rs
+    /// starts the daemon on it.
+    #[test]
+    fn packaged_default_config_loads_and_its_comments_are_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.default.toml");
+        let text = std::fs::read_to_string(&path).expect("read deploy/config.default.toml");
+        let shipped = Config::load(Some(&path)).expect("the packaged config loads");
+        assert_eq!(shipped.listen, SocketAddr::from(([127, 0, 0, 1], 8776)));
+        assert_eq!(shipped.auth.mode, AuthMode::Noauth);
+        assert_eq!(shipped.database.url, "sqlite:///var/lib/cinderblock/cinderblock.db");
+        assert_eq!(shipped.pools.len(), 1);
+        assert_eq!(shipped.pools[0].path, Path::new("/var/lib/cinderblock/pools/default"));
+        // Examples of keys unset by default, not defaults.
+        const EXAMPLES: &[&str] = &["node", "public_url", "nbd_unix_socket", "listen = \"127.0.0.1:9477\""];
+        let mut uncommented = 0;
+        let all: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(kv)
+                    if kv
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                        && !EXAMPLES.iter().any(|e| kv.starts_with(e)) =>
+                {
+                    uncommented += 1;
+                    format!("{kv}\n")
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        assert!(uncommented >= 15, "only {uncommented} commented defaults found");
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        f.write_all(all.as_bytes()).expect("write");
+        let explicit = Config::load(Some(f.path())).expect("the uncommented config loads");
+        assert_eq!(explicit, shipped, "a commented value in deploy/config.default.toml is not the default");
     }
 
     #[test]

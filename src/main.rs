@@ -1,10 +1,13 @@
-//! The `cinderblock` command: `serve` runs the daemon, `migrate` only runs migrations.
+//! The `cinderblock` command: `serve` runs the daemon, `migrate` only runs migrations, `admin`
+//! manages accounts, and `status`, `volume`, `job` and `pool` are the operator's read-only
+//! views (src/ops/cli.rs); `completion` prints a shell completion script.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cinderblock::config::Config;
-use clap::{Parser, Subcommand};
+use cinderblock::config::{Config, LogFormat};
+use cinderblock::ops::cli::{self, Format, JobCommand, OpsCommand, PoolCommand, VolumeCommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "cinderblock", version, about = "Self-hosted block storage with EVS and Cinder APIs")]
@@ -12,6 +15,13 @@ struct Cli {
     /// TOML configuration file (default: ./cinderblock.toml when present, else built-in defaults).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Output of the operator commands: `table` for people, `json` for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Where `status` and `pool list` reach the running daemon (`host:port` of its API or
+    /// `[metrics] listen`); default: `[metrics] listen`, else `listen`, from the config.
+    #[arg(long, global = true)]
+    daemon: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,10 +35,31 @@ enum Command {
     /// Manage projects, users, roles and AK/SK credentials (runs migrations first).
     #[command(subcommand)]
     Admin(cinderblock::admin::AdminCommand),
+    /// Version, daemon state and uptime, pools with capacity and health, volumes by status,
+    /// exports, jobs in flight and recent failures.
+    Status,
+    /// Volumes of every project (read from the database).
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Jobs of every project, failed ones with their reasons.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Storage pools.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Print a shell completion script (`cinderblock completion bash > /etc/bash_completion.d/cinderblock`).
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completion { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "cinderblock", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -44,11 +75,12 @@ fn main() -> ExitCode {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        // One object a line; the request span (its id) rides along in `span`/`spans`.
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -64,6 +96,12 @@ fn main() -> ExitCode {
                 drop(db);
             }),
             Command::Admin(cmd) => cinderblock::admin::run(&config, cmd).await,
+            Command::Status => cli::run(&config, OpsCommand::Status, cli.format, cli.daemon).await,
+            Command::Volume(c) => cli::run(&config, OpsCommand::Volume(c), cli.format, cli.daemon).await,
+            Command::Job(c) => cli::run(&config, OpsCommand::Job(c), cli.format, cli.daemon).await,
+            Command::Pool(c) => cli::run(&config, OpsCommand::Pool(c), cli.format, cli.daemon).await,
+            // Handled before the configuration is read.
+            Command::Completion { .. } => Ok(()),
         }
     });
     match result {

@@ -38,6 +38,7 @@ backend_tests!(
     keystone_admin_manages_users,
     keystone_admin_manages_role_assignments,
     keystone_user_admin_refuses_bad_input_and_non_admins,
+    json_logs_have_access_and_job_lines_and_no_secrets,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -1561,4 +1562,88 @@ async fn keystone_user_admin_refuses_bad_input_and_non_admins(backend: Backend) 
     assert_eq!(f.boss.get("/identity/v3/users").await.expect(200).body["users"], before, "refusals changed nothing");
     let r = f.boss.get(&format!("/identity/v3/role_assignments?user.id={rita}")).await.expect(200);
     assert_eq!(r.body["role_assignments"][0]["role"]["id"], json!(role_id(&f, "reader").await), "{}", r.text);
+}
+
+// ----- issue 14.6: access log, job lines, JSON format, no secrets ---------------------------
+
+/// The daemon's log lines as JSON objects (`log_format = "json"`); a line that is not JSON
+/// fails the test.
+fn json_log_lines(server: &TestServer) -> Vec<Value> {
+    let text = std::fs::read_to_string(&server.log_path).expect("read log");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// With `log_format = "json"` at `debug`, every request has one access line (method, route
+/// template, status, duration, request id, project) and jobs have start/finish lines with a
+/// duration; a password login, the token it gave, and an AK/SK request never put the password,
+/// the token or the secret key in the log.
+async fn json_logs_have_access_and_job_lines_and_no_secrets(backend: Backend) {
+    let f = Fixture::with_env(backend, &[("CINDERBLOCK_LOG_FORMAT", "json"), ("CINDERBLOCK_LOG", "debug")]).await;
+    let a = f.a.as_str();
+    let api = f.server.api();
+    // A login with a password (the fixture logged in too), and a failed one.
+    let token = login_with(&api, "alice", PASSWORD, "proj-a").await.expect("login");
+    login_with(&api, "alice", "not-the-password-xyzzy", "proj-a").await.expect_err("wrong password");
+    let out = cli(&f.server, &["admin", "credential", "create", "--user", "alice", "--project", "proj-a"], None);
+    let (ak, sk) = (field(&out, "access_key"), field(&out, "secret_key"));
+    let body =
+        json!({"volume": {"availability_zone": "nova", "volume_type": "SSD", "size": 1, "name": "logged"}}).to_string();
+    let r =
+        signed(&api, Method::POST, &format!("/v2.1/{a}/cloudvolumes"), &ak, &sk, a, &sdk_date(0), Some(&body), None)
+            .await
+            .expect(200);
+    let request_id = r.header("x-openstack-request-id").expect("request id");
+    f.alice.wait_job(a, &s(&r.body, "job_id")).await;
+    let r = f.alice.get(&format!("/v3/{a}/volumes/detail")).await.expect(200);
+    let list_id = r.header("x-openstack-request-id").expect("request id");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let lines = json_log_lines(&f.server);
+        let done = lines.iter().any(|l| l["fields"]["request_id"] == json!(list_id));
+        if done || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&f.server.log_path).expect("read log");
+    for secret in [PASSWORD, "not-the-password-xyzzy", sk.as_str(), token.as_str(), f.alice.token.as_str()] {
+        assert!(!text.contains(secret), "a secret is in the log: {secret:?}");
+    }
+
+    let access: Vec<&Value> = lines.iter().filter(|l| l["target"] == json!("cinderblock::access")).collect();
+    let one = |rid: &str| -> &Value {
+        let hits: Vec<&&Value> = access.iter().filter(|l| l["fields"]["request_id"] == json!(rid)).collect();
+        assert_eq!(hits.len(), 1, "want one access line for {rid}: {hits:?}");
+        &hits[0]["fields"]
+    };
+    let create = one(&request_id);
+    assert_eq!(create["method"], json!("POST"), "{create}");
+    assert_eq!(create["route"], json!("/v2.1/{p}/cloudvolumes"), "{create}");
+    assert_eq!(create["status"], json!(200), "{create}");
+    assert_eq!(create["project"], json!(a), "{create}");
+    assert!(create["duration_ms"].as_f64().is_some_and(|d| d >= 0.0), "{create}");
+    let list = one(&list_id);
+    assert_eq!((list["method"].clone(), list["route"].clone()), (json!("GET"), json!("/v3/{p}/volumes/detail")));
+    // Logins: the identity route, 201 and 401, the project of the token issued (or none).
+    let logins: Vec<&Value> =
+        access.iter().map(|l| &l["fields"]).filter(|l| l["route"] == json!("/identity/v3/auth/tokens")).collect();
+    assert!(logins.iter().any(|l| l["status"] == json!(201)), "{logins:?}");
+    assert!(logins.iter().any(|l| l["status"] == json!(401) && l["project"] == json!("-")), "{logins:?}");
+
+    let job_line = |msg: &str| {
+        lines
+            .iter()
+            .map(|l| &l["fields"])
+            .find(|l| l["message"] == json!(msg) && l["kind"] == json!("createVolume") && l["project"] == json!(a))
+            .unwrap_or_else(|| panic!("no {msg:?} line for the createVolume job"))
+            .clone()
+    };
+    job_line("job started");
+    let finished = job_line("job finished");
+    assert_eq!(finished["outcome"], json!("SUCCESS"), "{finished}");
+    assert!(finished["duration_ms"].as_u64().is_some(), "{finished}");
 }

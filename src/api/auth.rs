@@ -95,7 +95,11 @@ pub(super) async fn authenticate(State(svc): State<Services>, req: Request, next
             tracing::debug!(user = %id.user_name, project = %id.project_id, method = ?id.method, "authenticated");
             req.extensions_mut().insert(id.clone());
             req.extensions_mut().insert(Authenticated::Keystone(id.clone()));
-            IDENTITY.scope(id, next.run(req)).await
+            let project = super::AccessProject(id.project_id.clone());
+            let mut resp = IDENTITY.scope(id, next.run(req)).await;
+            // For the access log, which runs outside this middleware.
+            resp.extensions_mut().insert(project);
+            resp
         }
         Err(e) => {
             let unauthorized = e.kind == ErrorKind::Unauthorized;

@@ -150,7 +150,21 @@ pub(super) fn unsupported_media_type() -> Error {
     Error::new(ErrorKind::UnsupportedMediaType, "Unsupported Content-Type: request bodies must be application/json.")
 }
 
-/// Give every request an id (`req-<uuid>`), log it, and echo it in both headers.
+/// The project a keystone-authenticated request acted in (a response extension the auth
+/// middleware sets, for the access log).
+#[derive(Debug, Clone)]
+pub(crate) struct AccessProject(pub(crate) String);
+
+/// The URL's project (the `{p}` segment of the Cinder and EVS routes) of `path` under route
+/// template `route`: the project of a `noauth` request.
+fn project_in_path<'a>(route: &str, path: &'a str) -> Option<&'a str> {
+    let at = route.split('/').position(|s| s == "{p}")?;
+    path.split('/').nth(at).filter(|p| !p.is_empty())
+}
+
+/// Give every request an id (`req-<uuid>`), write its access-log line (method, route template,
+/// status, duration, request id, project; target `cinderblock::access`), and echo the id in
+/// both headers.
 async fn request_id(mut req: Request<Body>, next: Next) -> Response {
     REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = RequestId(format!("req-{}", uuid::Uuid::new_v4()));
@@ -167,10 +181,28 @@ async fn request_id(mut req: Request<Body>, next: Next) -> Response {
     let route = route.as_deref().unwrap_or("unmatched");
     let status = resp.status().as_u16();
     crate::ops::metrics::observe_http(method.as_str(), route, status, started.elapsed().as_secs_f64());
-    span.in_scope(|| tracing::debug!(%method, %path, status, "handled"));
+    // The access log: the route template, never the raw path or query (ids are in the
+    // template's place, and nothing a client sends in headers or bodies is written).
+    let from_token = resp.extensions().get::<AccessProject>().map(|p| p.0.clone());
+    let project = from_token.as_deref().or_else(|| project_in_path(route, &path)).unwrap_or("-");
+    let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    span.in_scope(|| {
+        tracing::info!(target: "cinderblock::access", %method, route, status, duration_ms, request_id = %id.0, project, "request")
+    });
     if let Ok(v) = HeaderValue::from_str(&id.0) {
         resp.headers_mut().insert("x-request-id", v.clone());
         resp.headers_mut().insert("x-openstack-request-id", v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn project_in_path_takes_the_url_project() {
+        let p = super::project_in_path("/v3/{p}/volumes/{id}", "/v3/abc/volumes/x");
+        assert_eq!(p, Some("abc"));
+        assert_eq!(super::project_in_path("/identity/v3/projects/{id}", "/identity/v3/projects/x"), None);
+        assert_eq!(super::project_in_path("unmatched", "/v3/abc"), None);
+    }
 }

@@ -11,6 +11,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static DRAINING: AtomicBool = AtomicBool::new(false);
 
+/// When the daemon started serving (for `uptime_seconds` in `/readyz`).
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Record the start time; called once by `serve` before it listens.
+pub fn mark_started() {
+    let _ = STARTED.set(std::time::Instant::now());
+}
+
+pub mod cli;
+
 /// Mark the daemon as shutting down (`/readyz` answers 503 from then on).
 pub fn set_draining() {
     DRAINING.store(true, Ordering::Relaxed);
@@ -42,21 +52,29 @@ pub async fn readiness(svc: &Services) -> (bool, Value) {
         pools
             .iter()
             .map(|p| {
-                let r = match p.driver.capacity() {
-                    Ok(_) => "ok".to_string(),
-                    Err(e) => format!("failed: {e}"),
+                let (r, cap) = match p.driver.capacity() {
+                    Ok(c) => ("ok".to_string(), json!({"total_bytes": c.total_bytes, "free_bytes": c.free_bytes})),
+                    Err(e) => (format!("failed: {e}"), Value::Null),
                 };
-                (p.config.name.clone(), r)
+                ((p.config.name.clone(), r), (p.config.name.clone(), cap))
             })
-            .collect::<std::collections::BTreeMap<_, _>>()
+            .unzip::<_, _, std::collections::BTreeMap<_, _>, std::collections::BTreeMap<_, _>>()
     })
     .await
     .unwrap_or_default();
+    let (pool_checks, capacity) = pool_checks;
     let draining = is_draining();
     let ready = database == "ok" && pool_checks.values().all(|r| r == "ok") && !draining;
+    // What only the running daemon knows, for `cinderblock status`.
+    let uptime = STARTED.get().map(|t| t.elapsed().as_secs()).unwrap_or(0);
+    let exports = svc.exports.as_ref().map(|e| e.count()).unwrap_or(0);
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
         "checks": {"database": database, "pools": pool_checks, "draining": draining},
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": uptime,
+        "exports": exports,
+        "pool_capacity": capacity,
     });
     (ready, body)
 }

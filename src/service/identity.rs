@@ -442,6 +442,17 @@ pub async fn create_project(db: &Db, name: &str, description: Option<&str>) -> R
     Ok(p)
 }
 
+/// Enable or disable a project: while disabled, its tokens and AK/SK credentials are refused
+/// and no new token can be scoped to it.
+pub async fn set_project_enabled(db: &Db, r: &Ref, enabled: bool) -> Result<Project> {
+    let mut p = find_project(db, r).await?;
+    if !db.set_project_enabled(&p.id, enabled).await? {
+        return Err(not_found(format!("no project {}", ref_text(r))));
+    }
+    p.enabled = enabled;
+    Ok(p)
+}
+
 /// Delete a project; refused while it still owns volumes or snapshots.
 pub async fn delete_project(db: &Db, r: &Ref) -> Result<Project> {
     let p = find_project(db, r).await?;
@@ -732,8 +743,13 @@ pub async fn startup_check(db: &Db, config: &Config) -> Result<()> {
                     (reads the password from stdin)\n\
                     then log in with OS_AUTH_URL=http://HOST:PORT/identity/v3 OS_USERNAME=admin \
                     OS_PROJECT_NAME=admin OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default";
-        tracing::warn!("no admin user exists");
-        eprintln!("cinderblock: {hint}");
+        if config.log_format == crate::config::LogFormat::Json {
+            // Every line of a JSON log must be JSON: the hint rides in the warning.
+            tracing::warn!(hint, "no admin user exists");
+        } else {
+            tracing::warn!("no admin user exists");
+            eprintln!("cinderblock: {hint}");
+        }
     }
     Ok(())
 }

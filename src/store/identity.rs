@@ -120,6 +120,19 @@ impl Db {
         rows.iter().map(project_from_row).collect()
     }
 
+    /// Enable or disable a project (tokens scoped to a disabled project stop working: token
+    /// and signature checks read the flag); false when there is no such project.
+    pub async fn set_project_enabled(&self, id: &str, enabled: bool) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query("UPDATE projects SET enabled = $1 WHERE id = $2")
+            .bind(i64::from(enabled))
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// How many volumes and snapshots a project still owns.
     pub async fn project_resource_count(&self, project_id: &str) -> Result<i64> {
         let row = sqlx::query(

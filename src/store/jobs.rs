@@ -64,6 +64,21 @@ impl Db {
         row.as_ref().map(job_from_row).transpose()
     }
 
+    /// Jobs of any project, newest first (`cinderblock job list`): optionally only one status
+    /// (`FAIL`…) or one project, at most `limit`.
+    pub async fn list_jobs(&self, status: Option<&str>, project_id: Option<&str>, limit: i64) -> Result<Vec<Job>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE ($1 = '' OR status = $1) AND ($2 = '' OR project_id = $2) \
+             ORDER BY begin_time DESC, id LIMIT $3"
+        )))
+        .bind(status.unwrap_or(""))
+        .bind(project_id.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
     /// The sub-jobs of a batch, in creation order.
     pub async fn sub_jobs(&self, parent_id: &str) -> Result<Vec<Job>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -32,6 +32,14 @@ impl Db {
         Ok(OpsCounts { volumes: row.try_get("volumes")?, jobs_in_flight: row.try_get("jobs")? })
     }
 
+    /// `(status, count)` of the volumes (`cinderblock status`).
+    pub async fn volume_status_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM volumes GROUP BY status ORDER BY status")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("status")?, r.try_get("n")?))).collect()
+    }
+
     /// `(kind, status, count)` of queued (`INIT`) and running jobs.
     pub async fn jobs_in_flight_by_kind(&self) -> Result<Vec<(String, String, i64)>> {
         let rows = sqlx::query(
