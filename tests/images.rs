@@ -7,7 +7,9 @@
 //! failing conversion leaves the image `killed` and the volume back in its status).
 //!
 //! The daemon runs in `noauth` mode (the caller is admin of the `X-Project-Id` project);
-//! isolation between projects under real tokens is in `images_keystone_isolation`.
+//! isolation between projects and roles under real tokens are in `keystone_isolation_and_roles`;
+//! `kill9_during_image_jobs_finishes_them` kills the daemon (the `jobs.crash_at` hook) after
+//! the storage step of a volume-from-image and of an upload job.
 //! Test images are made with `qemu-img` in a temp dir; every test uses its own project.
 
 #[macro_use]
@@ -30,6 +32,8 @@ backend_tests!(
     volume_from_image_cinder_and_evs,
     upload_volume_to_image,
     failed_upload_kills_the_image,
+    kill9_during_image_jobs_finishes_them,
+    keystone_isolation_and_roles,
 );
 
 const PATCH: &str = "application/openstack-images-v2.1-json-patch";
@@ -726,4 +730,177 @@ async fn failed_upload_kills_the_image(b: Backend) {
     // A killed image cannot make volumes.
     let r = g.cinder(reqwest::Method::POST, "/volumes", Some(json!({"volume": {"size": 1, "imageRef": iid}}))).await;
     assert_eq!(r.status, 400, "{}", r.body);
+}
+
+/// Poll until the daemon has killed itself at its `jobs.crash_at` hook.
+async fn wait_crashed(srv: &TestServer, hook: &str, crashes: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while srv.is_running() {
+        assert!(Instant::now() < deadline, "{hook}: never reached\n{}", srv.log_tail(30));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = std::fs::read_to_string(&srv.log_path).expect("log");
+    let hooks: Vec<&str> = log.lines().filter(|l| l.contains("jobs.crash_at: killing")).collect();
+    assert_eq!(hooks.len(), crashes, "{hook}: died elsewhere:\n{}", srv.log_tail(30));
+    let (kind, step) = hook.split_once(':').expect("kind:step");
+    let last = hooks.last().copied().unwrap_or("");
+    assert!(last.contains(&format!("kind=\"{kind}\"")) && last.contains(&format!("step=\"{step}\"")), "{last}");
+}
+
+/// Send a request the daemon may die while answering.
+fn fire(srv: &TestServer, p: &str, path: String, body: Value) {
+    let url = format!("{}{path}", srv.base_url());
+    let p = p.to_string();
+    tokio::spawn(async move {
+        let _ = reqwest::Client::new()
+            .post(url)
+            .header("Content-Type", "application/json")
+            .header("X-Project-Id", p)
+            .body(body.to_string())
+            .send()
+            .await;
+    });
+}
+
+async fn kill9_during_image_jobs_finishes_them(b: Backend) {
+    // kill -9 right after the storage step of a volume-from-image job, then of an upload job:
+    // the next start runs each job again and finishes it with the right data.
+    let env = |hook: &str| vec![("CINDERBLOCK_JOBS__CRASH_AT".to_string(), hook.to_string())];
+    let srv = TestServer::start(b, Opts { env: env("createVolume:after_storage"), ..Opts::default() });
+    let p = project();
+    let dir = tempfile::tempdir().expect("tmp");
+    let raw = raw_with_holes(dir.path(), 8);
+    let qcow = to_qcow2(&raw);
+    let iid = s(&G::new(&srv, &p).image("qcow2", std::fs::read(&qcow).unwrap()).await, "id");
+    let vname = unique("crash");
+    fire(&srv, &p, format!("/v3/{p}/volumes"), json!({"volume": {"size": 1, "imageRef": iid, "name": vname}}));
+    wait_crashed(&srv, "createVolume:after_storage", 1).await;
+    srv.restart_with(|o| o.env = env("uploadImage:after_storage"));
+    let g = G::new(&srv, &p);
+    let r = g.cinder(reqwest::Method::GET, &format!("/volumes?name={vname}"), None).await.expect(200, "list");
+    let vid = s(&r.body["volumes"][0], "id");
+    let v = g.wait_volume(&vid, "available").await;
+    assert_eq!(v["bootable"], "true");
+    assert_same(&srv.volume_path(&vid), "raw", &raw, "raw");
+
+    let iname = unique("crash-up");
+    fire(
+        &srv,
+        &p,
+        format!("/v3/{p}/volumes/{vid}/action"),
+        json!({"os-volume_upload_image": {"image_name": iname, "disk_format": "qcow2"}}),
+    );
+    wait_crashed(&srv, "uploadImage:after_storage", 2).await;
+    srv.restart_with(|o| o.env.clear());
+    let g = G::new(&srv, &p);
+    let r = g.get(&format!("/image/v2/images?name={iname}")).await.expect(200, "list images");
+    let up = s(&r.body["images"][0], "id");
+    let img = g.wait_image(&up, "active").await;
+    g.wait_volume(&vid, "available").await;
+    let data = g.get(&format!("/image/v2/images/{up}/file")).await.expect(200, "download").bytes;
+    assert_eq!(img["checksum"], hex(&md5::Md5::digest(&data)));
+    let saved = dir.path().join("saved.qcow2");
+    std::fs::write(&saved, &data).unwrap();
+    assert_same(&saved, "qcow2", &raw, "raw");
+    assert!(
+        image_files(&srv.pool).iter().all(|f| !f.contains("/tmp/")),
+        "partial files left: {:?}",
+        image_files(&srv.pool)
+    );
+}
+
+/// `cinderblock <args>` against `srv`'s config, with `stdin`; its stdout.
+fn cli(srv: &TestServer, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut cmd = srv.command(args);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cinderblock admin");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    let o = child.wait_with_output().expect("output");
+    assert!(o.status.success(), "cinderblock {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A Glance request with a token.
+async fn tok(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    ctype: &str,
+    body: Value,
+) -> (u16, Value) {
+    let mut rb = http.request(method, format!("{base}{path}")).header("X-Auth-Token", token);
+    if !body.is_null() {
+        rb = rb.header("Content-Type", ctype).body(body.to_string());
+    }
+    let r = rb.send().await.expect("send");
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn keystone_isolation_and_roles(b: Backend) {
+    const PW: &str = "correct horse battery staple";
+    let srv = TestServer::start(
+        b,
+        Opts { env: vec![("CINDERBLOCK_AUTH__MODE".into(), "keystone".into())], ..Opts::default() },
+    );
+    cli(&srv, &["admin", "project", "create", "proj-a"], None);
+    cli(&srv, &["admin", "project", "create", "proj-b"], None);
+    for (user, project, role) in
+        [("alice", "proj-a", "member"), ("rita", "proj-a", "reader"), ("bob", "proj-b", "member")]
+    {
+        cli(&srv, &["admin", "user", "create", user, "--project", project, "--role", role], Some(&format!("{PW}\n")));
+    }
+    let http = reqwest::Client::new();
+    let base = srv.base_url();
+    let mut tokens = std::collections::HashMap::new();
+    for (user, project) in [("alice", "proj-a"), ("rita", "proj-a"), ("bob", "proj-b")] {
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {"name": user, "password": PW, "domain": {"name": "Default"}}}},
+            "scope": {"project": {"name": project, "domain": {"name": "Default"}}}
+        }});
+        let r = http.post(format!("{base}/identity/v3/auth/tokens")).json(&body).send().await.expect("login");
+        assert_eq!(r.status().as_u16(), 201);
+        tokens.insert(user, r.headers()["x-subject-token"].to_str().unwrap().to_string());
+    }
+    let call = |user: &'static str, method: reqwest::Method, path: String, ctype: &'static str, body: Value| {
+        let (http, base, token) = (http.clone(), base.clone(), tokens[user].clone());
+        async move { tok(&http, &base, &token, method, &path, ctype, body).await }
+    };
+    use reqwest::Method as M;
+    let json_ct = "application/json";
+    // A reader cannot create; a member can.
+    let (st, _) = call("rita", M::POST, "/image/v2/images".into(), json_ct, json!({"name": "r"})).await;
+    assert_eq!(st, 403, "reader creates");
+    let (st, img) =
+        call("alice", M::POST, "/image/v2/images".into(), json_ct, json!({"name": "a", "visibility": "private"})).await;
+    assert_eq!(st, 201, "{img}");
+    let id = s(&img, "id");
+    let path = format!("/image/v2/images/{id}");
+    // Same project: the reader sees it; another project does not (404, not listed).
+    assert_eq!(call("rita", M::GET, path.clone(), json_ct, Value::Null).await.0, 200);
+    assert_eq!(call("bob", M::GET, path.clone(), json_ct, Value::Null).await.0, 404);
+    let (_, list) = call("bob", M::GET, "/image/v2/images".into(), json_ct, Value::Null).await;
+    assert!(list["images"].as_array().unwrap().iter().all(|i| i["id"] != id.as_str()), "{list}");
+    assert_eq!(call("bob", M::DELETE, path.clone(), json_ct, Value::Null).await.0, 404);
+    // A member cannot publicize; the reader cannot change it.
+    let publicize = json!([{"op": "replace", "path": "/visibility", "value": "public"}]);
+    assert_eq!(call("alice", M::PATCH, path.clone(), PATCH, publicize).await.0, 403);
+    let rename = json!([{"op": "replace", "path": "/name", "value": "x"}]);
+    assert_eq!(call("rita", M::PATCH, path.clone(), PATCH, rename.clone()).await.0, 403);
+    // Community: another project can read it but not change it.
+    let community = json!([{"op": "replace", "path": "/visibility", "value": "community"}]);
+    assert_eq!(call("alice", M::PATCH, path.clone(), PATCH, community).await.0, 200);
+    assert_eq!(call("bob", M::GET, path.clone(), json_ct, Value::Null).await.0, 200);
+    assert_eq!(call("bob", M::PATCH, path.clone(), PATCH, rename).await.0, 403);
+    assert_eq!(call("bob", M::DELETE, path.clone(), json_ct, Value::Null).await.0, 403);
+    assert_eq!(call("rita", M::DELETE, path.clone(), json_ct, Value::Null).await.0, 403);
+    assert_eq!(call("alice", M::DELETE, path.clone(), json_ct, Value::Null).await.0, 204);
 }
