@@ -12,7 +12,10 @@
 //!   `openstack user …`, `openstack role …` and `openstack role assignment list`;
 //! - `openstack_password.py` / `huawei_sdk_aksk.py`: `auth.mode = keystone`, accounts made with
 //!   `cinderblock admin`; the CLIs log in with `OS_AUTH_URL` and a password, the SDK signs with a
-//!   real AK/SK.
+//!   real AK/SK;
+//! - `openstack_images.py`: `auth.mode = keystone`, the built-in image service through the catalog:
+//!   `image create --file` (a qcow2 with holes made with qemu-img), `image show/list/set/save`,
+//!   `volume create --image`, `image create --volume`, `qemu-img compare` of the result.
 //!
 //! Without `CINDERBLOCK_CLIENT_VENV` the tests print why and pass, unless
 //! `CINDERBLOCK_REQUIRE_CLIENTS=1` (set by `scripts/test.sh`), which turns the skip into a failure.
@@ -382,4 +385,21 @@ fn openstack_cli_manages_users_and_roles() {
     let args: Vec<String> =
         ["--password", password, "--project", demo.as_str()].iter().map(|s| s.to_string()).collect();
     run_script(&venv, &daemon, "openstack_identity_admin.py", &args);
+}
+
+#[test]
+fn openstack_cli_images_and_volumes_from_images() {
+    let Some(venv) = client_venv() else { return };
+    let password = "s3cret pass";
+    let (daemon, demo, _) = keystone_daemon("osc-images", password);
+    let args: Vec<String> = [
+        ("--project", demo.as_str()),
+        ("--project-name", "demo"),
+        ("--username", "demo-user"),
+        ("--password", password),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect();
+    run_script(&venv, &daemon, "openstack_images.py", &args);
 }

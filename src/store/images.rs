@@ -78,10 +78,12 @@ impl Db {
 
     /// Images `owner` holds and the bytes their data takes (image quotas).
     pub async fn image_usage(&self, owner: &str) -> Result<(i64, i64)> {
-        let row = sqlx::query("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS b FROM images WHERE owner = $1")
-            .bind(owner)
-            .fetch_one(self.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS b FROM images WHERE owner = $1",
+        )
+        .bind(owner)
+        .fetch_one(self.pool())
+        .await?;
         Ok((row.try_get("n")?, row.try_get("b")?))
     }
 
