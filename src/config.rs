@@ -636,6 +636,24 @@ mod tests {
     use std::io::Write;
 
     #[test]
+    fn tls_settings_must_make_sense_together() {
+        let mut c = Config::default();
+        c.tls.cert = Some("/c.pem".into());
+        assert!(c.validate().unwrap_err().to_string().contains("tls.cert and tls.key"));
+        c.tls.key = Some("/k.pem".into());
+        c.validate().expect("cert and key");
+        assert!(c.tls.api_enabled() && c.tls.nbd_enabled());
+        c.tls.require_client_cert = true;
+        assert!(c.validate().unwrap_err().to_string().contains("needs tls.client_ca"));
+        c.tls.client_ca = Some("/ca.pem".into());
+        c.validate().expect("client certificates");
+        c.tls.nbd = false;
+        assert!(c.validate().unwrap_err().to_string().contains("apply to NBD over TLS"));
+        let off = Config::default();
+        assert!(!off.tls.enabled() && !off.tls.api_enabled() && !off.tls.nbd_enabled());
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let c = Config::default();
         c.validate().expect("defaults validate");
