@@ -240,6 +240,49 @@ fn https_api_and_nbd_over_tls_end_to_end() {
     }
 }
 
+#[test]
+fn an_unreadable_certificate_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-cert.pem");
+    std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{}\"\n[exports]\nnbd_listen = \"127.0.0.1:0\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n[[pools]]\nname = \"default\"\npath = \"{}\"\n",
+            dir.path().join("cb.db").display(),
+            missing.display(),
+            dir.path().join("key.pem").display(),
+            dir.path().join("pool").display(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cinderblock"));
+    cmd.arg("serve").arg("--config").arg(&cfg).current_dir(dir.path()).stdin(Stdio::null());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CINDERBLOCK_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon kept running with a missing certificate");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!status.success(), "started without its certificate: {text}");
+    assert!(text.contains("no-such-cert.pem"), "the error should name the file: {text}");
+    assert!(!text.contains("listening on"), "{text}");
+}
+
 fn client_venv() -> Option<PathBuf> {
     let required = std::env::var("CINDERBLOCK_REQUIRE_CLIENTS").as_deref() == Ok("1");
     match std::env::var_os("CINDERBLOCK_CLIENT_VENV").map(PathBuf::from) {
