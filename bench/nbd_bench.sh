@@ -11,12 +11,17 @@
 # of REPEAT runs; for every measurement the three servers run back to back (ours, nbdkit,
 # qemu-nbd), so background load on a shared machine hits them alike.
 #
+# Transport `tls` is TCP with forced TLS (a throwaway CA and server certificate made with
+# openssl under $BENCH_DIR/pki; clients use no certificate): ours with `--tls-dir`, nbdkit with
+# `--tls=require`, qemu-nbd with `tls-creds-x509`; the clients connect to `nbds://`. Add it with
+# TRANSPORTS="unix tcp tls".
+#
 # Needs: fio, nbdcopy (libnbd-bin), nbdkit, qemu-nbd (qemu-utils); installs the missing ones
 # when run as root. Environment:
 #   BENCH_DIR   work dir (default /var/tmp/cinderblock-nbd-bench): the image and its source copy
 #   SIZE_GIB    image size (default 4)     RUNTIME  seconds per fio run (default 10)
 #   REPEAT      runs per cell (default 3)  SERVERS  subset, e.g. "cinderblock nbdkit"
-#   TRANSPORTS  "unix tcp" (default)       TESTS    subset of: randread randwrite read write copyread copywrite
+#   TRANSPORTS  "unix tcp" (default), or with "tls"       TESTS    subset of: randread randwrite read write copyread copywrite
 #   CARGO_TARGET_DIR (default /var/tmp/cinderblock-target)
 set -euo pipefail
 
@@ -46,6 +51,7 @@ need fio fio
 need nbdcopy libnbd-bin
 need nbdkit nbdkit
 need qemu-nbd qemu-utils
+case " $TRANSPORTS " in *" tls "*) need openssl openssl ;; esac
 
 log "building examples/nbd_serve (release)"
 (cd "$ROOT" && cargo build --release --example nbd_serve >&2)
@@ -62,6 +68,22 @@ for f in "$SRC" "$IMG"; do
         head -c "$BYTES" /dev/urandom >"$f.tmp" && mv "$f.tmp" "$f"
     fi
 done
+PKI="$BENCH_DIR/pki"
+if [[ " $TRANSPORTS " == *" tls "* ]] && [ ! -f "$PKI/server-cert.pem" ]; then
+    log "making a throwaway CA and server certificate in $PKI"
+    mkdir -p "$PKI"
+    (
+        cd "$PKI"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 30 -keyout ca-key.pem -out ca-cert.pem \
+            -subj "/CN=bench CA" -addext basicConstraints=critical,CA:TRUE \
+            -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+        printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext
+        openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=localhost 2>/dev/null
+        openssl x509 -req -in server.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial -days 30 \
+            -extfile server.ext -out server-cert.pem 2>/dev/null
+    )
+fi
+
 log "warming the page cache"
 cat "$IMG" "$SRC" >/dev/null
 
@@ -83,6 +105,10 @@ start_server() {
     case "$name/$transport" in
         cinderblock/unix) "$SERVE" "$IMG" --unix "$SOCK" >/dev/null 2>&1 & ;;
         cinderblock/tcp) "$SERVE" "$IMG" --tcp "127.0.0.1:$PORT" >/dev/null 2>&1 & ;;
+        cinderblock/tls) "$SERVE" "$IMG" --tcp "127.0.0.1:$PORT" --tls-dir "$PKI" >/dev/null 2>&1 & ;;
+        nbdkit/tls) nbdkit -f -i 127.0.0.1 -p "$PORT" --tls=require --tls-certificates="$PKI" file "$IMG" >/dev/null 2>&1 & ;;
+        qemu-nbd/tls) qemu-nbd -f raw -e 8 -t -b 127.0.0.1 -p "$PORT" \
+            --object "tls-creds-x509,id=tls0,dir=$PKI,endpoint=server" --tls-creds tls0 "$IMG" >/dev/null 2>&1 & ;;
         nbdkit/unix) nbdkit -f -U "$SOCK" file "$IMG" >/dev/null 2>&1 & ;;
         nbdkit/tcp) nbdkit -f -i 127.0.0.1 -p "$PORT" file "$IMG" >/dev/null 2>&1 & ;;
         qemu-nbd/unix) qemu-nbd -f raw -e 8 -t -k "$SOCK" "$IMG" >/dev/null 2>&1 & ;;
@@ -104,6 +130,7 @@ uri() {
     case "$1" in
         unix) echo "nbd+unix:///?socket=$SOCK" ;;
         tcp) echo "nbd://127.0.0.1:$PORT/" ;;
+        tls) echo "nbds://127.0.0.1:$PORT/?tls-certificates=$PKI" ;;
     esac
 }
 

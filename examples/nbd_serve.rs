@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! cargo run --release --example nbd_serve -- FILE [--unix PATH] [--tcp ADDR] [--name NAME] [--readonly]
-//!                                            [--also NAME=FILE]...
+//!                                            [--also NAME=FILE]... [--tls-dir DIR]
 //! ```
+//!
+//! `--tls-dir` requires TLS on the TCP listener (forced STARTTLS) with `DIR/server-cert.pem` and
+//! `DIR/server-key.pem` (nbdkit's `--tls-certificates` layout), client certificates optional
+//! against `DIR/ca-cert.pem` when it exists.
 //!
 //! `--also` serves more exports beside the first (the siege bench gives each attacking
 //! "tenant" its own).
@@ -19,7 +23,7 @@ use std::path::PathBuf;
 use cinderblock::export::nbd::{NbdConfig, NbdServer};
 
 fn usage() -> ! {
-    eprintln!("usage: nbd_serve FILE [--unix PATH] [--tcp ADDR] [--name NAME] [--readonly] [--also NAME=FILE]...");
+    eprintln!("usage: nbd_serve FILE [--unix PATH] [--tcp ADDR] [--name NAME] [--readonly] [--also NAME=FILE]... [--tls-dir DIR]");
     std::process::exit(2);
 }
 
@@ -37,12 +41,14 @@ async fn main() {
     let mut name = String::new();
     let mut readonly = false;
     let mut also: Vec<(String, PathBuf)> = Vec::new();
+    let mut tls_dir: Option<PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--unix" => unix = Some(args.next().unwrap_or_else(|| usage()).into()),
             "--tcp" => tcp = Some(args.next().unwrap_or_else(|| usage()).parse().unwrap_or_else(|_| usage())),
             "--name" => name = args.next().unwrap_or_else(|| usage()),
             "--readonly" => readonly = true,
+            "--tls-dir" => tls_dir = Some(args.next().unwrap_or_else(|| usage()).into()),
             "--also" => {
                 let v = args.next().unwrap_or_else(|| usage());
                 let (n, f) = v.split_once('=').unwrap_or_else(|| usage());
@@ -57,7 +63,20 @@ async fn main() {
         tcp = Some("127.0.0.1:10809".parse().expect("default address"));
     }
 
-    let server = NbdServer::new(NbdConfig::default());
+    let tls = tls_dir.map(|d| {
+        let (cert, key, ca) = (d.join("server-cert.pem"), d.join("server-key.pem"), d.join("ca-cert.pem"));
+        let files = cinderblock::tls::ServerFiles {
+            cert: &cert,
+            key: &key,
+            client_ca: ca.exists().then_some(ca.as_path()),
+            require_client_cert: false,
+        };
+        cinderblock::tls::server_config(&files, &[]).unwrap_or_else(|e| {
+            eprintln!("nbd_serve: {e}");
+            std::process::exit(1)
+        })
+    });
+    let server = NbdServer::new(NbdConfig { tls, ..NbdConfig::default() });
     for (name, file) in std::iter::once((name, file)).chain(also) {
         if let Err(e) = server.add_export(name, file, readonly) {
             eprintln!("nbd_serve: {e}");

@@ -82,6 +82,9 @@ need_pkg nbdcopy libnbd-bin
 need_pkg fio fio
 need_pkg qemu-img qemu-utils
 need_pkg qemu-io qemu-utils
+# TLS tests (tests/nbd_tls.rs, tests/api_tls.rs): a throwaway CA, HTTPS requests.
+need_pkg openssl openssl
+need_pkg curl curl
 # Operations tests (tests/systemd_unit.rs): the unit is checked with systemd-analyze.
 need_pkg systemd-analyze systemd
 # tests/ops_metrics.rs: the /metrics text must pass `promtool check metrics`.

@@ -76,6 +76,15 @@ pub async fn serve(config: Config) -> Result<()> {
     crate::service::identity::startup_check(&db, &config).await?;
     let pools = open_pools(&config)?;
     let catalog = Catalog::load(&db, &config).await?;
+    let tls_err = |e: crate::tls::TlsError| Error::internal(format!("tls: {e}"));
+    let api_tls = match config.tls.files(false) {
+        Some(f) if config.tls.api => Some(crate::tls::server_config(&f, &[b"http/1.1"]).map_err(tls_err)?),
+        _ => None,
+    };
+    let nbd_tls = match config.tls.files(true) {
+        Some(f) if config.tls.nbd => Some(crate::tls::server_config(&f, &[]).map_err(tls_err)?),
+        _ => None,
+    };
     let n = &config.nbd;
     let nbd = crate::export::nbd::NbdServer::new(crate::export::nbd::NbdConfig {
         max_connections: n.max_connections,
@@ -84,6 +93,7 @@ pub async fn serve(config: Config) -> Result<()> {
         max_buffered_bytes: n.max_buffered_bytes,
         idle_timeout: std::time::Duration::from_secs(n.idle_timeout_seconds),
         request_timeout: std::time::Duration::from_secs(n.request_timeout_seconds),
+        tls: nbd_tls,
         ..crate::export::nbd::NbdConfig::default()
     });
     // NBD traffic is counted per pool: an export under a pool's volume directory is that pool's.
@@ -125,7 +135,8 @@ pub async fn serve(config: Config) -> Result<()> {
     {
         // Tests and scripts read this line to learn the port; it is the one stdout line we print.
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "cinderblock listening on http://{addr}");
+        let scheme = if api_tls.is_some() { "https" } else { "http" };
+        let _ = writeln!(out, "cinderblock listening on {scheme}://{addr}");
         let _ = out.flush();
     }
     let trimmer = tokio::spawn(trim_memory_when_idle());
@@ -141,7 +152,7 @@ pub async fn serve(config: Config) -> Result<()> {
         crate::ops::set_draining();
         crate::ops::systemd::stopping();
     };
-    crate::api::listener::serve(listener, app, &http, shutdown).await;
+    crate::api::listener::serve(listener, app, &http, api_tls, shutdown).await;
     tracing::info!("shutting down");
     // systemd stops watching the watchdog once the service is stopping; the drain asks it for
     // time instead.

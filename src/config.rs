@@ -58,6 +58,62 @@ pub struct Config {
     /// images: the built-in image service and the image cache.
     #[serde(default)]
     pub images: ImagesConfig,
+    /// TLS for the HTTP API and the NBD TCP listener (off unless `cert` and `key` are set).
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: certificate and key (PEM) and where they are used.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM, the leaf first).
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Serve the HTTP API over TLS (https) on `listen` once `cert` and `key` are set.
+    pub api: bool,
+    /// Require STARTTLS on the NBD TCP listener (forced TLS) once `cert` and `key` are set.
+    /// The NBD unix socket stays plaintext (local, guarded by its file permissions).
+    pub nbd: bool,
+    /// NBD: CA certificates (PEM) client certificates must chain to. A client certificate then
+    /// opens only the exports attached for a host (the connector's `host`) it is valid for.
+    pub client_ca: Option<PathBuf>,
+    /// NBD: refuse clients without a certificate (needs `client_ca`).
+    pub require_client_cert: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { cert: None, key: None, api: true, nbd: true, client_ca: None, require_client_cert: false }
+    }
+}
+
+impl TlsConfig {
+    /// Whether a certificate and key are configured.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
+    }
+
+    /// Whether the HTTP API is served over TLS.
+    pub fn api_enabled(&self) -> bool {
+        self.enabled() && self.api
+    }
+
+    /// Whether the NBD TCP listener requires TLS.
+    pub fn nbd_enabled(&self) -> bool {
+        self.enabled() && self.nbd
+    }
+
+    /// The files, for [`crate::tls::server_config`] (`None` when TLS is off).
+    pub fn files(&self, with_clients: bool) -> Option<crate::tls::ServerFiles<'_>> {
+        Some(crate::tls::ServerFiles {
+            cert: self.cert.as_deref()?,
+            key: self.key.as_deref()?,
+            client_ca: if with_clients { self.client_ca.as_deref() } else { None },
+            require_client_cert: with_clients && self.require_client_cert,
+        })
+    }
 }
 
 /// How log lines are written (to stderr, which systemd sends to the journal).
@@ -411,6 +467,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             metrics: MetricsConfig::default(),
             images: ImagesConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -549,6 +606,19 @@ impl Config {
         if self.jobs.workers == 0 {
             return Err(ConfigError::Invalid("jobs.workers must be at least 1".into()));
         }
+        let t = &self.tls;
+        if t.cert.is_some() != t.key.is_some() {
+            return Err(ConfigError::Invalid("tls.cert and tls.key must be set together".into()));
+        }
+        if (t.client_ca.is_some() || t.require_client_cert) && !t.nbd_enabled() {
+            return Err(ConfigError::Invalid(
+                "tls.client_ca and tls.require_client_cert apply to NBD over TLS: set tls.cert, tls.key and tls.nbd"
+                    .into(),
+            ));
+        }
+        if t.require_client_cert && t.client_ca.is_none() {
+            return Err(ConfigError::Invalid("tls.require_client_cert needs tls.client_ca".into()));
+        }
         Ok(())
     }
 
@@ -581,6 +651,24 @@ impl Config {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn tls_settings_must_make_sense_together() {
+        let mut c = Config::default();
+        c.tls.cert = Some("/c.pem".into());
+        assert!(c.validate().unwrap_err().to_string().contains("tls.cert and tls.key"));
+        c.tls.key = Some("/k.pem".into());
+        c.validate().expect("cert and key");
+        assert!(c.tls.api_enabled() && c.tls.nbd_enabled());
+        c.tls.require_client_cert = true;
+        assert!(c.validate().unwrap_err().to_string().contains("needs tls.client_ca"));
+        c.tls.client_ca = Some("/ca.pem".into());
+        c.validate().expect("client certificates");
+        c.tls.nbd = false;
+        assert!(c.validate().unwrap_err().to_string().contains("apply to NBD over TLS"));
+        let off = Config::default();
+        assert!(!off.tls.enabled() && !off.tls.api_enabled() && !off.tls.nbd_enabled());
+    }
 
     #[test]
     fn defaults_are_valid() {

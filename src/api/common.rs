@@ -292,7 +292,8 @@ pub fn base_url(svc: &Services, headers: &HeaderMap) -> String {
         .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
         .map(str::to_string)
         .unwrap_or_else(|| svc.config.listen.to_string());
-    format!("http://{host}")
+    let scheme = if svc.config.tls.api_enabled() { "https" } else { "http" };
+    format!("{scheme}://{host}")
 }
 
 /// An error for a query parameter that is not what it should be.

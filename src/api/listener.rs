@@ -8,6 +8,10 @@
 //!   connection waits for a new request);
 //! - bodies are read by [`super::buffer_body`] within `http.body_read_timeout_seconds`.
 //!
+//! With `[tls]` the same loop serves HTTPS: the connection cap is taken before the TLS
+//! handshake (a client that never finishes one still holds only its slot, and for at most
+//! `http.header_read_timeout_seconds`), and the request limits apply inside TLS unchanged.
+//!
 //! Each connection gets the peer address as `ConnectInfo` (login throttling keys on it). On
 //! shutdown the listener stops accepting and open connections finish their current request.
 
@@ -33,13 +37,16 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: applicat
 Connection: close\r\nContent-Length: 86\r\n\r\n\
 {\"computeFault\": {\"code\": 503, \"message\": \"Too many connections; retry in a moment.\"}}";
 
-/// Serve `app` on `listener` until `shutdown` completes.
+/// Serve `app` on `listener` until `shutdown` completes; over TLS when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     cfg: &HttpConfig,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let handshake_timeout = Duration::from_secs(cfg.header_read_timeout_seconds);
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // HTTP/1.1 only (every OpenStack and Huawei client speaks it): hyper's version detection
@@ -81,6 +88,28 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             req
         });
+        if let Some(acceptor) = &tls {
+            let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        }
         let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

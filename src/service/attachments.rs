@@ -79,6 +79,7 @@ impl Services {
             path: pool.driver.export_path(id),
             readonly: v.readonly || mode == AttachMode::ReadOnly,
             transport: self.exports()?.transport_for(connector)?,
+            client: connector.get("host").and_then(Value::as_str).filter(|h| !h.is_empty()).map(str::to_string),
         })
     }
 

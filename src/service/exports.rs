@@ -58,6 +58,9 @@ pub struct ExportRequest {
     pub readonly: bool,
     /// NBD or loop.
     pub transport: Transport,
+    /// The consumer's host (the connector's `host`): a TLS client certificate opens the NBD
+    /// export only if it is valid for this name.
+    pub client: Option<String>,
 }
 
 /// What an export gives: the connection info for the caller (with the secret export name) and
@@ -157,11 +160,19 @@ impl ExportManager {
                     "port": self.nbd_addr.port(),
                     "access_mode": access_mode,
                 });
+                if self.nbd.tls_required() {
+                    // The TCP port speaks NBD only after STARTTLS (x509): say so, so a client
+                    // does not try plaintext and get refused.
+                    data["tls"] = json!(true);
+                }
                 if let Some(s) = &self.unix_socket {
                     data["unix_socket"] = json!(s.display().to_string());
                 }
                 let mut stored = json!({"driver_volume_type": "nbd", "data": data.clone()});
                 stored["data"]["export_digest"] = json!(digest);
+                if let Some(c) = &req.client {
+                    stored["data"]["tls_client"] = json!(c);
+                }
                 data["export_name"] = json!(name);
                 Ok(Exported { info: json!({"driver_volume_type": "nbd", "data": data}), stored })
             }
@@ -187,9 +198,10 @@ impl ExportManager {
     async fn add_nbd(&self, digest: &str, req: &ExportRequest) -> Result<()> {
         let nbd = self.nbd.clone();
         let (digest, display, path, ro) = (digest.to_string(), req.volume_id.clone(), req.path.clone(), req.readonly);
+        let client = req.client.clone();
         let group =
             self.pool_dirs.iter().find(|(d, _)| path.starts_with(d)).map(|(_, p)| p.clone()).unwrap_or_default();
-        tokio::task::spawn_blocking(move || nbd.add_grouped_export_digest(digest, display, &group, path, ro))
+        tokio::task::spawn_blocking(move || nbd.add_bound_export_digest(digest, display, &group, path, ro, client))
             .await
             .map_err(|e| Error::internal(e.to_string()))?
             .map_err(export_error)
@@ -283,6 +295,7 @@ impl ExportManager {
                         path: path.clone(),
                         readonly: *readonly,
                         transport: Transport::Nbd,
+                        client: info["data"]["tls_client"].as_str().map(str::to_string),
                     };
                     let Some(digest) = info["data"]["export_digest"].as_str() else {
                         // Exported before names were secret: its name was the volume id, which

@@ -1,9 +1,17 @@
 //! The handshake: fixed newstyle negotiation up to `NBD_OPT_GO` / `NBD_OPT_EXPORT_NAME`.
 //!
 //! Every option gets its protocol answer (`ERR_UNSUP` for unknown ones, `ERR_INVALID` for
-//! malformed ones, `ERR_POLICY` for STARTTLS); only framing violations (bad magic, unknown
-//! client flags, an oversize payload, an unknown export named by `EXPORT_NAME`) end the session,
-//! as the protocol prescribes. The caller bounds the whole handshake with a timeout.
+//! malformed ones, `ERR_POLICY` for STARTTLS on a plaintext listener); only framing violations
+//! (bad magic, unknown client flags, an oversize payload, an unknown export named by
+//! `EXPORT_NAME`) end the session, as the protocol prescribes. The caller bounds the whole
+//! handshake with a timeout.
+//!
+//! Forced TLS (the protocol's FORCEDTLS mode) runs in two parts: [`before_tls`] answers every
+//! option but `STARTTLS` and `ABORT` with `NBD_REP_ERR_TLS_REQD` and hangs up on
+//! `EXPORT_NAME`; after the TLS handshake [`options`] starts from a fresh state (nothing said in
+//! plaintext counts) and a second `STARTTLS` is `NBD_REP_ERR_INVALID`, as the spec says. With a
+//! client certificate, only the exports bound to a name that certificate is valid for may be
+//! chosen ([`ExportEntry::allows`]).
 
 use std::sync::Arc;
 
@@ -52,13 +60,42 @@ pub(crate) enum NegotiateError {
     /// The export already has its maximum of connections.
     #[error("export connection limit reached")]
     ExportFull,
+    /// A forced-TLS listener got `NBD_OPT_EXPORT_NAME` before `STARTTLS` (no error reply exists).
+    #[error("NBD_OPT_EXPORT_NAME before STARTTLS on a TLS-only listener")]
+    TlsRequired,
+    /// The client's certificate is not valid for the export it chose with `EXPORT_NAME`.
+    #[error("client certificate not valid for export {0}")]
+    CertificateRefused(String),
+    /// The client sent bytes behind `NBD_OPT_STARTTLS` before our reply (plaintext that would
+    /// otherwise be taken as part of the TLS session).
+    #[error("data after NBD_OPT_STARTTLS before the TLS handshake")]
+    PlaintextAfterStartTls,
     /// More than [`MAX_OPTIONS`] options.
     #[error("too many options")]
     TooManyOptions,
 }
 
-/// Run the handshake on a fresh connection.
+/// What the transport tells the option loop.
+#[derive(Clone, Copy)]
+pub(crate) enum Transport<'a> {
+    /// A plaintext listener: `STARTTLS` is refused with `NBD_REP_ERR_POLICY`.
+    Plain,
+    /// Inside TLS; the client's certificate (DER) if it sent one.
+    Tls(Option<&'a [u8]>),
+}
+
+/// Run the handshake on a fresh plaintext connection.
 pub(crate) async fn negotiate<R, W>(rd: &mut R, wr: &mut W, registry: &Registry) -> Result<Outcome, NegotiateError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let client = greet(rd, wr).await?;
+    options(rd, wr, registry, client, Transport::Plain).await
+}
+
+/// Send the greeting and read the client's flags.
+pub(crate) async fn greet<R, W>(rd: &mut R, wr: &mut W) -> Result<proto::ClientFlags, NegotiateError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -67,8 +104,91 @@ where
     wr.flush().await?;
     let mut flags = [0u8; 4];
     rd.read_exact(&mut flags).await?;
-    let client = proto::parse_client_flags(flags)?;
+    Ok(proto::parse_client_flags(flags)?)
+}
 
+/// How the plaintext part of a forced-TLS handshake ended.
+pub(crate) enum BeforeTls {
+    /// `NBD_OPT_STARTTLS` was acknowledged: start the TLS handshake now.
+    StartTls,
+    /// The client sent `NBD_OPT_ABORT`.
+    Aborted,
+}
+
+/// The plaintext options of a forced-TLS connection, after [`greet`]: everything but `STARTTLS`
+/// and `ABORT` is answered `NBD_REP_ERR_TLS_REQD` (payloads are read and dropped, never parsed);
+/// `EXPORT_NAME` has no error reply, so it ends the session.
+pub(crate) async fn before_tls<R, W>(rd: &mut R, wr: &mut W) -> Result<BeforeTls, NegotiateError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut out = Vec::with_capacity(128);
+    for _ in 0..MAX_OPTIONS {
+        let mut hb = [0u8; proto::OPTION_HEADER_LEN];
+        rd.read_exact(&mut hb).await?;
+        let header = proto::parse_option_header(&hb)?;
+        out.clear();
+        if header.option == proto::OPT_EXPORT_NAME {
+            return Err(NegotiateError::TlsRequired);
+        }
+        if let Err(e) = header.check_length() {
+            proto::encode_option_error(&mut out, header.option, proto::REP_ERR_TOO_BIG, "option payload too large");
+            let _ = send(wr, &out).await;
+            return Err(e.into());
+        }
+        let mut data = vec![0u8; header.length as usize];
+        rd.read_exact(&mut data).await?;
+        match header.option {
+            proto::OPT_STARTTLS if data.is_empty() => {
+                proto::encode_option_reply(&mut out, header.option, proto::REP_ACK, &[]);
+                send(wr, &out).await?;
+                return Ok(BeforeTls::StartTls);
+            }
+            proto::OPT_STARTTLS => {
+                proto::encode_option_error(
+                    &mut out,
+                    header.option,
+                    proto::REP_ERR_INVALID,
+                    "NBD_OPT_STARTTLS takes no payload",
+                );
+            }
+            proto::OPT_ABORT => {
+                proto::encode_option_reply(&mut out, header.option, proto::REP_ACK, &[]);
+                let _ = send(wr, &out).await;
+                return Ok(BeforeTls::Aborted);
+            }
+            opt => {
+                proto::encode_option_error(
+                    &mut out,
+                    opt,
+                    proto::REP_ERR_TLS_REQD,
+                    "this server requires TLS: send NBD_OPT_STARTTLS first",
+                );
+            }
+        }
+        send(wr, &out).await?;
+    }
+    Err(NegotiateError::TooManyOptions)
+}
+
+/// The option loop, from the first option (plaintext) or the first one after the TLS
+/// handshake (a fresh state: structured replies and metadata contexts must be negotiated again).
+pub(crate) async fn options<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    registry: &Registry,
+    client: proto::ClientFlags,
+    transport: Transport<'_>,
+) -> Result<Outcome, NegotiateError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let peer_cert = match transport {
+        Transport::Tls(c) => c,
+        Transport::Plain => None,
+    };
     let mut structured = false;
     // Export name and whether base:allocation was selected for it.
     let mut meta: Option<(String, bool)> = None;
@@ -108,6 +228,9 @@ where
                 let Some(entry) = registry.get(&name) else {
                     return Err(NegotiateError::UnknownExport(name));
                 };
+                if !entry.allows(peer_cert) {
+                    return Err(NegotiateError::CertificateRefused(entry.name.clone()));
+                }
                 let (guard, export_stop) = match entry.attach(registry.max_per_export) {
                     Ok(a) => a,
                     Err(AttachError::Gone) => return Err(NegotiateError::UnknownExport(name)),
@@ -142,15 +265,36 @@ where
                 }
                 proto::encode_option_reply(&mut out, opt, proto::REP_ACK, &[]);
             }
-            ClientOption::StartTls => {
-                proto::encode_option_error(&mut out, opt, proto::REP_ERR_POLICY, "TLS is not enabled on this server");
-            }
+            ClientOption::StartTls => match transport {
+                Transport::Plain => {
+                    proto::encode_option_error(
+                        &mut out,
+                        opt,
+                        proto::REP_ERR_POLICY,
+                        "TLS is not enabled on this listener",
+                    );
+                }
+                Transport::Tls(_) => {
+                    proto::encode_option_error(&mut out, opt, proto::REP_ERR_INVALID, "TLS is already negotiated");
+                }
+            },
             ClientOption::Info { name, requests, go } => {
                 let Some(entry) = registry.get(&name) else {
                     proto::encode_option_error(&mut out, opt, proto::REP_ERR_UNKNOWN, "no such export");
                     send(wr, &out).await?;
                     continue;
                 };
+                if !entry.allows(peer_cert) {
+                    tracing::info!(export = %entry.name, "nbd: client certificate not valid for this export");
+                    proto::encode_option_error(
+                        &mut out,
+                        opt,
+                        proto::REP_ERR_POLICY,
+                        "the client certificate does not allow this export",
+                    );
+                    send(wr, &out).await?;
+                    continue;
+                }
                 let attached = if go {
                     match entry.attach(registry.max_per_export) {
                         Ok(a) => Some(a),
@@ -216,7 +360,7 @@ where
                         proto::REP_ERR_INVALID,
                         "negotiate NBD_OPT_STRUCTURED_REPLY before metadata contexts",
                     );
-                } else if registry.get(&name).is_none() {
+                } else if !registry.get(&name).is_some_and(|e| e.allows(peer_cert)) {
                     proto::encode_option_error(&mut out, opt, proto::REP_ERR_UNKNOWN, "no such export");
                 } else if set {
                     let selected = queries.iter().any(|q| proto::set_query_matches(q));

@@ -76,6 +76,10 @@ pub struct NbdConfig {
     /// Answer `NBD_OPT_LIST` with the exports' display names (off: `NBD_REP_ERR_POLICY`, since
     /// a listing would tell an anonymous client which volumes exist).
     pub allow_list: bool,
+    /// Forced TLS on the TCP listener (the protocol's FORCEDTLS mode: nothing but `STARTTLS`
+    /// and `ABORT` before the TLS handshake). Unix-socket and in-process connections stay
+    /// plaintext: they are local, guarded by file permissions.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for NbdConfig {
@@ -92,6 +96,7 @@ impl Default for NbdConfig {
             handshake_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             allow_list: false,
+            tls: None,
         }
     }
 }
@@ -247,6 +252,9 @@ pub(crate) struct ExportEntry {
     group: String,
     /// qos: the export's I/O limits (unlimited unless set).
     pub(crate) qos: super::qos::Throttle,
+    /// The name (DNS name or address) a client certificate must be valid for to open this
+    /// export; a certificate valid for another name is refused.
+    client: Option<String>,
 }
 
 impl ExportEntry {
@@ -260,6 +268,18 @@ impl ExportEntry {
         }
         self.stats.connections_total.fetch_add(1, Ordering::Relaxed);
         Ok((guard, rx))
+    }
+
+    /// Whether a client that presented `peer_cert` (DER, verified by TLS) may open this export:
+    /// any client without a certificate may (the secret name is its credential; a deployment
+    /// that wants certificates sets `[tls] require_client_cert`), a certificate only where the
+    /// export is bound to a name it is valid for.
+    pub(crate) fn allows(&self, peer_cert: Option<&[u8]>) -> bool {
+        match (peer_cert, &self.client) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(der), Some(name)) => crate::tls::cert_valid_for(der, name),
+        }
     }
 
     /// Count the calling connection as one that reads in bulk, until the guard drops.
@@ -395,7 +415,21 @@ impl NbdServer {
         path: PathBuf,
         readonly: bool,
     ) -> Result<(), NbdError> {
-        let same = |e: &ExportEntry| e.path == path && e.readonly == readonly;
+        self.add_bound_export_digest(digest, label, group, path, readonly, None)
+    }
+
+    /// [`NbdServer::add_grouped_export_digest`], bound to `client`: a TLS client certificate
+    /// opens the export only if it is valid for that name (see [`NbdConfig::tls`]).
+    pub fn add_bound_export_digest(
+        &self,
+        digest: String,
+        label: String,
+        group: &str,
+        path: PathBuf,
+        readonly: bool,
+        client: Option<String>,
+    ) -> Result<(), NbdError> {
+        let same = |e: &ExportEntry| e.path == path && e.readonly == readonly && e.client == client;
         if let Some(e) = self.inner.registry.map.read().unwrap_or_else(|e| e.into_inner()).get(&digest) {
             return if same(e) { Ok(()) } else { Err(NbdError::Conflict(label)) };
         }
@@ -422,6 +456,7 @@ impl NbdServer {
                 stats,
                 group: group.to_string(),
                 qos: super::qos::Throttle::default(),
+                client,
             }),
         );
         Ok(())
@@ -492,6 +527,11 @@ impl NbdServer {
         v
     }
 
+    /// Whether the TCP listener requires TLS ([`NbdConfig::tls`]).
+    pub fn tls_required(&self) -> bool {
+        self.inner.config.tls.is_some()
+    }
+
     /// Connections being served (handshake or transmission).
     pub fn connection_count(&self) -> usize {
         self.inner.conns.current()
@@ -518,6 +558,10 @@ impl NbdServer {
                 match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
+                        if let Some(tls) = &inner.config.tls {
+                            spawn_tls_connection(&inner, tls.clone(), stream, peer);
+                            continue;
+                        }
                         let (r, w) = stream.into_split();
                         spawn_connection(&inner, r, w, peer.to_string(), peer.ip().to_string());
                     }
@@ -525,7 +569,7 @@ impl NbdServer {
                 }
             }
         });
-        tracing::info!(%local, "nbd: listening on TCP");
+        tracing::info!(%local, tls = self.inner.config.tls.is_some(), "nbd: listening on TCP");
         self.inner.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(task);
         Ok(local)
     }
@@ -715,6 +759,92 @@ where
         }
     };
     tracing::debug!(%peer, export = %neg.entry.name, structured = neg.session.structured, "nbd: transmission");
+    let stop = Stop::new(server_stop, Some(neg.export_stop.clone()));
+    connection::run(rd, w, *neg, &inner.config, inner.budget.clone(), stop).await;
+}
+
+/// [`spawn_connection`] for a forced-TLS TCP connection.
+fn spawn_tls_connection(
+    inner: &Arc<Inner>,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let Ok(slot) = inner.slots.clone().try_acquire_owned() else {
+        tracing::debug!(%peer, "nbd: connection limit reached, closing");
+        return;
+    };
+    let Some(addr) = AddressGuard::enter(inner, peer.ip().to_string()) else {
+        tracing::debug!(%peer, "nbd: per-address connection limit reached, closing");
+        return;
+    };
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let _addr = addr;
+        handle_tls(inner, tls, stream, peer.to_string()).await;
+    });
+}
+
+/// One forced-TLS connection: the plaintext options (only `STARTTLS` gets anywhere), the TLS
+/// handshake, the options again inside TLS from a fresh state, then transmission on the TLS
+/// stream. Replies are copied through rustls (its [`ReplySink`] cannot `sendfile`: the data
+/// must be encrypted in user space), so the plaintext fast paths are not involved.
+async fn handle_tls(
+    inner: Arc<Inner>,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    mut stream: tokio::net::TcpStream,
+    peer: String,
+) {
+    let _conn = inner.conns.enter();
+    let mut server_stop = inner.stop.subscribe();
+    if *server_stop.borrow() {
+        return;
+    }
+    let registry = &inner.registry;
+    let handshake = async {
+        let client = {
+            let (r, mut w) = stream.split();
+            // Small, and dropped before the TLS handshake: anything the client sent behind
+            // STARTTLS without waiting for our reply would be plaintext injected into the TLS
+            // session (CVE-2021-3716 in nbdkit), so buffered bytes there are a protocol error.
+            let mut pre = BufReader::with_capacity(4096, r);
+            let client = negotiate::greet(&mut pre, &mut w).await?;
+            match negotiate::before_tls(&mut pre, &mut w).await? {
+                negotiate::BeforeTls::Aborted => return Ok(None),
+                negotiate::BeforeTls::StartTls => {}
+            }
+            if !pre.buffer().is_empty() {
+                return Err(NegotiateError::PlaintextAfterStartTls);
+            }
+            client
+        };
+        let tls_stream = tokio_rustls::TlsAcceptor::from(tls).accept(stream).await?;
+        let cert = tls_stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+        let (r, mut w) = tokio::io::split(tls_stream);
+        let mut rd = BufReader::with_capacity(128 * 1024, r);
+        let outcome =
+            negotiate::options(&mut rd, &mut w, registry, client, negotiate::Transport::Tls(cert.as_deref())).await?;
+        Ok(Some((outcome, rd, w)))
+    };
+    let handshake = tokio::time::timeout(inner.config.handshake_timeout, handshake);
+    let outcome = tokio::select! {
+        _ = server_stop.wait_for(|v| *v) => return,
+        r = handshake => r,
+    };
+    let (neg, rd, w) = match outcome {
+        Ok(Ok(Some((Outcome::Transmission(neg), rd, w)))) => (neg, rd, w),
+        Ok(Ok(None | Some((Outcome::Aborted, _, _)))) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "nbd: TLS handshake refused or ended");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "nbd: handshake timed out");
+            return;
+        }
+    };
+    tracing::debug!(%peer, export = %neg.entry.name, structured = neg.session.structured, "nbd: transmission (TLS)");
     let stop = Stop::new(server_stop, Some(neg.export_stop.clone()));
     connection::run(rd, w, *neg, &inner.config, inner.budget.clone(), stop).await;
 }
