@@ -11,8 +11,21 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-/// Environment variables with our prefix that are not configuration keys (test switches).
-const NON_CONFIG_ENV: &[&str] = &["require_privileged", "require_clients", "client_venv", "test_", "bin"];
+/// Environment variables with our prefix that are not configuration keys (the test harness's
+/// switches: scripts/test.sh exports them, and a daemon or test started under it must not take
+/// them for unknown keys).
+const NON_CONFIG_ENV: &[&str] = &[
+    "require_privileged",
+    "require_clients",
+    "client_venv",
+    "test_",
+    "bin",
+    "tempest",
+    "fuzz",
+    "vm_cache",
+    "in_vm",
+    "deb_",
+];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
