@@ -128,7 +128,14 @@ for i in $(seq 1 "$SETS"); do account "reader-$i" "tempest-$i" reader; done
 for i in $(seq 1 "$CONCURRENCY"); do account "admin-$i" "tempest-admin-$i" admin; done
 
 # Start the daemon and wait (with a deadline) for its listening line.
-clean_env "$BIN" serve --config "$WORK/config.toml" >"$WORK/daemon.out" 2>"$WORK/daemon.log" &
+# Not through the clean_env function: a function run in the background is a subshell, so $!
+# would be the subshell's pid and the cleanup would leave the daemon running. `env` execs the
+# daemon in place, so $! is the daemon.
+UNSET=()
+for k in $(compgen -e); do
+    case "$k" in CINDERBLOCK_*) UNSET+=(-u "$k") ;; esac
+done
+env "${UNSET[@]}" "$BIN" serve --config "$WORK/config.toml" >"$WORK/daemon.out" 2>"$WORK/daemon.log" &
 DAEMON_PID=$!
 BASE=
 for _ in $(seq 1 300); do
