@@ -376,7 +376,7 @@ pub(super) async fn snapshot_action(
 }
 
 /// Refuse keys an action's schema does not allow (Cinder: `additionalProperties: false`).
-fn reject_unknown(args: &Map<String, Value>, allowed: &[&str]) -> Result<(), Error> {
+pub(super) fn reject_unknown(args: &Map<String, Value>, allowed: &[&str]) -> Result<(), Error> {
     match args.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(Error::invalid(
             "EVS.5400",

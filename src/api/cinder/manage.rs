@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+use super::actions::reject_unknown;
 use super::views::{self, Audience, Call, SnapshotView, ViewCtx};
 use super::CinderError;
 use crate::api::common::{
@@ -35,19 +36,6 @@ fn reference(o: &Map<String, Value>) -> Result<String, Error> {
     match o.get("ref") {
         Some(Value::Object(r)) => source_name_of(r),
         _ => Err(Error::invalid("EVS.5400", "Invalid input received: 'ref' is a required property")),
-    }
-}
-
-/// Refuse keys Cinder's manage schemas do not have.
-fn reject_unknown(o: &Map<String, Value>, allowed: &[&str]) -> Result<(), Error> {
-    match o.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(Error::invalid(
-            "EVS.5400",
-            format!(
-                "Invalid input for field/attribute {k}: Additional properties are not allowed ('{k}' was unexpected)"
-            ),
-        )),
-        None => Ok(()),
     }
 }
 
@@ -136,7 +124,10 @@ pub(super) async fn manage_snapshot(
         .into_response())
 }
 
-async fn manageable(svc: &Services, p: &str, uri: &Uri, headers: &HeaderMap, detail: bool) -> Res {
+async fn manageable(svc: &Services, p: &str, uri: &Uri, headers: &HeaderMap, version: ApiVersion, detail: bool) -> Res {
+    if uri.path().starts_with("/v3/") {
+        super::summary::require(version, 8)?;
+    }
     let _ = caller(svc, headers, p)?;
     let q = parse_query(uri.query())?;
     let host = query_get(&q, "host")
@@ -179,10 +170,7 @@ pub(super) async fn list_manageable(
     headers: HeaderMap,
     version: ApiVersion,
 ) -> Res {
-    if uri.path().starts_with("/v3/") {
-        super::summary::require(version, 8)?;
-    }
-    manageable(&svc, &p, &uri, &headers, false).await
+    manageable(&svc, &p, &uri, &headers, version, false).await
 }
 
 /// `GET /manageable_volumes/detail` (3.8) and v2's `GET /os-volume-manage/detail`.
@@ -193,8 +181,5 @@ pub(super) async fn list_manageable_detail(
     headers: HeaderMap,
     version: ApiVersion,
 ) -> Res {
-    if uri.path().starts_with("/v3/") {
-        super::summary::require(version, 8)?;
-    }
-    manageable(&svc, &p, &uri, &headers, true).await
+    manageable(&svc, &p, &uri, &headers, version, true).await
 }
