@@ -37,6 +37,45 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: applicat
 Connection: close\r\nContent-Length: 86\r\n\r\n\
 {\"computeFault\": {\"code\": 503, \"message\": \"Too many connections; retry in a moment.\"}}";
 
+/// Answer a connection over the cap with [`BUSY`] and close it gracefully.
+///
+/// The answer follows the request's head: an HTTP client that receives a response before it
+/// has sent its request treats it as a protocol error (hyper reports `UnexpectedMessage`), not
+/// as "try again". After the answer and our FIN the client's remaining bytes are drained, as
+/// nginx's lingering close does, because closing with unread bytes makes the kernel send a
+/// reset that can reach the client before the 503 does. Every step is bounded in time and
+/// bytes, so a refused client holds nothing for long.
+async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    const LINGER: Duration = Duration::from_secs(2);
+    const MAX_READ: usize = 64 * 1024;
+    let mut buf = [0u8; 4096];
+    let mut head: Vec<u8> = Vec::new();
+    let _ = tokio::time::timeout(LINGER, async {
+        while head.len() < MAX_READ && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    if tokio::time::timeout(LINGER, stream.write_all(BUSY)).await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut drained = 0;
+        while drained < MAX_READ {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}
+
 /// Serve `app` on `listener` until `shutdown` completes; over TLS when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
@@ -75,11 +114,7 @@ pub async fn serve(
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection refused: http.max_connections reached");
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(BUSY)).await;
-                let _ = stream.shutdown().await;
-            });
+            tokio::spawn(refuse_busy(stream));
             continue;
         };
         let _ = stream.set_nodelay(true);

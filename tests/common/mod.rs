@@ -728,7 +728,7 @@ impl Api {
         if let Some(b) = body {
             rb = rb.header("Content-Type", "application/json").body(b);
         }
-        let r = rb.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let r = rb.send().await.unwrap_or_else(|e| panic!("{what}: {e:?}"));
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text().await.unwrap_or_else(|e| panic!("{what}: reading body: {e}"));
