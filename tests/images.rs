@@ -869,6 +869,7 @@ async fn keystone_isolation_and_roles(b: Backend) {
     let http = reqwest::Client::new();
     let base = srv.base_url();
     let mut tokens = std::collections::HashMap::new();
+    let mut project_ids = std::collections::HashMap::new();
     for (user, project) in [("alice", "proj-a"), ("rita", "proj-a"), ("bob", "proj-b")] {
         let body = json!({"auth": {
             "identity": {"methods": ["password"], "password": {"user": {"name": user, "password": PW, "domain": {"name": "Default"}}}},
@@ -877,6 +878,8 @@ async fn keystone_isolation_and_roles(b: Backend) {
         let r = http.post(format!("{base}/identity/v3/auth/tokens")).json(&body).send().await.expect("login");
         assert_eq!(r.status().as_u16(), 201);
         tokens.insert(user, r.headers()["x-subject-token"].to_str().unwrap().to_string());
+        let body: Value = r.json().await.expect("token body");
+        project_ids.insert(user, s(&body["token"]["project"], "id"));
     }
     let call = |user: &'static str, method: reqwest::Method, path: String, ctype: &'static str, body: Value| {
         let (http, base, token) = (http.clone(), base.clone(), tokens[user].clone());
@@ -911,4 +914,59 @@ async fn keystone_isolation_and_roles(b: Backend) {
     assert_eq!(call("bob", M::DELETE, path.clone(), json_ct, Value::Null).await.0, 403);
     assert_eq!(call("rita", M::DELETE, path.clone(), json_ct, Value::Null).await.0, 403);
     assert_eq!(call("alice", M::DELETE, path.clone(), json_ct, Value::Null).await.0, 204);
+
+    // Deactivate / reactivate (Glance's image actions): the owner's members may; a reader may
+    // not (403), another project cannot see it (404); only active <-> deactivated.
+    let (st, img) = call(
+        "alice",
+        M::POST,
+        "/image/v2/images".into(),
+        json_ct,
+        json!({"name": "d", "disk_format": "raw", "container_format": "bare", "visibility": "community"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{img}");
+    let id = s(&img, "id");
+    let path = format!("/image/v2/images/{id}");
+    let deactivate = format!("{path}/actions/deactivate");
+    let reactivate = format!("{path}/actions/reactivate");
+    let (st, body) = call("alice", M::POST, deactivate.clone(), json_ct, Value::Null).await;
+    assert_eq!(st, 403, "deactivating a queued image: {body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("queued")), "{body}");
+    let data: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 253) as u8).collect();
+    let r = http
+        .put(format!("{base}{path}/file"))
+        .header("X-Auth-Token", &tokens["alice"])
+        .header("Content-Type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(call("rita", M::POST, deactivate.clone(), json_ct, Value::Null).await.0, 403, "reader deactivates");
+    assert_eq!(call("bob", M::POST, deactivate.clone(), json_ct, Value::Null).await.0, 403, "other project");
+    assert_eq!(call("alice", M::POST, deactivate.clone(), json_ct, Value::Null).await.0, 204);
+    assert_eq!(call("alice", M::POST, deactivate.clone(), json_ct, Value::Null).await.0, 204, "idempotent");
+    let (_, shown) = call("rita", M::GET, path.clone(), json_ct, Value::Null).await;
+    assert_eq!(shown["status"], "deactivated", "{shown}");
+    let (st, body) = call("alice", M::GET, format!("{path}/file"), json_ct, Value::Null).await;
+    assert_eq!(st, 403, "download of a deactivated image: {body}");
+    // No volume from a deactivated image (400), and nothing is created.
+    let volumes = format!("/v3/{}/volumes", project_ids["alice"]);
+    let (_, before) = call("alice", M::GET, volumes.clone(), json_ct, Value::Null).await;
+    let (st, body) =
+        call("alice", M::POST, volumes.clone(), json_ct, json!({"volume": {"size": 1, "imageRef": id}})).await;
+    assert_eq!(st, 400, "volume from a deactivated image: {body}");
+    let (_, after) = call("alice", M::GET, volumes.clone(), json_ct, Value::Null).await;
+    assert_eq!(before["volumes"], after["volumes"], "a refused create changed the volume list");
+    assert_eq!(call("rita", M::POST, reactivate.clone(), json_ct, Value::Null).await.0, 403, "reader reactivates");
+    assert_eq!(call("alice", M::POST, reactivate.clone(), json_ct, Value::Null).await.0, 204);
+    assert_eq!(call("alice", M::POST, reactivate.clone(), json_ct, Value::Null).await.0, 204, "idempotent");
+    let (_, shown) = call("alice", M::GET, path.clone(), json_ct, Value::Null).await;
+    assert_eq!(shown["status"], "active", "{shown}");
+    let r = http.get(format!("{base}{path}/file")).header("X-Auth-Token", &tokens["alice"]).send().await.expect("get");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.bytes().await.expect("bytes").to_vec() == data, "data changed across deactivate/reactivate");
+    assert_eq!(call("alice", M::DELETE, path.clone(), json_ct, Value::Null).await.0, 204);
+    assert_eq!(call("alice", M::POST, reactivate, json_ct, Value::Null).await.0, 404, "reactivate a deleted image");
 }

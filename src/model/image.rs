@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-/// An image's status (Glance's `queued|saving|active|killed|deleted`; `deleted` rows are gone).
+/// An image's status (Glance's `queued|saving|active|killed|deleted|deactivated`; `deleted`
+/// rows are gone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageStatus {
     /// Created, no data yet.
@@ -17,6 +18,9 @@ pub enum ImageStatus {
     Killed,
     /// Deleted (never stored: the row goes).
     Deleted,
+    /// Data complete but withdrawn by its owner or an admin (Glance's deactivate action): no
+    /// volume may be made from it and only admins may download it, until it is reactivated.
+    Deactivated,
 }
 
 impl ImageStatus {
@@ -28,6 +32,7 @@ impl ImageStatus {
             Self::Active => "active",
             Self::Killed => "killed",
             Self::Deleted => "deleted",
+            Self::Deactivated => "deactivated",
         }
     }
 }
@@ -47,6 +52,7 @@ impl FromStr for ImageStatus {
             "active" => Self::Active,
             "killed" => Self::Killed,
             "deleted" => Self::Deleted,
+            "deactivated" => Self::Deactivated,
             _ => return Err(()),
         })
     }

@@ -533,10 +533,38 @@ impl Services {
         self.db.get_image(&id).await?.ok_or_else(|| image_not_found(&id))
     }
 
+    /// `POST /v2/images/{id}/actions/deactivate` (`activate = false`) and `…/reactivate`
+    /// (`activate = true`), by the owner or an admin, as Glance allows them: only between
+    /// `active` and `deactivated`; asking for the status the image already has is a no-op;
+    /// any other status is refused with 403, as Glance does.
+    pub async fn set_image_activation(&self, caller: &Caller, id: &str, activate: bool) -> Result<()> {
+        let img = self.image_to_modify(caller, id).await?;
+        let (from, to, verb) = if activate {
+            (ImageStatus::Deactivated, ImageStatus::Active, "reactivate")
+        } else {
+            (ImageStatus::Active, ImageStatus::Deactivated, "deactivate")
+        };
+        if img.status == to {
+            return Ok(());
+        }
+        if img.status != from {
+            return Err(forbidden(format!("Not allowed to {verb} image in status '{}'", img.status)));
+        }
+        let mut tx = self.db.begin_write().await?;
+        if !tx.cas_image_status(id, &[from], to, None, &now_timestamp()).await? {
+            return Err(Error::conflict("EVS.5409", format!("Image {id} changed status; retry.")));
+        }
+        tx.commit().await
+    }
+
     /// `GET /v2/images/{id}/file`: the image and the path of its data (`None`: no data yet).
+    /// A deactivated image's data is for admins only (403 otherwise), as in Glance.
     pub async fn image_data(&self, caller: &Caller, id: &str) -> Result<(Image, Option<PathBuf>)> {
         let img = self.get_image_for(caller, id).await?;
-        if img.status != ImageStatus::Active {
+        if img.status == ImageStatus::Deactivated && !caller.is_admin {
+            return Err(forbidden("The requested image has been deactivated. Image data download is prohibited."));
+        }
+        if !matches!(img.status, ImageStatus::Active | ImageStatus::Deactivated) {
             return Ok((img, None));
         }
         let uuid = crate::model::parse_uuid(&img.id).ok_or_else(|| Error::internal("image id is not a UUID"))?;

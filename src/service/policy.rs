@@ -138,6 +138,9 @@ pub const POLICY: &[(&str, Role)] = &[
     ("image:images:delete", Member),
     ("image:images:upload", Member),
     ("image:images:download", Reader),
+    // Glance's defaults: the owner project's members (and admins) may withdraw an image.
+    ("image:images:deactivate", Member),
+    ("image:images:reactivate", Member),
     ("image:images:imageMetadata", Member),
     // Operator-only views (services, pools, hosts, messages of all projects…).
     ("evs:admin", Admin),

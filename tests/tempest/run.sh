@@ -146,11 +146,29 @@ for _ in $(seq 1 300); do
 done
 [ -n "$BASE" ] || { echo "ERROR: the daemon printed no listening line" >&2; tail -50 "$WORK/daemon.log" >&2; exit 1; }
 
+# The image tempest's volume-from-image tests use (CONF.compute.image_ref): a small qcow2
+# uploaded through cinderblock's own Glance v2 API by an admin, public so every account sees it.
+token() { # USER PROJECT
+    curl -sf -o /dev/null -D - -H 'Content-Type: application/json' \
+        -d '{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"'"$1"'","domain":{"name":"Default"},"password":"'"$PASSWORD"'"}}},"scope":{"project":{"name":"'"$2"'","domain":{"name":"Default"}}}}}' \
+        "$BASE/identity/v3/auth/tokens" | sed -nE 's/^[Xx]-[Ss]ubject-[Tt]oken: *([^[:space:]]+).*/\1/p'
+}
+ADMIN_TOKEN=$(token admin-1 tempest-admin-1)
+[ -n "$ADMIN_TOKEN" ] || { echo "ERROR: no admin token for the image upload" >&2; exit 1; }
+qemu-img create -q -f qcow2 "$WORK/tempest-image.qcow2" 64M
+IMAGE_ID=$(curl -sf -H "X-Auth-Token: $ADMIN_TOKEN" -H 'Content-Type: application/json' \
+    -d '{"name":"tempest-image","disk_format":"qcow2","container_format":"bare","visibility":"public"}' \
+    "$BASE/image/v2/images" | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+[ -n "$IMAGE_ID" ] || { echo "ERROR: creating the tempest image failed" >&2; exit 1; }
+curl -sf -X PUT -H "X-Auth-Token: $ADMIN_TOKEN" -H 'Content-Type: application/octet-stream' \
+    --data-binary "@$WORK/tempest-image.qcow2" "$BASE/image/v2/images/$IMAGE_ID/file" >/dev/null ||
+    { echo "ERROR: uploading the tempest image failed" >&2; exit 1; }
+
 cd "$WORK"
 # tempest keeps a workspace registry in $HOME: give it the work directory, so runs never collide.
 export HOME=$WORK
 "$VENV/bin/tempest" init tempest-ws >/dev/null
-sed -e "s#@BASE@#$BASE#g" -e "s#@ACCOUNTS@#$WORK/accounts.yaml#g" "$HERE/tempest.conf.in" >tempest-ws/etc/tempest.conf
+sed -e "s#@BASE@#$BASE#g" -e "s#@ACCOUNTS@#$WORK/accounts.yaml#g" -e "s#@IMAGE@#$IMAGE_ID#g" "$HERE/tempest.conf.in" >tempest-ws/etc/tempest.conf
 cd tempest-ws
 echo "tempest $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("tempest"))') against $BASE ($DB_LABEL), regex $REGEX"
 set +e

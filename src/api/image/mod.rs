@@ -64,6 +64,8 @@ pub(super) fn routes() -> Router<Services> {
             "/image/v2/images/{id}/tags/{tag}",
             put_as("image:images:update", add_tag).merge(delete_as("image:images:update", delete_tag)),
         )
+        .route("/image/v2/images/{id}/actions/deactivate", post_as("image:images:deactivate", deactivate))
+        .route("/image/v2/images/{id}/actions/reactivate", post_as("image:images:reactivate", reactivate))
         .route("/image/v2/schemas/image", get_as("image:images:get", schema_image))
         .route("/image/v2/schemas/images", get_as("image:images:list", schema_images))
 }
@@ -294,6 +296,18 @@ async fn patch(State(svc): State<Services>, Path(id): Path<String>, headers: Hea
 async fn delete(State(svc): State<Services>, Path(id): Path<String>, headers: HeaderMap) -> Res {
     let caller = caller(&svc, &headers)?;
     svc.delete_image(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn deactivate(State(svc): State<Services>, Path(id): Path<String>, headers: HeaderMap) -> Res {
+    let caller = caller(&svc, &headers)?;
+    svc.set_image_activation(&caller, &id, false).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn reactivate(State(svc): State<Services>, Path(id): Path<String>, headers: HeaderMap) -> Res {
+    let caller = caller(&svc, &headers)?;
+    svc.set_image_activation(&caller, &id, true).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
