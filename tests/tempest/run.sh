@@ -6,7 +6,7 @@
 # BINARY is the cinderblock executable; DATABASE_URL is `sqlite` (default: a fresh file) or a
 # PostgreSQL server URL (postgres://user@host:port/db): a fresh database is created on that
 # server for the run and dropped afterwards. The daemon runs in keystone mode with two file pools
-# (`default`, `second`) and three pre-provisioned accounts (admin, primary, alt); tempest.conf is
+# (`default`, `second`) and one admin account tempest makes its dynamic credentials with; tempest.conf is
 # tests/tempest/tempest.conf.in with the placeholders filled; tests/tempest/exclude.txt lists the
 # tests of features not built yet. Extra environment:
 #   CINDERBLOCK_TEMPEST_VENV    venv holding tempest (default /var/tmp/cinderblock-venv-tempest)
@@ -102,30 +102,11 @@ admin() {
     clean_env "$BIN" admin "$@" --config "$WORK/config.toml"
 }
 PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
-# Pre-provisioned accounts: tempest locks one account per role for each test class it runs, so
-# every worker needs its own set. Project N holds member-N and reader-N (tempest takes a class's
-# project_reader from its primary's project); admin-N is admin of its own project. Members come
-# first in the file: tempest gives "alt" the first free non-admin account.
-SETS=$((CONCURRENCY * 2 + 2))
-: >"$WORK/accounts.yaml"
-account() { # NAME PROJECT ROLE
-    printf '%s\n' "$PASSWORD" | admin user create "$1" --project "$2" --role "$3" >/dev/null
-    cat >>"$WORK/accounts.yaml" <<ACC
-- username: $1
-  project_name: $2
-  password: '$PASSWORD'
-  domain_name: Default
-  roles:
-    - $3
-ACC
-}
-for i in $(seq 1 "$SETS"); do
-    admin project create "tempest-$i" >/dev/null
-    admin project create "tempest-admin-$i" >/dev/null
-done
-for i in $(seq 1 "$SETS"); do account "member-$i" "tempest-$i" member; done
-for i in $(seq 1 "$SETS"); do account "reader-$i" "tempest-$i" reader; done
-for i in $(seq 1 "$CONCURRENCY"); do account "admin-$i" "tempest-admin-$i" admin; done
+# One admin account: tempest runs with dynamic credentials, as in devstack, so it makes (and
+# afterwards deletes) a project and users with the roles each test class asks for through
+# cinderblock's Keystone v3 admin API; the harness provisions only the admin it does that with.
+admin project create tempest-admin >/dev/null
+printf '%s\n' "$PASSWORD" | admin user create tempest-admin --project tempest-admin --role admin >/dev/null
 
 # Start the daemon and wait (with a deadline) for its listening line.
 # Not through the clean_env function: a function run in the background is a subshell, so $!
@@ -153,7 +134,7 @@ token() { # USER PROJECT
         -d '{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"'"$1"'","domain":{"name":"Default"},"password":"'"$PASSWORD"'"}}},"scope":{"project":{"name":"'"$2"'","domain":{"name":"Default"}}}}}' \
         "$BASE/identity/v3/auth/tokens" | sed -nE 's/^[Xx]-[Ss]ubject-[Tt]oken: *([^[:space:]]+).*/\1/p'
 }
-ADMIN_TOKEN=$(token admin-1 tempest-admin-1)
+ADMIN_TOKEN=$(token tempest-admin tempest-admin)
 [ -n "$ADMIN_TOKEN" ] || { echo "ERROR: no admin token for the image upload" >&2; exit 1; }
 qemu-img create -q -f qcow2 "$WORK/tempest-image.qcow2" 64M
 IMAGE_ID=$(curl -sf -H "X-Auth-Token: $ADMIN_TOKEN" -H 'Content-Type: application/json' \
@@ -168,7 +149,7 @@ cd "$WORK"
 # tempest keeps a workspace registry in $HOME: give it the work directory, so runs never collide.
 export HOME=$WORK
 "$VENV/bin/tempest" init tempest-ws >/dev/null
-sed -e "s#@BASE@#$BASE#g" -e "s#@ACCOUNTS@#$WORK/accounts.yaml#g" -e "s#@IMAGE@#$IMAGE_ID#g" "$HERE/tempest.conf.in" >tempest-ws/etc/tempest.conf
+sed -e "s#@BASE@#$BASE#g" -e "s#@PASSWORD@#$PASSWORD#g" -e "s#@IMAGE@#$IMAGE_ID#g" "$HERE/tempest.conf.in" >tempest-ws/etc/tempest.conf
 cd tempest-ws
 echo "tempest $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("tempest"))') against $BASE ($DB_LABEL), regex $REGEX"
 set +e
