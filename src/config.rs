@@ -432,6 +432,11 @@ pub struct JobsConfig {
     /// so a test can crash it at every step of every job kind. Empty in production.
     #[serde(default)]
     pub crash_at: String,
+    /// Bytes per second one job's data copy may read (full clones, migrations, uploads to
+    /// images), so background copies leave disk bandwidth to attached volumes; 0 = unlimited.
+    /// Cinder's `volume_copy_bps_limit`.
+    #[serde(default)]
+    pub copy_bps_limit: u64,
 }
 
 fn default_driver() -> DriverKind {
@@ -466,7 +471,13 @@ impl Default for Config {
                 max_over_subscription_ratio: default_ratio(),
                 lvm: None,
             }],
-            jobs: JobsConfig { workers: 4, lease_seconds: 60, step_delay_ms: 0, crash_at: String::new() },
+            jobs: JobsConfig {
+                workers: 4,
+                lease_seconds: 60,
+                step_delay_ms: 0,
+                crash_at: String::new(),
+                copy_bps_limit: 0,
+            },
             http: HttpConfig::default(),
             nbd: NbdSettings::default(),
             quotas: std::collections::BTreeMap::new(),

@@ -15,7 +15,11 @@ use serde_json::{json, Value};
 
 use common::{s, Api, Backend, Opts, TestServer};
 
-backend_tests!(operator_commands_in_both_formats, disabling_a_user_or_project_ends_its_tokens);
+backend_tests!(
+    operator_commands_in_both_formats,
+    disabling_a_user_or_project_ends_its_tokens,
+    long_copies_report_progress_and_keep_to_the_copy_limit,
+);
 
 const PASSWORD: &str = "operator test password 1";
 
@@ -67,7 +71,11 @@ fn json_of(server: &TestServer, args: &[&str]) -> Value {
 
 /// A keystone daemon with project `ops` and its member `olga`; her token.
 async fn setup(backend: Backend) -> (TestServer, String, String) {
-    let env = vec![("CINDERBLOCK_AUTH__MODE".to_string(), "keystone".to_string())];
+    setup_with(backend, vec![]).await
+}
+
+async fn setup_with(backend: Backend, mut env: Vec<(String, String)>) -> (TestServer, String, String) {
+    env.push(("CINDERBLOCK_AUTH__MODE".to_string(), "keystone".to_string()));
     let server = TestServer::start(backend, Opts { env, ..Opts::default() });
     let project = ok(&server, &["admin", "project", "create", "ops"]).trim().to_string();
     let (good, _, err) = run(
@@ -228,4 +236,121 @@ async fn disabling_a_user_or_project_ends_its_tokens(backend: Backend) {
 
     let (good, _, err) = run(&server, &["admin", "user", "disable", "nobody"], None);
     assert!(!good && err.contains("no user"), "{err}");
+}
+
+async fn wait_available(api: &Api, token: &str, p: &str, id: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let r = api.request(Method::GET, &format!("/v3/{p}/volumes/{id}"), &[("X-Auth-Token", token)], None).await;
+        if r.body["volume"]["status"] == "available" {
+            return;
+        }
+        assert!(r.body["volume"]["status"] != "error", "{}", r.text);
+        assert!(std::time::Instant::now() < deadline, "volume {id} never became available: {}", r.text);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A full clone of a volume holding 160 MiB of data, with `jobs.copy_bps_limit` at 48 MiB/s:
+/// the copy takes at least ~3 s, `job show --wait` draws its progress advancing (a line per
+/// change, stderr not being a terminal) and ends with the job's final document, the EVS job
+/// view shows `entities.progress` while it runs, and the clone holds the source's bytes.
+async fn long_copies_report_progress_and_keep_to_the_copy_limit(backend: Backend) {
+    const LIMIT: u64 = 48 << 20;
+    const DATA: u64 = 160 << 20;
+    let env = vec![("CINDERBLOCK_JOBS__COPY_BPS_LIMIT".to_string(), LIMIT.to_string())];
+    let (server, p, token) = setup_with(backend, env).await;
+    let api = server.api();
+    let auth = [("X-Auth-Token", token.as_str())];
+    let body = json!({"volume": {"size": 1, "name": "source"}}).to_string();
+    let r = api.request(Method::POST, &format!("/v3/{p}/volumes"), &auth, Some(body)).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let src = s(&r.body["volume"], "id");
+    wait_available(&api, &token, &p, &src).await;
+    // 160 MiB of data in four runs with holes between (the copy skips holes, reads data).
+    let path = server.pool.join("volumes").join(format!("{src}.raw"));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open the source file");
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let chunk: Vec<u8> = (0..(1 << 20))
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        for i in 0..DATA >> 20 {
+            let off = (i / 40) * (256 << 20) + (i % 40) * (1 << 20);
+            let mut c = chunk.clone();
+            c[..8].copy_from_slice(&i.to_le_bytes());
+            f.write_all_at(&c, off).expect("write");
+        }
+        f.sync_all().expect("sync");
+    }
+    let body = json!({"volume": {"size": 1, "name": "clone", "source_volid": src, "metadata": {"full_clone": "1"}}});
+    let started = std::time::Instant::now();
+    let r = api.request(Method::POST, &format!("/v3/{p}/volumes"), &auth, Some(body.to_string())).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let clone = s(&r.body["volume"], "id");
+    // Its job, from the operator's job list.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let job = loop {
+        let jobs = json_of(&server, &["job", "list", "--project", &p]);
+        if let Some(j) = jobs["jobs"].as_array().into_iter().flatten().find(|j| j["volume_id"] == clone.as_str()) {
+            break s(j, "id");
+        }
+        assert!(std::time::Instant::now() < deadline, "no job for the clone: {jobs}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // `job show --wait` in the background; meanwhile the EVS view is polled.
+    let mut cmd = server.command(&["job", "show", &job, "--wait", "--format", "json"]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let waiter = cmd.spawn().expect("spawn job show --wait");
+    let mut seen_in_view = Vec::new();
+    loop {
+        let r = api.request(Method::GET, &format!("/v1/{p}/jobs/{job}"), &auth, None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        if let Some(pct) = r.body["entities"]["progress"].as_str() {
+            assert_eq!(r.body["status"], "RUNNING", "progress shown outside RUNNING: {}", r.text);
+            seen_in_view.push(pct.trim_end_matches('%').parse::<u8>().expect("NN%"));
+        }
+        if r.body["status"] == "SUCCESS" {
+            assert!(r.body["entities"].get("progress").is_none(), "{}", r.text);
+            break;
+        }
+        assert_ne!(r.body["status"], "FAIL", "{}", r.text);
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "the clone never finished");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    let out = waiter.wait_with_output().expect("wait for job show --wait");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "job show --wait: {stdout}\n{stderr}");
+    // The copy keeps to the limit: 160 MiB at 48 MiB/s is 3.3 s; allow for the first chunk.
+    assert!(elapsed >= std::time::Duration::from_millis(2_800), "the copy ran unthrottled: {elapsed:?}");
+    assert!(
+        seen_in_view.iter().any(|&p| p > 0 && p < 100),
+        "the EVS job view never showed a partial progress: {seen_in_view:?}"
+    );
+    assert!(seen_in_view.windows(2).all(|w| w[0] <= w[1]), "progress went back: {seen_in_view:?}");
+    // The bar: one line per change, percentages rising, ending with SUCCESS.
+    let percents: Vec<u8> =
+        stderr.lines().filter_map(|l| l.split_whitespace().find_map(|w| w.strip_suffix('%')?.parse().ok())).collect();
+    assert!(percents.iter().filter(|&&p| p > 0 && p < 100).count() >= 2, "the bar did not advance:\n{stderr}");
+    assert!(percents.windows(2).all(|w| w[0] <= w[1]), "the bar went back:\n{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.ends_with("SUCCESS") && last.contains("100%"), "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!(doc["job"]["status"], "SUCCESS", "{doc}");
+    assert_eq!(doc["job"]["progress"], "100%", "{doc}");
+    wait_available(&api, &token, &p, &clone).await;
+    let a = std::fs::read(&path).expect("read source");
+    let b = std::fs::read(server.pool.join("volumes").join(format!("{clone}.raw"))).expect("read clone");
+    assert!(a == b, "the throttled copy differs from its source");
+    // A job that never reported shows no progress until it ends.
+    let jobs = json_of(&server, &["job", "list", "--project", &p]);
+    let create = jobs["jobs"].as_array().into_iter().flatten().find(|j| j["volume_id"] == src.as_str()).expect("job");
+    assert_eq!(create["progress"], "100%", "{create}");
 }

@@ -20,8 +20,10 @@ const CHUNK: usize = 1 << 20;
 
 /// Copy `src` into `dst` (which must be empty) keeping holes, then set `dst`'s length to
 /// `dst_len` (≥ the source length; a larger value grows the copy sparsely) and `fdatasync` it.
-/// Returns the number of data bytes written.
+/// Returns the number of data bytes written. Reports how far it is (bytes of the source
+/// passed, holes included) to the running job, if any ([`crate::model::progress`]).
 pub fn sparse_copy(src: &File, dst: &File, dst_len: u64) -> io::Result<u64> {
+    use crate::model::progress::report;
     let src_len = src.metadata()?.len();
     dst.set_len(dst_len.max(src_len))?;
     let mut buf = vec![0u8; CHUNK];
@@ -43,15 +45,19 @@ pub fn sparse_copy(src: &File, dst: &File, dst_len: u64) -> io::Result<u64> {
             let n = ((hole - off) as usize).min(CHUNK);
             let chunk = &mut buf[..n];
             src.read_exact_at(chunk, off)?;
+            crate::model::progress::throttle(n as u64);
             if chunk.iter().any(|&b| b != 0) {
                 dst.write_all_at(chunk, off)?;
                 written += n as u64;
             }
             off += n as u64;
+            report(off, src_len);
         }
         pos = hole;
+        report(pos, src_len);
     }
     dst.sync_data()?;
+    report(src_len, src_len);
     Ok(written)
 }
 

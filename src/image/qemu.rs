@@ -40,7 +40,7 @@ pub fn qemu_format(disk_format: &str) -> Result<&'static str> {
     })
 }
 
-fn run(mut cmd: Command, limits: Limits) -> Result<Vec<u8>> {
+fn set_limits(cmd: &mut Command, limits: Limits) {
     let (cpu, mem) = (limits.cpu_seconds, limits.address_space_bytes);
     // SAFETY: the closure runs in the forked child before exec and only calls setrlimit(2),
     // which is async-signal-safe; it allocates nothing and touches no lock.
@@ -52,6 +52,10 @@ fn run(mut cmd: Command, limits: Limits) -> Result<Vec<u8>> {
         });
     }
     cmd.env("LC_ALL", "C").stdin(std::process::Stdio::null());
+}
+
+fn run(mut cmd: Command, limits: Limits) -> Result<Vec<u8>> {
+    set_limits(&mut cmd, limits);
     let out = cmd.output().map_err(|e| Error::internal(format!("cannot run qemu-img: {e}")))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -82,14 +86,14 @@ pub fn info(path: &Path, disk_format: &str, limits: Limits) -> Result<Info> {
     Ok(Info { format: fmt.to_string(), virtual_size })
 }
 
-/// `qemu-img convert -f <src_fmt> -O <dst_fmt>` of a file the inspector passes (`-n` when the
-/// target exists already, e.g. a block device). `src_fmt`/`dst_fmt` are Glance disk formats.
+/// `qemu-img convert -p -f <src_fmt> -O <dst_fmt>` of a file the inspector passes (`-n` when
+/// the target exists already, e.g. a block device); its progress goes to the running job. `src_fmt`/`dst_fmt` are Glance disk formats.
 pub fn convert(src: &Path, src_fmt: &str, dst: &Path, dst_fmt: &str, existing: bool, limits: Limits) -> Result<()> {
     if src_fmt != "raw" {
         inspect::inspect_path(src, src_fmt).map_err(|e| Error::invalid("EVS.5400", e.0))?;
     }
     let mut cmd = Command::new("qemu-img");
-    cmd.args(["convert", "-q", "-f", qemu_format(src_fmt)?, "-O", qemu_format(dst_fmt)?]);
+    cmd.args(["convert", "-p", "-f", qemu_format(src_fmt)?, "-O", qemu_format(dst_fmt)?]);
     if existing {
         cmd.arg("-n");
     }
@@ -97,5 +101,75 @@ pub fn convert(src: &Path, src_fmt: &str, dst: &Path, dst_fmt: &str, existing: b
         cmd.args(["-o", "subformat=streamOptimized"]);
     }
     cmd.arg(src).arg(dst);
-    run(cmd, limits).map(|_| ())
+    run_with_progress(cmd, limits)
+}
+
+/// Units of a qemu-img progress report: hundredths of a percent.
+const QEMU_PROGRESS_TOTAL: u64 = 10_000;
+
+/// Run a `qemu-img convert` with `-p` and pass its `(12.34/100%)` reports on to the running
+/// job ([`crate::model::progress`]) as they come. stderr is drained on its own thread so
+/// neither pipe can fill and stall the child.
+fn run_with_progress(mut cmd: Command, limits: Limits) -> Result<()> {
+    use std::io::Read;
+    set_limits(&mut cmd, limits);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| Error::internal(format!("cannot run qemu-img: {e}")))?;
+    let mut stderr = child.stderr.take().ok_or_else(|| Error::internal("qemu-img: no stderr pipe"))?;
+    let errs = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    if let Some(mut out) = child.stdout.take() {
+        let mut buf = [0u8; 512];
+        let mut line = Vec::new();
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            for &b in &buf[..n] {
+                if b == b'\r' || b == b'\n' {
+                    if let Some(p) = parse_qemu_progress(&line) {
+                        crate::model::progress::report(p, QEMU_PROGRESS_TOTAL);
+                    }
+                    line.clear();
+                } else if line.len() < 64 {
+                    line.push(b);
+                }
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| Error::internal(format!("qemu-img: {e}")))?;
+    let err = errs.join().unwrap_or_default();
+    if !status.success() {
+        let err = String::from_utf8_lossy(&err);
+        return Err(Error::internal(format!("qemu-img failed ({status}): {}", err.trim())));
+    }
+    Ok(())
+}
+
+/// `    (12.34/100%)` → 1234 (hundredths of a percent).
+fn parse_qemu_progress(line: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(line).ok()?.trim();
+    let pct = s.strip_prefix('(')?.strip_suffix("/100%)")?;
+    let (whole, frac) = pct.split_once('.').unwrap_or((pct, "0"));
+    let whole: u64 = whole.parse().ok()?;
+    let frac: u64 = format!("{frac:0<2}").get(..2)?.parse().ok()?;
+    Some((whole * 100 + frac).min(QEMU_PROGRESS_TOTAL))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_progress_lines_parse_to_hundredths_of_a_percent() {
+        assert_eq!(parse_qemu_progress(b"    (0.00/100%)"), Some(0));
+        assert_eq!(parse_qemu_progress(b"    (12.34/100%)"), Some(1234));
+        assert_eq!(parse_qemu_progress(b"(100.00/100%)"), Some(10_000));
+        assert_eq!(parse_qemu_progress(b"(7.5/100%)"), Some(750));
+        assert_eq!(parse_qemu_progress(b"garbage"), None);
+        assert_eq!(parse_qemu_progress(b"(x/100%)"), None);
+    }
 }

@@ -20,7 +20,13 @@ use crate::service::Services;
 
 /// Run `job` to completion; never panics, never returns an error (failures land in the job).
 pub(crate) async fn execute(svc: &Services, job: &Job) {
-    let renew = spawn_lease_renewal(svc, job);
+    let progress = crate::model::progress::Progress::with_copy_limit(svc.config.jobs.copy_bps_limit);
+    let renew = spawn_lease_renewal(svc, job, progress.clone());
+    crate::model::progress::scope(progress, execute_steps(svc, job)).await;
+    renew.abort();
+}
+
+async fn execute_steps(svc: &Services, job: &Job) {
     if svc.config.jobs.step_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(svc.config.jobs.step_delay_ms)).await;
     }
@@ -36,7 +42,6 @@ pub(crate) async fn execute(svc: &Services, job: &Job) {
         JobKind::BatchCreateVolume => Ok(()),
         JobKind::UploadImage => upload_image(svc, job).await,
     };
-    renew.abort();
     if let Err(e) = outcome {
         // The finishing transaction itself failed (database gone); the lease will expire and
         // the job will be retried, by this node at its next start at the latest.
@@ -62,18 +67,41 @@ fn crash_point(svc: &Services, job: &Job, step: &str) {
     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
 }
 
-fn spawn_lease_renewal(svc: &Services, job: &Job) -> tokio::task::JoinHandle<()> {
+/// How often a running job's progress is written to its row (when it changed).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// The running job's companion task: renews its lease every third of the lease and writes its
+/// progress to the row about once a second while it changes (a progress write is one small
+/// UPDATE, so a long copy costs the database one statement a second).
+fn spawn_lease_renewal(
+    svc: &Services,
+    job: &Job,
+    progress: Arc<crate::model::progress::Progress>,
+) -> tokio::task::JoinHandle<()> {
     let db = svc.db.clone();
     let id = job.id.clone();
     let owner = svc.config.node.clone();
     let lease = svc.config.jobs.lease_seconds.max(3);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(lease / 3));
+        let every = Duration::from_secs(lease / 3);
+        let mut next_renewal = tokio::time::Instant::now() + every;
+        let mut written = None;
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
         tick.tick().await;
         loop {
             tick.tick().await;
-            if let Err(e) = db.renew_lease(&id, &owner, epoch_now() + lease as i64).await {
-                tracing::warn!(job = %id, error = %e, "lease renewal failed");
+            let now = progress.snapshot();
+            if let Some((done, total)) = now.filter(|_| now != written) {
+                match db.set_job_progress(&id, &owner, done, total).await {
+                    Ok(()) => written = now,
+                    Err(e) => tracing::warn!(job = %id, error = %e, "recording job progress failed"),
+                }
+            }
+            if tokio::time::Instant::now() >= next_renewal {
+                next_renewal += every;
+                if let Err(e) = db.renew_lease(&id, &owner, epoch_now() + lease as i64).await {
+                    tracing::warn!(job = %id, error = %e, "lease renewal failed");
+                }
             }
         }
     })
@@ -100,7 +128,7 @@ async fn run_driver(
     f: impl FnOnce(&dyn Driver) -> std::result::Result<(), crate::driver::DriverError> + Send + 'static,
 ) -> Result<()> {
     let driver = driver_of(svc, pool)?;
-    tokio::task::spawn_blocking(move || f(driver.as_ref()))
+    crate::model::progress::spawn_blocking(move || f(driver.as_ref()))
         .await
         .map_err(|e| Error::internal(format!("storage task panicked: {e}")))?
         .map_err(|e| Error::internal(e.to_string()))
@@ -230,7 +258,7 @@ async fn create_volume_from_image(
     let limits = crate::service::images::convert_limits(svc);
     let (max_bytes, max_count) = (svc.config.images.cache_max_size_gb * GIB, svc.config.images.cache_max_count);
     let driver = driver_of(svc, &v.pool)?;
-    tokio::task::spawn_blocking(move || -> Result<()> {
+    crate::model::progress::spawn_blocking(move || -> Result<()> {
         let (entry, converted) = cache.cached_raw(iid, &src, &fmt, limits)?;
         tracing::info!(image = %iid, volume = %volume, cache_hit = !converted, "volume from image");
         driver.create_volume_from_file(volume, &entry, bytes).map_err(|e| Error::internal(e.to_string()))?;
@@ -267,7 +295,7 @@ async fn upload_image(svc: &Services, job: &Job) -> Result<()> {
         let driver = driver_of(svc, &v.pool)?;
         let (climits, ilimits) =
             (crate::service::images::convert_limits(svc), crate::service::images::info_limits(svc));
-        tokio::task::spawn_blocking(move || -> Result<(String, String, u64, u64)> {
+        crate::model::progress::spawn_blocking(move || -> Result<(String, String, u64, u64)> {
             driver.create_snapshot(vol, snap).map_err(|e| Error::internal(e.to_string()))?;
             let src = driver.snapshot_data_path(snap).map_err(|e| Error::internal(e.to_string()))?;
             let tmp = area.temp_path(iid);

@@ -136,6 +136,20 @@ pub struct Job {
     pub begin_time: String,
     /// When it finished.
     pub end_time: Option<String>,
+    /// How far its storage step is, `(done, total)` in the reporter's units, when it reported
+    /// ([`crate::model::progress`]).
+    pub progress: Option<(i64, i64)>,
+}
+
+impl Job {
+    /// Whole percent done: 100 once it succeeded, the reported share while it runs, `None`
+    /// when nothing was reported.
+    pub fn progress_percent(&self) -> Option<u8> {
+        if self.status == JobStatus::Success {
+            return Some(100);
+        }
+        self.progress.map(|(d, t)| crate::model::progress::percent(d.max(0) as u64, t.max(0) as u64))
+    }
 }
 
 /// Kind-specific job input, stored as JSON in the job row.

@@ -16,6 +16,7 @@ mod job;
 mod qos;
 // actions: user messages.
 mod message;
+pub mod progress;
 // services: os-services records.
 mod service;
 mod snapshot;

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::config::{Config, DriverKind};
 use crate::error::{Error, Result};
-use crate::model::{Job, Volume};
+use crate::model::{Job, JobStatus, Volume};
 use crate::store::{Db, ListVolumes, SortDir, VolumeFilter, VolumeSortKey};
 
 /// How results are printed.
@@ -74,6 +74,10 @@ pub enum JobCommand {
     Show {
         /// Job id.
         id: String,
+        /// Wait until the job ends, with a progress bar on stderr (a line per change when
+        /// stderr is not a terminal); exits non-zero when the job failed.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -110,6 +114,8 @@ pub async fn run(config: &Config, cmd: OpsCommand, format: Format, daemon: Optio
 }
 
 async fn run_with(db: &Db, config: &Config, cmd: OpsCommand, format: Format, daemon: SocketAddr) -> Result<()> {
+    // An error to return once the document is printed (`job show --wait` of a failed job).
+    let mut then_fail = None;
     let doc = match cmd {
         OpsCommand::Status => status(db, config, daemon).await?,
         OpsCommand::Volume(VolumeCommand::List { project, status, pool }) => {
@@ -146,8 +152,13 @@ async fn run_with(db: &Db, config: &Config, cmd: OpsCommand, format: Format, dae
             let jobs = db.list_jobs(status.as_deref(), project.as_deref(), limit).await?;
             json!({ "jobs": jobs.iter().map(job_json).collect::<Vec<_>>() })
         }
-        OpsCommand::Job(JobCommand::Show { id }) => {
+        OpsCommand::Job(JobCommand::Show { id, wait }) => {
             let j = db.get_job(None, &id).await?.ok_or_else(|| Error::not_found(format!("no job {id:?}")))?;
+            let j = if wait { wait_for_job(db, j).await? } else { j };
+            if wait && j.status == JobStatus::Fail {
+                let why = j.fail_reason.clone().unwrap_or_else(|| "no reason recorded".into());
+                then_fail = Some(Error::internal(format!("job {} ({}) failed: {why}", j.id, j.kind.as_str())));
+            }
             let mut doc = job_json(&j);
             doc["entities"] = serde_json::from_str(&j.entities).unwrap_or(Value::Null);
             doc["sub_jobs"] = db.sub_jobs(&j.id).await?.iter().map(job_json).collect();
@@ -162,7 +173,7 @@ async fn run_with(db: &Db, config: &Config, cmd: OpsCommand, format: Format, dae
         Format::Json => out(&serde_json::to_string_pretty(&doc).unwrap_or_default()),
         Format::Table => print_table(&doc),
     }
-    Ok(())
+    then_fail.map_or(Ok(()), Err)
 }
 
 /// Every matching volume, newest first.
@@ -202,11 +213,54 @@ fn volume_json(config: &Config, v: &Volume) -> Value {
     })
 }
 
+/// How often `job show --wait` looks at the job.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Poll `job` until it ends (SUCCESS or FAIL), drawing its progress on stderr.
+async fn wait_for_job(db: &Db, mut job: Job) -> Result<Job> {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stderr().is_terminal();
+    let mut shown: Option<(JobStatus, Option<u8>)> = None;
+    loop {
+        let state = (job.status, job.progress_percent());
+        if shown != Some(state) {
+            let line = progress_line(&job);
+            let mut err = std::io::stderr().lock();
+            let _ = if tty { write!(err, "\r\x1b[2K{line}") } else { writeln!(err, "{line}") };
+            let _ = err.flush();
+            shown = Some(state);
+        }
+        if matches!(job.status, JobStatus::Success | JobStatus::Fail) {
+            break;
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+        job = db.get_job(None, &job.id).await?.ok_or_else(|| Error::not_found(format!("job {} vanished", job.id)))?;
+    }
+    if tty {
+        eprintln!();
+    }
+    Ok(job)
+}
+
+/// `createVolume 3f2a… [##########----------]  50% RUNNING`.
+fn progress_line(job: &Job) -> String {
+    const WIDTH: usize = 30;
+    let head = format!("{} {}", job.kind.as_str(), job.id);
+    match job.progress_percent() {
+        Some(p) => {
+            let full = WIDTH * p as usize / 100;
+            format!("{head} [{}{}] {p:>3}% {}", "#".repeat(full), "-".repeat(WIDTH - full), job.status.as_str())
+        }
+        None => format!("{head} {}", job.status.as_str()),
+    }
+}
+
 fn job_json(j: &Job) -> Value {
     json!({
         "id": j.id, "project_id": j.project_id, "kind": j.kind.as_str(), "status": j.status.as_str(),
         "volume_id": j.volume_id, "begin_time": j.begin_time, "end_time": j.end_time,
         "error_code": j.error_code, "fail_reason": j.fail_reason,
+        "progress": j.progress_percent().map(|p| format!("{p}%")),
     })
 }
 

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::{Job, JobKind, JobPayload, JobStatus};
 
 const JOB_COLUMNS: &str = "id, project_id, kind, parent_id, status, volume_id, payload, entities, \
-     error_code, fail_reason, begin_time, end_time";
+     error_code, fail_reason, begin_time, end_time, progress_done, progress_total";
 
 /// A job to enqueue.
 #[derive(Debug, Clone)]
@@ -48,6 +48,11 @@ fn job_from_row(r: &AnyRow) -> Result<Job> {
         fail_reason: r.try_get("fail_reason")?,
         begin_time: r.try_get("begin_time")?,
         end_time: r.try_get("end_time")?,
+        progress: match (r.try_get::<Option<i64>, _>("progress_done")?, r.try_get::<Option<i64>, _>("progress_total")?)
+        {
+            (Some(d), Some(t)) if t > 0 => Some((d, t)),
+            _ => None,
+        },
     })
 }
 
@@ -151,6 +156,22 @@ impl Db {
         .await?;
         tx.commit().await?;
         Ok(r.rows_affected())
+    }
+
+    /// Record how far a job this worker is running is (`done` of `total`).
+    pub async fn set_job_progress(&self, id: &str, owner: &str, done: u64, total: u64) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE jobs SET progress_done = $1, progress_total = $2 \
+             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'",
+        )
+        .bind(done.min(i64::MAX as u64) as i64)
+        .bind(total.min(i64::MAX as u64) as i64)
+        .bind(id)
+        .bind(owner)
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await
     }
 
     /// Extend the lease of a job this worker is running.

@@ -64,6 +64,13 @@ fn job_body(j: &Job, sub_jobs: Option<Vec<Value>>) -> Value {
     if let Some(subs) = sub_jobs {
         entities.insert("sub_jobs".into(), Value::Array(subs));
     }
+    // How far a long storage step is (full clone, migration, image conversion, upload): a
+    // cinderblock addition to the job's entities, whose content the reference leaves per kind.
+    if j.status == crate::model::JobStatus::Running {
+        if let Some(p) = j.progress_percent() {
+            entities.insert("progress".into(), Value::String(format!("{p}%")));
+        }
+    }
     json!({
         "status": j.status.as_str(),
         "entities": entities,

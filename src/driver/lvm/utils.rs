@@ -25,8 +25,9 @@ pub fn size_of(f: &File) -> io::Result<u64> {
 /// `len` long and reading as zeroes), writing only the 64 KiB blocks that hold a non-zero byte:
 /// unallocated ranges of the source (SEEK_DATA, where it works; block devices report all
 /// data) and zero blocks are skipped, so the copy allocates only data. Then `fsync`s `dst`.
-/// Returns the bytes written.
+/// Returns the bytes written. Reports how far it is to the running job, if any.
 pub fn block_copy(src: &File, dst: &File, len: u64) -> io::Result<u64> {
+    use crate::model::progress::report;
     let mut buf = vec![0u8; CHUNK];
     let mut written = 0u64;
     let mut pos = 0u64;
@@ -46,6 +47,7 @@ pub fn block_copy(src: &File, dst: &File, len: u64) -> io::Result<u64> {
             let n = ((hole - off) as usize).min(CHUNK);
             let chunk = &mut buf[..n];
             src.read_exact_at(chunk, off)?;
+            crate::model::progress::throttle(n as u64);
             for (i, block) in chunk.chunks(BLOCK).enumerate() {
                 if block.iter().any(|&b| b != 0) {
                     dst.write_all_at(block, off + (i * BLOCK) as u64)?;
@@ -53,13 +55,16 @@ pub fn block_copy(src: &File, dst: &File, len: u64) -> io::Result<u64> {
                 }
             }
             off += n as u64;
+            report(off, len);
         }
         if hole <= data {
             break;
         }
         pos = hole;
+        report(pos, len);
     }
     dst.sync_all()?;
+    report(len, len);
     Ok(written)
 }
 
