@@ -15,7 +15,8 @@
 //!   real AK/SK;
 //! - `openstack_images.py`: `auth.mode = keystone`, the built-in image service through the catalog:
 //!   `image create --file` (a qcow2 with holes made with qemu-img), `image show/list/set/save`,
-//!   `volume create --image`, `image create --volume`, `qemu-img compare` of the result.
+//!   `volume create --image`, `image create --volume`, `qemu-img compare` of the result, and the
+//!   volume attached over NBD compared with the source by `qemu-img compare` on the export.
 //!
 //! Without `CINDERBLOCK_CLIENT_VENV` the tests print why and pass, unless
 //! `CINDERBLOCK_REQUIRE_CLIENTS=1` (set by `scripts/test.sh`), which turns the skip into a failure.

@@ -2,7 +2,9 @@
 built-in Keystone and image service: `image create --file` of a qcow2 made here with qemu-img
 from a raw file with known data and holes, `image show/list/set/save` (saved bytes identical,
 md5 checksum right), `volume create --image`, `volume show` (bootable, volume_image_metadata),
-`image create --volume` (upload to image) and `qemu-img compare` of the result with the raw file.
+`image create --volume` (upload to image) and `qemu-img compare` of the result with the raw file,
+then the volume attached over NBD (`os-initialize_connection`) compared with the raw file by
+`qemu-img compare` reading the export.
 """
 
 import argparse
@@ -11,6 +13,8 @@ import json
 import os
 import subprocess
 import tempfile
+import urllib.parse
+import urllib.request
 import uuid
 
 from clientlib import COMMAND_TIMEOUT_S, Result, check, clean_env, fail, main, poll, step, venv_bin
@@ -128,6 +132,29 @@ def scenario():
     run([osc, "image", "save", "--file", saved2, up_id])
     cmp = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", saved2, raw], capture_output=True, text=True)
     check(cmp.returncode == 0, f"qemu-img compare uploaded image vs source: {cmp.stdout}{cmp.stderr}")
+
+    step("attach over NBD (os-initialize_connection) and qemu-img compare the volume with the source")
+    token = oj("token", "issue").get("id")
+    check(token, "token issue printed no id")
+
+    def action(body):
+        req = urllib.request.Request(
+            f"{args.endpoint}/v3/{args.project}/volumes/{vol_id}/action", data=json.dumps(body).encode(),
+            headers={"X-Auth-Token": token, "Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=COMMAND_TIMEOUT_S) as r:
+            raw_body = r.read()
+        return json.loads(raw_body) if raw_body else {}
+
+    connector = {"host": "osc-images-test", "initiator": "cinderblock-client-test"}
+    info = action({"os-initialize_connection": {"connector": connector}}).get("connection_info", {})
+    check(info.get("driver_volume_type") == "nbd", f"connection_info: {info}")
+    d = info.get("data", {})
+    uri = f"nbd://{d.get('host')}:{d.get('port')}/{urllib.parse.quote(d.get('export_name', ''), safe='')}"
+    # The volume is 1 GiB, the source 32 MiB: without -s, compare accepts the rest being zeroes.
+    cmp = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", uri, raw], capture_output=True, text=True,
+                         timeout=COMMAND_TIMEOUT_S)
+    check(cmp.returncode == 0, f"qemu-img compare NBD export vs source: {cmp.stdout}{cmp.stderr}")
+    action({"os-terminate_connection": {"connector": connector}})
 
     step("cleanup")
     run([osc, "volume", "delete", vol_id])
