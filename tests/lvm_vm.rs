@@ -4,7 +4,8 @@
 //! binary), gives it a sparse disk image as its only disk, boots it under QEMU with software
 //! emulation (`-accel tcg -M pc`; KVM does not work here), and reads the serial console. Inside,
 //! `/init` runs this binary's `guest_lvm_suite`, which makes a VG and thin pool on `/dev/vda`
-//! and runs the driver conformance suite and the LVM-specific cases, printing one
+//! and runs the driver conformance suite, the LVM-specific cases and the daemon itself on an
+//! LVM pool driven over its API and NBD server (`daemon_on_lvm`), printing one
 //! `[vm] RESULT <case> ok|FAILED <reason>` line each and `VMTEST rc=N` at the end. Any guest
 //! failure, a missing result, or no `rc=0` fails the host test.
 //!
@@ -66,6 +67,7 @@ fn lvm_in_vm() {
         .arg(root.join("scripts/vm/build-initramfs.sh"))
         .arg(&exe)
         .arg(work.path())
+        .arg(env!("CARGO_BIN_EXE_cinderblock"))
         .stderr(Stdio::inherit())
         .output()
         .expect("run build-initramfs.sh");
@@ -140,7 +142,7 @@ fn lvm_in_vm() {
     assert!(booted, "the VM never booted (qemu {status})");
     let failed: Vec<&String> = results.iter().filter(|r| !r.contains(" ok")).collect();
     assert!(failed.is_empty(), "guest failures: {failed:#?}");
-    let want = conformance::CASES.len() + LVM_CASES.len();
+    let want = conformance::CASES.len() + LVM_CASES.len() + 1;
     assert_eq!(results.len(), want, "expected {want} results from the guest, got {results:#?}");
     assert_eq!(rc, Some(0), "the guest's test run did not end with rc=0");
     eprintln!("VM stage: {} cases ok in {:.1}s", results.len(), started.elapsed().as_secs_f64());
@@ -517,6 +519,302 @@ const LVM_CASES: &[(&str, LvmCase)] = &[
     ("lvm_interrupted_full_clone_cleaned", interrupted_full_clone_cleaned),
 ];
 
+// ---------------------------------------------------------------- the daemon in the VM
+
+/// The result line of [`daemon_on_lvm`].
+const DAEMON_CASE: &str = "daemon_on_lvm_pool";
+
+/// The daemon binary inside the VM (build-initramfs.sh puts it there) and qemu-io.
+const GUEST_DAEMON: &str = "/cinderblock";
+const GUEST_QEMU_IO: &str = "/usr/bin/qemu-io";
+
+/// One HTTP/1.1 exchange with `Connection: close` (the guest has no HTTP client crate at hand
+/// that needs no runtime; the daemon sends `Content-Length` on every body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<(u16, serde_json::Value), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         OpenStack-API-Version: volume 3.40\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| format!("{method} {path}: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("{method} {path}: reading: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).ok_or(format!("{method} {path}: no status: {text}"))?;
+    let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    Ok((status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null)))
+}
+
+/// The daemon, started on `dir/config.toml`; killed (SIGKILL) on drop.
+struct Daemon {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Result<Daemon, String> {
+        let mut cmd = Command::new(GUEST_DAEMON);
+        cmd.arg("serve").arg("--config").arg(dir.join("config.toml"));
+        // The daemon reads CINDERBLOCK_* as configuration: none of the guest's may reach it.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CINDERBLOCK_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().copied());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("daemon.log"))
+            .map_err(|e| e.to_string())?;
+        cmd.stdout(Stdio::piped()).stderr(log).stdin(Stdio::null());
+        let mut child = cmd.spawn().map_err(|e| format!("start the daemon: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("cinderblock listening on http://") {
+                    let _ = tx.send(a.split_whitespace().next().unwrap_or_default().to_string());
+                }
+            }
+        });
+        let mut d = Daemon { child, addr: String::new() };
+        d.addr = rx.recv_timeout(Duration::from_secs(120)).map_err(|_| {
+            let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+            format!(
+                "the daemon printed no listening line: {}",
+                log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+            )
+        })?;
+        Ok(d)
+    }
+
+    /// Wait (without a deadline of its own: the daemon SIGKILLs itself at a crash point) for
+    /// the process to end.
+    fn wait_killed(&mut self, within: Duration) -> Result<(), String> {
+        let end = Instant::now() + within;
+        loop {
+            if self.child.try_wait().map_err(|e| e.to_string())?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                return Err("the daemon did not stop at its crash point".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        want: u16,
+    ) -> Result<serde_json::Value, String> {
+        let (st, v) = http(&self.addr, method, path, body.as_ref())?;
+        if st != want {
+            return Err(format!("{method} {path}: {st} (want {want}): {v}"));
+        }
+        Ok(v)
+    }
+
+    /// Poll `path` until `.{key}.status` is `want` (an `error*` status fails at once).
+    fn wait_status(&self, path: &str, key: &str, want: &str) -> Result<(), String> {
+        let end = Instant::now() + Duration::from_secs(180);
+        loop {
+            let v = self.call("GET", path, None, 200)?;
+            let st = v[key]["status"].as_str().unwrap_or_default().to_string();
+            if st == want {
+                return Ok(());
+            }
+            if st.starts_with("error") || Instant::now() > end {
+                return Err(format!("{path}: status {st}, want {want}: {v}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `os-initialize_connection`: the NBD URI of the volume's new export.
+    fn attach(&self, p: &str, vol: &str) -> Result<String, String> {
+        let body = serde_json::json!({"os-initialize_connection": {"connector": {"host": "vm"}}});
+        let v = self.call("POST", &format!("/v3/{p}/volumes/{vol}/action"), Some(body), 200)?;
+        let d = &v["connection_info"]["data"];
+        let (host, port, name) = (d["host"].as_str(), d["port"].as_u64(), d["export_name"].as_str());
+        match (host, port, name) {
+            (Some(h), Some(port), Some(n)) => Ok(format!("nbd://{h}:{port}/{n}")),
+            _ => Err(format!("connection_info without an NBD address: {v}")),
+        }
+    }
+
+    fn detach(&self, p: &str, vol: &str) -> Result<(), String> {
+        let body = serde_json::json!({"os-terminate_connection": {"connector": {"host": "vm"}}});
+        self.call("POST", &format!("/v3/{p}/volumes/{vol}/action"), Some(body), 202).map(|_| ())
+    }
+}
+
+/// `qemu-io -f raw URI -c CMD`; a failed command or pattern check is an error.
+fn qemu_io(uri: &str, cmd: &str) -> Result<(), String> {
+    let out = Command::new(GUEST_QEMU_IO)
+        .args(["-f", "raw", uri, "-c", cmd])
+        .output()
+        .map_err(|e| format!("qemu-io: {e}"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() || text.contains("failed") || text.contains("error") {
+        return Err(format!("qemu-io {cmd:?} on {uri}: {}", text.trim()));
+    }
+    Ok(())
+}
+
+/// The daemon itself on an LVM pool, driven over its API with the data path over its NBD
+/// server (issue 12): create → attach → write with qemu-io → snapshot → write more → clone →
+/// revert to the first snapshot → read back by pattern; then a revert killed (SIGKILL) after
+/// its storage step and before its database step, finished by the restarted daemon.
+fn daemon_on_lvm() -> Outcome {
+    let dir = PathBuf::from("/tmp/cbd");
+    std::fs::create_dir_all(dir.join("files")).map_err(|e| e.to_string())?;
+    let config = format!(
+        r#"listen = "127.0.0.1:0"
+log = "info"
+[database]
+url = "sqlite://{db}"
+[exports]
+nbd_listen = "127.0.0.1:0"
+[images]
+pool = "files"
+[[pools]]
+name = "files"
+path = "{files}"
+volume_types = ["files"]
+[[pools]]
+name = "lvmd"
+driver = "lvm"
+volume_types = ["__DEFAULT__"]
+lvm = {{ vg = "{VG}", thin_pool = "{POOL}", devices = ["/dev/vda"], lvm_binary = "/sbin/lvm" }}
+"#,
+        db = dir.join("db.sqlite").display(),
+        files = dir.join("files").display(),
+    );
+    std::fs::write(dir.join("config.toml"), config).map_err(|e| e.to_string())?;
+    let p = "0123456789abcdef0123456789abcdef";
+    let d = Daemon::start(&dir, &[])?;
+    let vols = format!("/v3/{p}/volumes");
+    let snaps = format!("/v3/{p}/snapshots");
+    let v = d.call("POST", &vols, Some(serde_json::json!({"volume": {"size": 1, "name": "vm-vol"}})), 202)?;
+    let vol = v["volume"]["id"].as_str().ok_or("no volume id")?.to_string();
+    d.wait_status(&format!("{vols}/{vol}"), "volume", "available")?;
+    let shown = d.call("GET", &format!("{vols}/{vol}"), None, 200)?;
+    if !shown["volume"]["os-vol-host-attr:host"].as_str().is_some_and(|h| h.ends_with("#lvmd")) {
+        return Err(format!("the volume is not on the LVM pool: {shown}"));
+    }
+    if !Path::new(&format!("/dev/{VG}/cbv-{vol}")).exists() {
+        return Err(format!("no thin LV cbv-{vol}"));
+    }
+    let uri = d.attach(p, &vol)?;
+    qemu_io(&uri, "write -P 0xaa 0 4M")?;
+    qemu_io(&uri, "write -P 0xa1 512M 1M")?;
+    let snap = |name: &str| -> Result<String, String> {
+        let body = serde_json::json!({"snapshot": {"volume_id": vol, "name": name, "force": true}});
+        let s = d.call("POST", &snaps, Some(body), 202)?;
+        let id = s["snapshot"]["id"].as_str().ok_or("no snapshot id")?.to_string();
+        d.wait_status(&format!("{snaps}/{id}"), "snapshot", "available")?;
+        Ok(id)
+    };
+    let s1 = snap("first")?;
+    qemu_io(&uri, "write -P 0xbb 0 4M")?;
+    // A clone of the volume as it is now (0xbb), read over its own export.
+    let c = d.call("POST", &vols, Some(serde_json::json!({"volume": {"size": 1, "source_volid": vol}})), 202)?;
+    let clone = c["volume"]["id"].as_str().ok_or("no clone id")?.to_string();
+    d.wait_status(&format!("{vols}/{clone}"), "volume", "available")?;
+    let curi = d.attach(p, &clone)?;
+    qemu_io(&curi, "read -P 0xbb 0 4M")?;
+    qemu_io(&curi, "read -P 0xa1 512M 1M")?;
+    d.detach(p, &clone)?;
+    // Revert needs the volume unexported (a live export would keep the old data).
+    d.detach(p, &vol)?;
+    let revert = |d: &Daemon, s: &str| {
+        d.call("POST", &format!("{vols}/{vol}/action"), Some(serde_json::json!({"revert": {"snapshot_id": s}})), 202)
+    };
+    revert(&d, &s1)?;
+    d.wait_status(&format!("{vols}/{vol}"), "volume", "available")?;
+    let uri = d.attach(p, &vol)?;
+    qemu_io(&uri, "read -P 0xaa 0 4M")?;
+    qemu_io(&uri, "read -P 0xa1 512M 1M")?;
+    // The clone kept its own data through the revert.
+    let curi = d.attach(p, &clone)?;
+    qemu_io(&curi, "read -P 0xbb 0 4M")?;
+    d.detach(p, &clone)?;
+    // kill -9 during a revert: write 0xcc, snapshot it, revert to the first snapshot with the
+    // daemon set to SIGKILL itself once the storage step is done and before the database
+    // step; the restarted daemon runs the job again (every step is idempotent) and finishes.
+    qemu_io(&uri, "write -P 0xcc 0 4M")?;
+    let s2 = snap("second")?;
+    d.detach(p, &vol)?;
+    drop(d);
+    let mut d = Daemon::start(&dir, &[("CINDERBLOCK_JOBS__CRASH_AT", "rollbackSnapshot:after_storage")])?;
+    revert(&d, &s1)?;
+    d.wait_killed(Duration::from_secs(120))?;
+    drop(d);
+    let d = Daemon::start(&dir, &[])?;
+    d.wait_status(&format!("{vols}/{vol}"), "volume", "available")?;
+    let uri = d.attach(p, &vol)?;
+    qemu_io(&uri, "read -P 0xaa 0 4M")?;
+    qemu_io(&uri, "read -P 0xa1 512M 1M")?;
+    d.detach(p, &vol)?;
+    // And forward again, to the second snapshot, by the same daemon.
+    revert(&d, &s2)?;
+    d.wait_status(&format!("{vols}/{vol}"), "volume", "available")?;
+    let uri = d.attach(p, &vol)?;
+    qemu_io(&uri, "read -P 0xcc 0 4M")?;
+    d.detach(p, &vol)?;
+    // Clean up through the API: snapshots, clone, volume; no LV of ours is left.
+    for s in [&s1, &s2] {
+        d.call("DELETE", &format!("{snaps}/{s}"), None, 202)?;
+    }
+    for id in [&clone, &vol] {
+        let end = Instant::now() + Duration::from_secs(180);
+        loop {
+            let (st, body) = http(&d.addr, "DELETE", &format!("{vols}/{id}"), None)?;
+            if st == 202 {
+                break;
+            }
+            // Snapshot deletions still running: the volume is refused until they are gone.
+            if st != 400 || Instant::now() > end {
+                return Err(format!("DELETE volume {id}: {st} {body}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let end = Instant::now() + Duration::from_secs(180);
+    loop {
+        let lvs = sh("/sbin/lvm", &["lvs", "--noheadings", "-o", "lv_name,lv_tags", VG])?;
+        let ours: Vec<&str> = lvs.lines().filter(|l| l.contains("cinderblock_pool:lvmd")).collect();
+        if ours.is_empty() {
+            break;
+        }
+        if Instant::now() > end {
+            return Err(format!("LVs of the daemon's pool left after deleting everything: {ours:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
 fn report(name: &str, r: &Outcome, t: Instant) -> bool {
     let secs = t.elapsed().as_secs_f64();
     match r {
@@ -546,6 +844,8 @@ fn guest_lvm_suite() {
         let t = Instant::now();
         ok &= report(name, &case(&mut f), t);
     }
+    let t = Instant::now();
+    ok &= report(DAEMON_CASE, &daemon_on_lvm(), t);
     let left: Vec<_> = f.d.list_volumes().unwrap_or_default();
     println!("volumes left: {left:?}");
     println!("{}", sh("/sbin/lvm", &["lvs", "-a", VG]).unwrap_or_default());

@@ -7,12 +7,16 @@
 # configuration is never changed. Then build an initramfs carrying busybox, lvm, dmsetup,
 # pdata_tools, the dm/virtio modules in load order, and the test binary with its ldd libraries.
 #
-# Usage: build-initramfs.sh TEST_BINARY OUT_DIR
+# Usage: build-initramfs.sh TEST_BINARY OUT_DIR [DAEMON_BINARY]
 #        build-initramfs.sh --fetch        (scripts/test.sh: only fill the cache)
+# With DAEMON_BINARY, the initramfs also carries the daemon (/cinderblock) and the host's
+# qemu-io with their libraries, and /init brings up the loopback interface, so the guest can run
+# the daemon on an LVM pool and write and read its volumes over its NBD server.
 # Prints KEY=VALUE lines: KERNEL, INITRD, QEMU, QEMU_LIB (LD_LIBRARY_PATH), QEMU_DATA (-L dirs).
 set -euo pipefail
 BIN=$1
 OUT=${2:-}
+DAEMON=${3:-}
 CACHE=${CINDERBLOCK_VM_CACHE:-/var/tmp/cinderblock-vm}
 mkdir -p "$CACHE/gdebs" "$CACHE/debs" "$CACHE/apt/lists/partial" "$CACHE/apt/cache/archives/partial"
 [ "$BIN" = "--fetch" ] || mkdir -p "$OUT"
@@ -80,7 +84,7 @@ R=$OUT/rootfs
 rm -rf "$R"
 mkdir -p "$R"/{bin,sbin,usr/sbin,etc/lvm,proc,sys,dev,run/lock/lvm,tmp,lib/modules}
 cp "$G/bin/busybox" "$R/bin/busybox"
-for a in sh mount umount insmod cat ls mkdir poweroff sync sed echo dd cmp sha256sum head tr; do
+for a in sh mount umount insmod cat ls mkdir poweroff sync sed echo dd cmp sha256sum head tr ip; do
     ln -sf busybox "$R/bin/$a"
 done
 copy_with_libs() { # FILE DEST
@@ -100,6 +104,12 @@ for t in thin_check thin_repair thin_dump cache_check; do ln -sf pdata_tools "$R
 for t in pvcreate vgcreate lvcreate lvs vgs lvchange lvremove lvrename; do ln -sf lvm "$R/sbin/$t"; done
 strip --strip-debug -o "$OUT/t" "$BIN"
 copy_with_libs "$OUT/t" /t
+if [ -n "$DAEMON" ]; then
+    strip --strip-debug -o "$OUT/cinderblock" "$DAEMON"
+    copy_with_libs "$OUT/cinderblock" /cinderblock
+    mkdir -p "$R/usr/bin"
+    copy_with_libs "$(command -v qemu-io)" /usr/bin/qemu-io
+fi
 python3 - "$G/lib/modules/$KV" crc32c_generic dm_mod dm_thin_pool dm_snapshot virtio_pci virtio_blk >"$OUT/modorder" <<'EOF'
 import os, re, sys
 root = sys.argv[1]
@@ -136,6 +146,7 @@ cat >"$R/init" <<'EOF'
 export PATH=/sbin:/usr/sbin:/bin LVM_SUPPRESS_FD_WARNINGS=1 CINDERBLOCK_IN_VM=1 RUST_BACKTRACE=1 HOME=/tmp TMPDIR=/tmp
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
 for m in $(cat /lib/modules/order); do insmod /lib/modules/$m || echo "insmod $m failed"; done
+ip link set lo up 2>/dev/null || echo "no loopback interface"
 echo "VMTEST booted $(cut -d' ' -f1 /proc/uptime)s"
 ( /t --exact guest_lvm_suite --nocapture --test-threads=1; echo "VMTEST rc=$?" ) 2>&1 | sed 's/^/[vm] /'
 sync
