@@ -517,7 +517,111 @@ const LVM_CASES: &[(&str, LvmCase)] = &[
     ("lvm_oversubscription_refused", oversubscription_refused),
     ("lvm_high_water_mark_refuses", high_water_mark_refuses),
     ("lvm_interrupted_full_clone_cleaned", interrupted_full_clone_cleaned),
+    ("lvm_manage_and_unmanage", manage_and_unmanage),
 ];
+
+/// manage/unmanage (issue 10 B.10 on LVM): a foreign thin LV is listed as manageable and
+/// adopted by rename and tags (data kept, grown to the asked size), a thick LV and an LV of
+/// ours are refused, unmanage gives it back as `volume-<id>` untagged, both idempotent; a
+/// snapshot goes out as `snapshot-<id>` and comes back read-only with activation skip.
+fn manage_and_unmanage(f: &mut LvmFixture) -> Outcome {
+    use cinderblock::driver::ManagedKind;
+    let (id, id2, v, s) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    f.lvm("lvcreate", &["--type", "thin", "-V", "16m", "--thinpool", POOL, "-n", "legacy", "--yes", VG])?;
+    f.lvm("lvcreate", &["-L", "8m", "-n", "thick", "--yes", VG])?;
+    let r = (|| {
+        {
+            let dev = std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/dev/{VG}/legacy"))
+                .map_err(|e| format!("open legacy: {e}"))?;
+            std::os::unix::fs::FileExt::write_all_at(&dev, b"legacy data", 4096).map_err(|e| e.to_string())?;
+            dev.sync_all().map_err(|e| e.to_string())?;
+        }
+        let d = &f.d;
+        let list = d.list_manageable().map_err(|e| e.to_string())?;
+        let get = |n: &str| list.iter().find(|m| m.name == n).cloned();
+        let legacy = get("legacy").ok_or(format!("legacy not listed: {list:?}"))?;
+        if legacy.reason_not_safe.is_some() || legacy.size_bytes != 16 << 20 {
+            return Err(format!("legacy listed as {legacy:?}"));
+        }
+        if get("thick").and_then(|m| m.reason_not_safe).is_none() {
+            return Err(format!("a thick LV must be listed as not safe: {list:?}"));
+        }
+        if list.iter().any(|m| m.name == POOL || m.name.starts_with("cbv-")) {
+            return Err(format!("the thin pool or our own LVs listed as manageable: {list:?}"));
+        }
+        for bad in ["thick", "nonexistent", "../legacy", ".hidden"] {
+            if !matches!(d.manage_existing_get_size(bad), Err(DriverError::Invalid(_))) {
+                return Err(format!("manage of {bad:?} must be refused"));
+            }
+        }
+        if d.manage_existing_get_size("legacy").map_err(|e| e.to_string())? != 16 << 20 {
+            return Err("wrong size for legacy".into());
+        }
+        d.manage_existing(ManagedKind::Volume, id, "legacy", 32 << 20).map_err(|e| e.to_string())?;
+        d.manage_existing(ManagedKind::Volume, id, "legacy", 32 << 20).map_err(|e| format!("again: {e}"))?;
+        if conformance::read(d, id, 4096, 11)? != b"legacy data" || conformance::size(d, id)? != 32 << 20 {
+            return Err("the adopted volume lost its data or size".into());
+        }
+        if !d.list_volumes().map_err(|e| e.to_string())?.contains(&id) {
+            return Err("the adopted volume is not listed".into());
+        }
+        let rows = lvs(f)?;
+        let row = rows.iter().find(|r| r.lv_name == format!("cbv-{id}")).ok_or("no cbv- LV after manage")?;
+        if !row.has_tag("cinderblock") || !row.has_tag("cinderblock_pool:lvmtest") {
+            return Err(format!("adopted LV lacks our tags: {}", row.lv_tags));
+        }
+        // Our own LV cannot be managed a second time.
+        if !matches!(d.manage_existing_get_size(&format!("cbv-{id}")), Err(DriverError::Invalid(_))) {
+            return Err("an LV of ours must not be manageable".into());
+        }
+        d.unmanage(ManagedKind::Volume, id).map_err(|e| e.to_string())?;
+        d.unmanage(ManagedKind::Volume, id).map_err(|e| format!("unmanage again: {e}"))?;
+        let out = format!("volume-{id}");
+        let rows = lvs(f)?;
+        let row = rows.iter().find(|r| r.lv_name == out).ok_or(format!("no {out} after unmanage"))?;
+        if !row.lv_tags.is_empty() || d.list_volumes().map_err(|e| e.to_string())?.contains(&id) {
+            return Err(format!("unmanaged LV still ours: tags {:?}", row.lv_tags));
+        }
+        d.manage_existing(ManagedKind::Volume, id2, &out, 0).map_err(|e| e.to_string())?;
+        if conformance::read(d, id2, 4096, 11)? != b"legacy data" {
+            return Err("data lost across unmanage and manage".into());
+        }
+        d.delete_volume(id2).map_err(|e| e.to_string())?;
+        // A snapshot out and back in.
+        d.create_volume(v, 16 << 20).map_err(|e| e.to_string())?;
+        conformance::write(d, v, 0, b"snap")?;
+        d.create_snapshot(v, s).map_err(|e| e.to_string())?;
+        d.unmanage(ManagedKind::Snapshot, s).map_err(|e| e.to_string())?;
+        if d.list_snapshots().map_err(|e| e.to_string())?.contains(&s) {
+            return Err("an unmanaged snapshot is still listed".into());
+        }
+        d.manage_existing(ManagedKind::Snapshot, s, &format!("snapshot-{s}"), 0).map_err(|e| e.to_string())?;
+        let rows = lvs(f)?;
+        let row = rows.iter().find(|r| r.lv_name == format!("cbs-{s}")).ok_or("no cbs- LV after manage")?;
+        if !row.activation_skip() || row.lv_attr.as_bytes().get(1) != Some(&b'r') || !row.has_tag("cinderblock") {
+            return Err(format!("re-managed snapshot attr {} tags {}", row.lv_attr, row.lv_tags));
+        }
+        let p = d.snapshot_data_path(s).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4];
+        std::fs::File::open(&p)
+            .and_then(|file| std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0))
+            .map_err(|e| format!("read {}: {e}", p.display()))?;
+        if &buf != b"snap" {
+            return Err(format!("the re-managed snapshot reads {buf:?}"));
+        }
+        Ok(())
+    })();
+    let _ = f.d.delete_snapshot(s);
+    let _ = f.d.delete_volume(v);
+    let _ = f.d.delete_volume(id);
+    let _ = f.d.delete_volume(id2);
+    for n in ["legacy".to_string(), "thick".to_string(), format!("volume-{id}")] {
+        let _ = f.lvm("lvremove", &["-y", &format!("{VG}/{n}")]);
+    }
+    r
+}
 
 // ---------------------------------------------------------------- the daemon in the VM
 

@@ -2,8 +2,8 @@
 //! a snapshot the thin snapshot `cbs-<uuid>` (read-only, activation-skip set), a linked clone
 //! a writable thin snapshot of the source, a full clone a zero-skipping block copy into a new
 //! thin LV. Every LV we make carries the tags `cinderblock` and `cinderblock_pool:<pool>`;
-//! LVs without them are never changed or removed, and a name of ours held by a foreign LV is an
-//! error, not something to reuse.
+//! LVs without them are never changed or removed (except one an admin names for manage, see
+//! `manage.rs`), and a name of ours held by a foreign LV is an error, not something to reuse.
 //!
 //! Invariants (crash safety): a name encodes its state. `cbt-<uuid>` is a full copy under
 //! construction (renamed to `cbv-` when complete, removed at open), `cbf-<uuid>` the frozen
@@ -17,9 +17,11 @@
 //! when the pool's provisioned virtual size would pass `max_over_subscription_ratio` × its size.
 //!
 //! Layout: this file holds the driver value and opening; `volumes.rs` the `Driver` operations;
-//! `utils.rs` block copy and discard; `command.rs` the one place LVM runs.
+//! `manage.rs` adopting and letting go of LVs (manage/unmanage); `utils.rs` block copy and
+//! discard; `command.rs` the one place LVM runs.
 
 pub mod command;
+mod manage;
 mod utils;
 mod volumes;
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::command::{LvRow, VgGuard};
 use super::utils::{block_copy, discard, size_of};
 use super::{lv_name, LvmDriver, ASIDE, BUILD, FROZEN, SNAP, VOL};
-use crate::driver::{Capabilities, Capacity, CloneMode, Driver, DriverError};
+use crate::driver::{Capabilities, Capacity, CloneMode, Driver, DriverError, Manageable, ManagedKind};
 
 fn bytes(n: u64) -> String {
     format!("{n}b")
@@ -45,7 +45,7 @@ impl LvmDriver {
     }
 
     /// Grow `name` to at least `size` bytes.
-    fn grow(&self, g: &VgGuard<'_>, row: &LvRow, size: u64) -> Result<(), DriverError> {
+    pub(super) fn grow(&self, g: &VgGuard<'_>, row: &LvRow, size: u64) -> Result<(), DriverError> {
         if row.lv_size.unwrap_or(0) < size {
             self.lvm.run(g, "lvextend", &["-L", &bytes(size), &self.full(&row.lv_name)])?;
         }
@@ -171,6 +171,22 @@ impl Driver for LvmDriver {
     fn capabilities(&self) -> Capabilities {
         // Thin snapshots share blocks: clones and snapshots are O(1), like reflinks.
         Capabilities { reflink: true }
+    }
+
+    fn list_manageable(&self) -> Result<Vec<Manageable>, DriverError> {
+        self.lvm_list_manageable()
+    }
+
+    fn manage_existing_get_size(&self, name: &str) -> Result<u64, DriverError> {
+        self.lvm_manage_existing_get_size(name)
+    }
+
+    fn manage_existing(&self, kind: ManagedKind, id: Uuid, name: &str, size_bytes: u64) -> Result<(), DriverError> {
+        self.lvm_manage_existing(kind, id, name, size_bytes)
+    }
+
+    fn unmanage(&self, kind: ManagedKind, id: Uuid) -> Result<(), DriverError> {
+        self.lvm_unmanage(kind, id)
     }
 
     fn capacity(&self) -> Result<Capacity, DriverError> {
