@@ -483,13 +483,13 @@ async fn project_isolation_across_both_apis(backend: Backend) {
     f.alice.wait_job(a, &job_id).await;
     f.alice.wait_status(a, &va, "available").await;
 
-    // B names A's project in the URL: 403 Common.0018, in each API's format.
+    // B names A's project in the URL: Common.0018 (400 on EVS routes, as A.1 gives it; 403 on Cinder), in each API's format.
     f.bob.get(&format!("/v3/{a}/volumes/{va}")).await.expect_fault(403, "forbidden");
     f.bob.get(&format!("/v3/{a}/volumes/detail")).await.expect_fault(403, "forbidden");
-    f.bob.get(&format!("/v2/{a}/cloudvolumes/{da}")).await.expect_evs_error(403, "Common.0018");
-    f.bob.get(&format!("/v2/{a}/cloudvolumes/detail")).await.expect_evs_error(403, "Common.0018");
-    f.bob.delete(&format!("/v2/{a}/cloudvolumes/{da}")).await.expect_evs_error(403, "Common.0018");
-    f.bob.get(&format!("/v1/{a}/jobs/{job_id}")).await.expect_evs_error(403, "Common.0018");
+    f.bob.get(&format!("/v2/{a}/cloudvolumes/{da}")).await.expect_evs_error(400, "Common.0018");
+    f.bob.get(&format!("/v2/{a}/cloudvolumes/detail")).await.expect_evs_error(400, "Common.0018");
+    f.bob.delete(&format!("/v2/{a}/cloudvolumes/{da}")).await.expect_evs_error(400, "Common.0018");
+    f.bob.get(&format!("/v1/{a}/jobs/{job_id}")).await.expect_evs_error(400, "Common.0018");
     f.bob.delete(&format!("/v3/{a}/volumes/{va}")).await.expect_fault(403, "forbidden");
 
     // B in its own project cannot see, change, snapshot or attach A's disks: 404.
@@ -868,13 +868,13 @@ async fn aksk_signatures_pass_and_fail_with_the_right_codes(backend: Backend) {
         .await
         .expect_evs_error(401, "Common.0013");
     signed(&api, Method::GET, &list, &ak, &sk, a, "2024-01-01", None, None).await.expect_evs_error(401, "Common.0013");
-    // X-Project-Id not one of the owner's projects, or not the URL's: 403 Common.0018.
+    // X-Project-Id not one of the owner's projects, or not the URL's: Common.0018 (400 on EVS, A.1).
     signed(&api, Method::GET, &format!("/v2/{b}/cloudvolumes/detail"), &ak, &sk, b, &now, None, None)
         .await
-        .expect_evs_error(403, "Common.0018");
+        .expect_evs_error(400, "Common.0018");
     signed(&api, Method::GET, &format!("/v2/{b}/cloudvolumes/detail"), &ak, &sk, a, &now, None, None)
         .await
-        .expect_evs_error(403, "Common.0018");
+        .expect_evs_error(400, "Common.0018");
     signed(&api, Method::GET, &format!("/v3/{b}/volumes"), &ak, &sk, a, &now, None, None)
         .await
         .expect_fault(403, "forbidden");

@@ -26,6 +26,8 @@ pub struct SnapshotFilter {
     pub status: Option<String>,
     /// Snapshots of this volume.
     pub volume_id: Option<String>,
+    /// evs: snapshots whose volume is in this availability zone (reference 7.3.5).
+    pub availability_zone: Option<String>,
 }
 
 /// Columns a snapshot list can be sorted by (the snapshot columns Cinder accepts).
@@ -143,6 +145,11 @@ fn push_filter(sql: &mut Sql, f: &SnapshotFilter) {
     }
     if let Some(v) = &f.volume_id {
         sql.push(" AND s.volume_id = ").bind(Arg::Text(v.clone()));
+    }
+    if let Some(az) = &f.availability_zone {
+        sql.push(" AND EXISTS (SELECT 1 FROM volumes sv WHERE sv.id = s.volume_id AND sv.availability_zone = ")
+            .bind(Arg::Text(az.clone()))
+            .push(")");
     }
 }
 

@@ -127,7 +127,19 @@ pub(super) async fn volume_action(
     body: Bytes,
 ) -> Res {
     let c = caller(&svc, &headers, &p)?;
-    let (action, args) = actions::split_action(&body)?;
+    // evs: the SDK's `ResizeVolumeRequestBody` sends `bssParam` beside `os-extend` (billing
+    // only; see `body.rs`): checked, then the one action is what remains.
+    let mut whole = crate::api::common::parse_json(&body)?;
+    let bss = whole.as_object_mut().and_then(|o| o.remove("bssParam"));
+    if let Some(b) = &bss {
+        super::body::check_bss_resize(b)?;
+    }
+    let rest = if bss.is_some() {
+        serde_json::to_vec(&whole).map_err(|e| Error::internal(e.to_string()))?
+    } else {
+        body.to_vec()
+    };
+    let (action, args) = actions::split_action(&rest)?;
     match action.as_str() {
         "os-extend" => {
             let job_id = svc.extend_volume(&c, &id, actions::new_size_truncated(&args)?, true).await?;
