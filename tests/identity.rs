@@ -362,6 +362,9 @@ async fn keystone_discovery_and_token_issue_with_catalog(backend: Backend) {
     assert_eq!(url_of("volumev3"), format!("{base}/v3/{}", f.a));
     assert_eq!(url_of("volumev2"), format!("{base}/v2/{}", f.a));
     assert_eq!(url_of("evs"), format!("{base}/v2/{}", f.a));
+    // The legacy huaweicloud-sdk-python's service types (issue 11 A 9).
+    assert_eq!(url_of("evsv2.1"), format!("{base}/v2.1/{}", f.a));
+    assert_eq!(url_of("volume"), format!("{base}/v2/{}", f.a));
     assert_eq!(url_of("identity"), format!("{base}/identity"));
     // The token works on the catalog's URL; tokens are stored hashed.
     let alice = Client { api: api.clone(), token: token.clone() };
