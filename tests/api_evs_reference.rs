@@ -379,6 +379,17 @@ async fn view_fields_have_the_reference_types(b: Backend) {
         assert!(x.get("iops").is_none() && x.get("throughput").is_none(), "{what}: none asked for: {x}");
         assert_eq!(x["id"], id.as_str());
     }
+    // The reference's v2 Cinder views (7.1.5, 7.1.6) carry them too; v3 stays Cinder's.
+    let shown = api.get(&format!("/v2/{p}/volumes/{id}")).await.expect(200).body["volume"].clone();
+    let listed = api.volumes(&format!("/v2/{p}/volumes/detail")).await;
+    for (what, x) in [("v2 show", &shown), ("v2 detail", &listed[0])] {
+        assert_eq!(x["shareable"], "true", "{what}: {x}");
+        assert!(x.get("storage_cluster_id").is_some_and(Value::is_null), "{what}: {x}");
+        assert!(x.get("os-volume-replication:extended_status").is_some_and(Value::is_null), "{what}: {x}");
+        assert!(x["volume_image_metadata"].is_object(), "{what}: {x}");
+    }
+    let v3 = api.get(&format!("/v3/{p}/volumes/{id}")).await.expect(200).body["volume"].clone();
+    assert!(v3.get("shareable").is_none() && v3.get("storage_cluster_id").is_none(), "v3 is Cinder's: {v3}");
 }
 
 async fn extend_accepts_bss_param(b: Backend) {

@@ -8,6 +8,8 @@
 //! - `openstack_cli.py`: the `openstack` CLI with `--os-auth-type none`;
 //! - `cinder_cli.py`: the `cinder` CLI with `--os-auth-type noauth`;
 //! - `huawei_sdk.py`: the `huaweicloudsdkevs` SDK (batch create, job, filtered lists, delete).
+//! - `huawei_sdk_reference.py`: the same SDK on every create field, the new filters, resize with
+//!   bssParam, tags, zones, types, quotas, transfers and versions (issue 11 A).
 //! - `openstack_identity_admin.py`: `auth.mode = keystone`, an admin manages users and roles with
 //!   `openstack user …`, `openstack role …` and `openstack role assignment list`;
 //! - `openstack_password.py` / `huawei_sdk_aksk.py`: `auth.mode = keystone`, accounts made with
@@ -273,6 +275,11 @@ fn cinder_cli_volume_lifecycle() {
 #[test]
 fn huawei_evs_sdk_batch_create_list_show_delete() {
     run_scenario("evs-sdk", "huawei_sdk.py");
+}
+
+#[test]
+fn huawei_evs_sdk_reference_fields_transfers_versions() {
+    run_scenario("evs-sdk-reference", "huawei_sdk_reference.py");
 }
 
 #[test]
