@@ -357,6 +357,35 @@ async fn snapshot_lists_filter_by_zone(b: Backend) {
         let there = api.get(&format!("{list}?availability_zone=elsewhere")).await.expect(200).body;
         assert_eq!(there["snapshots"], json!([]), "{list}: {there}");
     }
+    // The SDK's ListSnapshotsRequest filters on cloudsnapshots: repeated id, service_type,
+    // enterprise_project_id and the dedicated storage of the snapshot's disk.
+    let ep = uuid::Uuid::new_v4().to_string();
+    let mut placed = body(json!({"enterprise_project_id": ep}));
+    placed["OS-SCH-HNT:scheduler_hints"] = json!({"dedicated_storage_id": "default"});
+    let w = s(&evs_create_body(&api, &p, placed).await, "id");
+    let snap2 = snapshot_of(&api, &p, &w).await;
+    let ids_of = |b: &Value| -> Vec<String> {
+        let mut v: Vec<String> = b["snapshots"].as_array().expect("snapshots").iter().map(|x| s(x, "id")).collect();
+        v.sort();
+        v
+    };
+    let d = format!("/v2/{p}/cloudsnapshots/detail");
+    let mut both = vec![snap.clone(), snap2.clone()];
+    both.sort();
+    for (query, want) in [
+        (format!("id={snap}&id={snap2}"), both.clone()),
+        (format!("id={snap2}"), vec![snap2.clone()]),
+        ("service_type=DSS".to_string(), vec![]),
+        ("service_type=EVS".to_string(), both.clone()),
+        (format!("enterprise_project_id={ep}"), vec![snap2.clone()]),
+        ("enterprise_project_id=0".to_string(), vec![snap.clone()]),
+        ("enterprise_project_id=all_granted_eps".to_string(), both.clone()),
+        ("dedicated_storage_id=default".to_string(), vec![snap2.clone()]),
+        ("dedicated_storage_name=faul".to_string(), vec![snap2.clone()]),
+    ] {
+        let r = api.get(&format!("{d}?{query}")).await.expect(200).body;
+        assert_eq!(ids_of(&r), want, "{query}: {r}");
+    }
 }
 
 async fn view_fields_have_the_reference_types(b: Backend) {

@@ -335,6 +335,11 @@ async fn keystone_discovery_and_token_issue_with_catalog(backend: Backend) {
     assert_eq!(r.body["version"]["id"], "v3.14");
     assert_eq!(r.body["version"]["media-types"][0]["type"], "application/vnd.openstack.identity-v3+json");
     assert_eq!(r.body["version"]["status"], "stable");
+    // Volume version discovery needs no token, v1 included (reference 5.1, 5.2).
+    for path in ["/", "/v1", "/v2", "/v3"] {
+        let r = api.get(path).await;
+        assert!(matches!(r.status, 200 | 300), "{path} without a token: {} {}", r.status, r.text);
+    }
 
     // Password, user and project by name.
     let r = api.post("/identity/v3/auth/tokens", password_body("alice", PASSWORD, "proj-a")).await.expect(201);

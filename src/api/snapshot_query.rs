@@ -60,6 +60,8 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListSnap
         volume_id: query_get(q, "volume_id").map(str::to_string),
         // evs: the zone of the snapshot's disk (reference 7.3.5, the SDK's ListSnapshotsRequest).
         availability_zone: query_get(q, "availability_zone").map(str::to_string),
+        // evs: set by the EVS snapshot list only (`api/evs/snapshots.rs`).
+        ..Default::default()
     };
     let marker = query_get(q, "marker").map(str::to_string);
     Ok((ListSnapshots { filter, sort_key, sort_dir, limit: Some(limit + 1), offset, marker }, limit))
