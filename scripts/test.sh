@@ -16,6 +16,7 @@
 # Environment:
 #   CARGO_TARGET_DIR              build dir (default /var/tmp/cinderblock-target)
 #   CINDERBLOCK_CLIENT_VENV       client venv (created when missing)
+#   CINDERBLOCK_LEGACY_HWSDK_VENV legacy Huawei SDK venv, Python 3.9 (created when missing)
 #   CINDERBLOCK_REQUIRE_CLIENTS   1 (default): real-client tests fail instead of skipping;
 #                                 0: a venv that cannot be installed only skips them
 #   CINDERBLOCK_REQUIRE_PRIVILEGED=1  privileged tests fail instead of skipping (CI sets it)
@@ -228,6 +229,64 @@ if ! install_client_venv; then
     fi
     warn "client venv unavailable: real-client tests will be skipped"
     unset CINDERBLOCK_CLIENT_VENV
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Legacy Huawei SDK venv (huaweicloud-sdk-python): Python 3.9, which it needs. Built once and
+# re-installed only when tests/clients/requirements-legacy-hwsdk.txt changes. Without a Python
+# 3.9 interpreter on the machine the legacy test is skipped with a printed reason.
+export CINDERBLOCK_LEGACY_HWSDK_VENV=${CINDERBLOCK_LEGACY_HWSDK_VENV:-/var/tmp/cinderblock-venv-legacy-hwsdk}
+LEGACY_REQUIREMENTS="$ROOT/tests/clients/requirements-legacy-hwsdk.txt"
+python39() {
+    local p
+    for p in "$(command -v python3.9 || true)" "${PYENV_ROOT:-/root/.pyenv}"/versions/3.9*/bin/python3.9; do
+        if [ -n "$p" ] && [ -x "$p" ] && "$p" -c 'import venv' >/dev/null 2>&1; then
+            printf '%s' "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+install_legacy_venv() {
+    local venv=$CINDERBLOCK_LEGACY_HWSDK_VENV python marker attempt
+    python=$(python39) || return 2
+    marker="$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])') $(sha256sum "$LEGACY_REQUIREMENTS" | cut -d' ' -f1)"
+    mkdir -p "$(dirname "$venv")"
+    exec 7>"$venv.lock"
+    flock 7
+    if [ "$(cat "$venv/.cinderblock-requirements" 2>/dev/null)" = "$marker" ] &&
+        "$venv/bin/python" -c 'from openstack import connection' >/dev/null 2>&1; then
+        log "legacy Huawei SDK venv $venv is up to date"
+        exec 7>&-
+        return 0
+    fi
+    log "installing the legacy Huawei SDK into $venv with $python"
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    for attempt in 1 2 3; do
+        if "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --retries 5 \
+            -r "$LEGACY_REQUIREMENTS" && "$venv/bin/python" -c 'from openstack import connection'; then
+            printf '%s' "$marker" >"$venv/.cinderblock-requirements"
+            exec 7>&-
+            return 0
+        fi
+        warn "pip install of the legacy Huawei SDK failed (attempt $attempt of 3)"
+        sleep $((attempt * 5))
+    done
+    exec 7>&-
+    return 1
+}
+legacy_rc=0
+install_legacy_venv || legacy_rc=$?
+if [ "$legacy_rc" -eq 2 ]; then
+    warn "no Python 3.9 interpreter: the legacy huaweicloud-sdk-python test will be skipped"
+    unset CINDERBLOCK_LEGACY_HWSDK_VENV
+elif [ "$legacy_rc" -ne 0 ]; then
+    if [ "$CINDERBLOCK_REQUIRE_CLIENTS" = "1" ]; then
+        die "could not install the legacy Huawei SDK into $CINDERBLOCK_LEGACY_HWSDK_VENV (set CINDERBLOCK_REQUIRE_CLIENTS=0 to skip it)"
+    fi
+    warn "legacy Huawei SDK venv unavailable: its test will be skipped"
+    unset CINDERBLOCK_LEGACY_HWSDK_VENV
 fi
 
 # ---------------------------------------------------------------------------------------------

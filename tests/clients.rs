@@ -8,6 +8,8 @@
 //! - `openstack_cli.py`: the `openstack` CLI with `--os-auth-type none`;
 //! - `cinder_cli.py`: the `cinder` CLI with `--os-auth-type noauth`;
 //! - `huawei_sdk.py`: the `huaweicloudsdkevs` SDK (batch create, job, filtered lists, delete).
+//! - `huawei_sdk_reference.py`: the same SDK on every create field, the new filters, resize with
+//!   bssParam, tags, zones, types, quotas, transfers and versions (issue 11 A).
 //! - `openstack_identity_admin.py`: `auth.mode = keystone`, an admin manages users and roles with
 //!   `openstack user …`, `openstack role …` and `openstack role assignment list`;
 //! - `openstack_password.py` / `huawei_sdk_aksk.py`: `auth.mode = keystone`, accounts made with
@@ -17,6 +19,10 @@
 //!   `image create --file` (a qcow2 with holes made with qemu-img), `image show/list/set/save`,
 //!   `volume create --image`, `image create --volume`, `qemu-img compare` of the result, and the
 //!   volume attached over NBD compared with the source by `qemu-img compare` on the export.
+//!
+//! - `huawei_legacy_sdk.py`: the legacy `huaweicloud-sdk-python` (Python 3.9, its own venv named by
+//!   `CINDERBLOCK_LEGACY_HWSDK_VENV`), password auth through the catalog: create, list, resize and
+//!   versions.
 //!
 //! Without `CINDERBLOCK_CLIENT_VENV` the tests print why and pass, unless
 //! `CINDERBLOCK_REQUIRE_CLIENTS=1` (set by `scripts/test.sh`), which turns the skip into a failure.
@@ -273,6 +279,11 @@ fn huawei_evs_sdk_batch_create_list_show_delete() {
 }
 
 #[test]
+fn huawei_evs_sdk_reference_fields_transfers_versions() {
+    run_scenario("evs-sdk-reference", "huawei_sdk_reference.py");
+}
+
+#[test]
 fn huawei_evs_sdk_snapshot_rollback_list_resize() {
     run_scenario("evs-sdk-snap", "huawei_sdk_snapshots.py");
 }
@@ -403,4 +414,44 @@ fn openstack_cli_images_and_volumes_from_images() {
     .flat_map(|(k, v)| [k.to_string(), v.to_string()])
     .collect();
     run_script(&venv, &daemon, "openstack_images.py", &args);
+}
+
+/// The legacy SDK's own venv (`CINDERBLOCK_LEGACY_HWSDK_VENV`, made by `scripts/test.sh` with
+/// Python 3.9), or None when the test should be skipped. Unset means the machine has no Python
+/// 3.9 (`scripts/test.sh` says so): a printed skip. Set but without a Python is a failure under
+/// `CINDERBLOCK_REQUIRE_CLIENTS=1`.
+fn legacy_venv() -> Option<PathBuf> {
+    let required = std::env::var("CINDERBLOCK_REQUIRE_CLIENTS").map(|v| v == "1").unwrap_or(false);
+    let Some(venv) = std::env::var_os("CINDERBLOCK_LEGACY_HWSDK_VENV").filter(|v| !v.is_empty()).map(PathBuf::from)
+    else {
+        eprintln!(
+            "SKIP: CINDERBLOCK_LEGACY_HWSDK_VENV is not set (no Python 3.9?): legacy huaweicloud-sdk-python test"
+        );
+        return None;
+    };
+    if venv.join("bin/python").exists() {
+        return Some(venv);
+    }
+    if required {
+        panic!("CINDERBLOCK_LEGACY_HWSDK_VENV={} has no bin/python: run ./scripts/test.sh", venv.display());
+    }
+    eprintln!("SKIP: CINDERBLOCK_LEGACY_HWSDK_VENV={} has no bin/python", venv.display());
+    None
+}
+
+#[test]
+fn huawei_legacy_sdk_password_create_list_resize_versions() {
+    let Some(venv) = legacy_venv() else { return };
+    let password = "legacy sdk pass";
+    let (daemon, demo, _) = keystone_daemon("legacy-hwsdk", password);
+    let args: Vec<String> = [
+        ("--project", demo.as_str()),
+        ("--project-name", "demo"),
+        ("--username", "demo-user"),
+        ("--password", password),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect();
+    run_script(&venv, &daemon, "huawei_legacy_sdk.py", &args);
 }

@@ -335,6 +335,11 @@ async fn keystone_discovery_and_token_issue_with_catalog(backend: Backend) {
     assert_eq!(r.body["version"]["id"], "v3.14");
     assert_eq!(r.body["version"]["media-types"][0]["type"], "application/vnd.openstack.identity-v3+json");
     assert_eq!(r.body["version"]["status"], "stable");
+    // Volume version discovery needs no token, v1 included (reference 5.1, 5.2).
+    for path in ["/", "/v1", "/v2", "/v3"] {
+        let r = api.get(path).await;
+        assert!(matches!(r.status, 200 | 300), "{path} without a token: {} {}", r.status, r.text);
+    }
 
     // Password, user and project by name.
     let r = api.post("/identity/v3/auth/tokens", password_body("alice", PASSWORD, "proj-a")).await.expect(201);
@@ -362,6 +367,9 @@ async fn keystone_discovery_and_token_issue_with_catalog(backend: Backend) {
     assert_eq!(url_of("volumev3"), format!("{base}/v3/{}", f.a));
     assert_eq!(url_of("volumev2"), format!("{base}/v2/{}", f.a));
     assert_eq!(url_of("evs"), format!("{base}/v2/{}", f.a));
+    // The legacy huaweicloud-sdk-python's service types (issue 11 A 9).
+    assert_eq!(url_of("evsv2.1"), format!("{base}/v2.1/{}", f.a));
+    assert_eq!(url_of("volume"), format!("{base}/v2/{}", f.a));
     assert_eq!(url_of("identity"), format!("{base}/identity"));
     // The token works on the catalog's URL; tokens are stored hashed.
     let alice = Client { api: api.clone(), token: token.clone() };
@@ -483,13 +491,13 @@ async fn project_isolation_across_both_apis(backend: Backend) {
     f.alice.wait_job(a, &job_id).await;
     f.alice.wait_status(a, &va, "available").await;
 
-    // B names A's project in the URL: 403 Common.0018, in each API's format.
+    // B names A's project in the URL: Common.0018 (400 on EVS routes, as A.1 gives it; 403 on Cinder), in each API's format.
     f.bob.get(&format!("/v3/{a}/volumes/{va}")).await.expect_fault(403, "forbidden");
     f.bob.get(&format!("/v3/{a}/volumes/detail")).await.expect_fault(403, "forbidden");
-    f.bob.get(&format!("/v2/{a}/cloudvolumes/{da}")).await.expect_evs_error(403, "Common.0018");
-    f.bob.get(&format!("/v2/{a}/cloudvolumes/detail")).await.expect_evs_error(403, "Common.0018");
-    f.bob.delete(&format!("/v2/{a}/cloudvolumes/{da}")).await.expect_evs_error(403, "Common.0018");
-    f.bob.get(&format!("/v1/{a}/jobs/{job_id}")).await.expect_evs_error(403, "Common.0018");
+    f.bob.get(&format!("/v2/{a}/cloudvolumes/{da}")).await.expect_evs_error(400, "Common.0018");
+    f.bob.get(&format!("/v2/{a}/cloudvolumes/detail")).await.expect_evs_error(400, "Common.0018");
+    f.bob.delete(&format!("/v2/{a}/cloudvolumes/{da}")).await.expect_evs_error(400, "Common.0018");
+    f.bob.get(&format!("/v1/{a}/jobs/{job_id}")).await.expect_evs_error(400, "Common.0018");
     f.bob.delete(&format!("/v3/{a}/volumes/{va}")).await.expect_fault(403, "forbidden");
 
     // B in its own project cannot see, change, snapshot or attach A's disks: 404.
@@ -868,13 +876,13 @@ async fn aksk_signatures_pass_and_fail_with_the_right_codes(backend: Backend) {
         .await
         .expect_evs_error(401, "Common.0013");
     signed(&api, Method::GET, &list, &ak, &sk, a, "2024-01-01", None, None).await.expect_evs_error(401, "Common.0013");
-    // X-Project-Id not one of the owner's projects, or not the URL's: 403 Common.0018.
+    // X-Project-Id not one of the owner's projects, or not the URL's: Common.0018 (400 on EVS, A.1).
     signed(&api, Method::GET, &format!("/v2/{b}/cloudvolumes/detail"), &ak, &sk, b, &now, None, None)
         .await
-        .expect_evs_error(403, "Common.0018");
+        .expect_evs_error(400, "Common.0018");
     signed(&api, Method::GET, &format!("/v2/{b}/cloudvolumes/detail"), &ak, &sk, a, &now, None, None)
         .await
-        .expect_evs_error(403, "Common.0018");
+        .expect_evs_error(400, "Common.0018");
     signed(&api, Method::GET, &format!("/v3/{b}/volumes"), &ak, &sk, a, &now, None, None)
         .await
         .expect_fault(403, "forbidden");

@@ -2,12 +2,12 @@
 //!
 //! One middleware runs after routing (so the matched route pattern is known) and before every
 //! handler:
-//! 1. version discovery (`/`, `/v2`, `/v3`) and the identity API (`/identity…`, which checks its
+//! 1. version discovery (`/`, `/v1`, `/v2`, `/v3`) and the identity API (`/identity…`, which checks its
 //!    own tokens) pass untouched;
 //! 2. the caller is established from an `Authorization: SDK-HMAC-SHA256 …` signature (verified
 //!    over the raw body bytes) or an `X-Auth-Token` we issued; neither is 401 `EVS.5401`;
-//! 3. the project in the URL must be the caller's unless the caller is admin (403
-//!    `Common.0018`);
+//! 3. the project in the URL must be the caller's unless the caller is admin (`Common.0018`:
+//!    400 on EVS routes as appendix A.1 gives it, 403 on Cinder's);
 //! 4. after routing, the route's own guard ([`super::guard`]: each route names its policy action
 //!    where it is registered) checks the action against the caller's role (403 `EVS.5403`),
 //!    before the handler changes anything; an unknown path is 404 and a wrong method 405.
@@ -68,7 +68,7 @@ fn project_mismatch_error() -> Error {
 
 /// Paths that need no caller.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/" | "/v2" | "/v2/" | "/v3" | "/v3/" | "/healthz" | "/readyz")
+    matches!(path, "/" | "/v1" | "/v1/" | "/v2" | "/v2/" | "/v3" | "/v3/" | "/healthz" | "/readyz")
         || path == "/identity"
         || path.starts_with("/identity/")
         || super::image::is_public(path)

@@ -1,5 +1,5 @@
 //! Snapshot list parameters shared by the Cinder and EVS snapshot lists: `marker`/`limit`/
-//! `offset`, `name`, `status`, `volume_id`, `id`, `all_tenants`, `sort_key`/`sort_dir` (or `sort=key:dir`).
+//! `offset`, `name`, `status`, `volume_id`, `availability_zone`, `id`, `all_tenants`, `sort_key`/`sort_dir` (or `sort=key:dir`).
 
 use super::common::{bad_query, query_get};
 use crate::error::Result;
@@ -58,6 +58,10 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListSnap
         name: query_get(q, "name").or_else(|| query_get(q, "display_name")).map(str::to_string),
         status: query_get(q, "status").map(str::to_string),
         volume_id: query_get(q, "volume_id").map(str::to_string),
+        // evs: the zone of the snapshot's disk (reference 7.3.5, the SDK's ListSnapshotsRequest).
+        availability_zone: query_get(q, "availability_zone").map(str::to_string),
+        // evs: set by the EVS snapshot list only (`api/evs/snapshots.rs`).
+        ..Default::default()
     };
     let marker = query_get(q, "marker").map(str::to_string);
     Ok((ListSnapshots { filter, sort_key, sort_dir, limit: Some(limit + 1), offset, marker }, limit))

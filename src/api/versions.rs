@@ -1,5 +1,6 @@
-//! Version discovery (no auth, as in Cinder): `GET /` answers 300 with every version,
-//! `GET /v3`, `/v3/`, `/v2`, `/v2/` answer 200 with one.
+//! Version discovery (no auth, as in Cinder): `GET /` answers 300 with every version (v3, v2
+//! and v1, as the EVS reference's 5.1 lists them), `GET /v3`, `/v2`, `/v1` (with or without the
+//! slash) answer 200 with one (5.2).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -19,12 +20,16 @@ pub(super) fn routes() -> Router<Services> {
         .route("/v3/", get(v3))
         .route("/v2", get(v2))
         .route("/v2/", get(v2))
+        .route("/v1", get(v1))
+        .route("/v1/", get(v1))
 }
 
 fn entry(base: &str, major: u8) -> Value {
     let (status, version, min_version, updated) = match major {
         3 => ("CURRENT", format!("3.{MAX_MINOR}"), "3.0".to_string(), "2023-08-31T00:00:00Z"),
-        _ => ("DEPRECATED", String::new(), String::new(), "2017-02-25T12:00:00Z"),
+        // evs: 5.1 shows v2 and v1 as SUPPORTED (still served: v2 in full, v1 the show and
+        // the jobs of 8.1, 8.2), with no microversions.
+        _ => ("SUPPORTED", String::new(), String::new(), "2014-06-28T12:20:21Z"),
     };
     json!({
         "id": format!("v{major}.0"),
@@ -44,7 +49,8 @@ fn entry(base: &str, major: u8) -> Value {
 
 async fn all_versions(State(svc): State<Services>, headers: HeaderMap) -> Response {
     let base = base_url(&svc, &headers);
-    (StatusCode::MULTIPLE_CHOICES, Json(json!({"versions": [entry(&base, 3), entry(&base, 2)]}))).into_response()
+    (StatusCode::MULTIPLE_CHOICES, Json(json!({"versions": [entry(&base, 3), entry(&base, 2), entry(&base, 1)]})))
+        .into_response()
 }
 
 async fn v3(State(svc): State<Services>, headers: HeaderMap) -> Json<Value> {
@@ -53,4 +59,8 @@ async fn v3(State(svc): State<Services>, headers: HeaderMap) -> Json<Value> {
 
 async fn v2(State(svc): State<Services>, headers: HeaderMap) -> Json<Value> {
     Json(json!({"versions": [entry(&base_url(&svc, &headers), 2)]}))
+}
+
+async fn v1(State(svc): State<Services>, headers: HeaderMap) -> Json<Value> {
+    Json(json!({"versions": [entry(&base_url(&svc, &headers), 1)]}))
 }

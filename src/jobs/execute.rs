@@ -210,13 +210,20 @@ async fn create_volume(svc: &Services, job: &Job) -> Result<()> {
     match step {
         Ok(()) => {
             let from = [VolumeStatus::Creating, VolumeStatus::Downloading];
-            tx.cas_volume_status(&vid, &from, VolumeStatus::Available, &now).await?;
+            // evs: a disk created for a `server_id` already has its attachment record.
+            let attached = !tx.volume_attachments(&vid).await?.is_empty();
+            let to = if attached { VolumeStatus::InUse } else { VolumeStatus::Available };
+            tx.cas_volume_status(&vid, &from, to, &now).await?;
             tx.finish_job(&job.id, JobStatus::Success, None, None, &now).await?;
         }
         Err(e) => {
             log_failure(job, &e);
             let from = [VolumeStatus::Creating, VolumeStatus::Downloading];
             tx.cas_volume_status(&vid, &from, VolumeStatus::Error, &now).await?;
+            // evs: a disk that never came into being is attached to nothing.
+            for a in tx.volume_attachments(&vid).await? {
+                tx.delete_attachment(&a.id).await?;
+            }
             record_message(
                 &mut tx,
                 job,

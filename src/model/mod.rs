@@ -40,7 +40,7 @@ pub use message::{Message, MessageAction, MessageDetail};
 pub use service::{ServiceRecord, SCHEDULER_BINARY, VOLUME_BINARY};
 pub use snapshot::{Snapshot, SnapshotStatus};
 pub use status::VolumeStatus;
-pub use volume::{NewVolume, Pool, Volume, VolumeType};
+pub use volume::{metadata_encrypted, NewVolume, Pool, Volume, VolumeEvs, VolumeType};
 
 /// Bytes in one GiB: volume sizes are whole GiB on both APIs.
 pub const GIB: u64 = 1 << 30;

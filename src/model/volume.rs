@@ -57,6 +57,28 @@ pub struct Volume {
     pub migration_status: Option<String>,
     /// images: Cinder's `volume_image_metadata` (the image it was made from; empty when none).
     pub image_metadata: BTreeMap<String, String>,
+    /// evs: the EVS fields given at create (enterprise project, dedicated storage, IOPS).
+    pub evs: VolumeEvs,
+}
+
+/// evs: whether metadata asks for an encrypted disk (`__system__encrypted = "1"`, which
+/// `__system__cmkid` requires; reference 6.1.1).
+pub fn metadata_encrypted(m: &BTreeMap<String, String>) -> bool {
+    m.get("__system__encrypted").is_some_and(|v| v == "1")
+}
+
+/// evs: what an EVS create stored beside the Cinder fields (reference 6.1.1 and the SDK's
+/// `CreateVolumeOption`); all `None` for volumes made through Cinder.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeEvs {
+    /// `enterprise_project_id`; `None` is the default enterprise project, shown as `"0"`.
+    pub enterprise_project_id: Option<String>,
+    /// The pool an `OS-SCH-HNT:scheduler_hints.dedicated_storage_id` named.
+    pub dedicated_storage_id: Option<String>,
+    /// `iops`: the volume's own total IOPS limit (beside its type's QoS).
+    pub qos_iops: Option<i64>,
+    /// `throughput` in MiB/s: the volume's own total bandwidth limit.
+    pub qos_throughput: Option<i64>,
 }
 
 /// What a create request asks for, after validation.

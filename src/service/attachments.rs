@@ -186,7 +186,7 @@ impl Services {
             Ok(true) => {
                 // qos: the new export gets its type's back-end limits before the caller has
                 // its name.
-                if let Err(e) = self.apply_qos_to(&a, &v.volume_type_id).await {
+                if let Err(e) = self.apply_qos_to(&a, v).await {
                     tracing::warn!(attachment = %a.id, error = %e.message, "could not apply QoS limits");
                 }
                 let mut info = exported.info;

@@ -657,6 +657,7 @@ impl Services {
                 group_id: Some(g.id.clone()),
                 migration_status: None,
                 image_metadata: BTreeMap::new(),
+                evs: Default::default(),
             })
             .collect();
         // Pool capacity per pool, read before the transaction (see `project_limits`).

@@ -161,6 +161,7 @@ impl Services {
                 availability_zone,
                 bootable: req.bootable,
             }),
+            evs: Default::default(),
         };
         let created = self.create_volumes(caller, create).await?;
         created.volumes.into_iter().next().ok_or_else(|| Error::internal("manage created no volume"))

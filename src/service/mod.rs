@@ -61,7 +61,8 @@ pub use tags::{validate_tag_query, TagChange, TaggedPage, TaggedResource, MAX_MA
 pub use transfers::{CreateTransfer, CreatedTransfer};
 pub use types::TypeChange;
 pub use volumes::{
-    CreateVolume, CreatedVolumes, UpdateVolume, VolumeSource, CINDER_MAX_SIZE_GB, MAX_BATCH, MAX_SIZE_GB,
+    CreateVolume, CreatedVolumes, EvsCreate, UpdateVolume, VolumeSource, CINDER_MAX_SIZE_GB, MAX_BATCH, MAX_SIZE_GB,
+    MAX_SYSTEM_DISK_GB,
 };
 
 /// Who is calling, as established by the API layer.

@@ -73,6 +73,24 @@ fn take_consumer(specs: &mut BTreeMap<String, Option<String>>) -> Result<Option<
     }
 }
 
+/// evs: tighten a type's limits by a volume's own `iops` (total IOPS) and `throughput`
+/// (MiB/s of total bandwidth), each with a one-second burst.
+pub(super) fn with_volume_limits(mut l: QosLimits, evs: &crate::model::VolumeEvs) -> QosLimits {
+    fn tighter(cur: Option<(f64, f64)>, rate: f64) -> Option<(f64, f64)> {
+        match cur {
+            Some((r, b)) if r <= rate => Some((r, b)),
+            _ => Some((rate, rate)),
+        }
+    }
+    if let Some(i) = evs.qos_iops {
+        l.total_iops = tighter(l.total_iops, i as f64);
+    }
+    if let Some(t) = evs.qos_throughput {
+        l.total_bytes = tighter(l.total_bytes, t as f64 * 1024.0 * 1024.0);
+    }
+    l
+}
+
 impl Services {
     fn qos_admin(&self, caller: &Caller) -> Result<()> {
         if caller.is_admin {
@@ -235,12 +253,13 @@ impl Services {
         Ok(Some(q.specs.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()))
     }
 
-    /// qos: set the limits of attachment `a`'s NBD export (if it has one) from its volume's type.
-    pub(super) async fn apply_qos_to(&self, a: &crate::model::Attachment, volume_type_id: &str) -> Result<()> {
+    /// qos: set the limits of attachment `a`'s NBD export (if it has one) from its volume's type
+    /// and the volume's own EVS `iops`/`throughput` (the tighter of the two wins).
+    pub(super) async fn apply_qos_to(&self, a: &crate::model::Attachment, v: &crate::model::Volume) -> Result<()> {
         let (Some(exports), Some(digest)) = (self.exports.as_deref(), super::ExportManager::nbd_digest(a)) else {
             return Ok(());
         };
-        let limits = self.backend_qos_of_type(volume_type_id).await?;
+        let limits = with_volume_limits(self.backend_qos_of_type(&v.volume_type_id).await?, &v.evs);
         exports.set_qos(&digest, limits);
         Ok(())
     }
@@ -251,7 +270,7 @@ impl Services {
         let result = async {
             for a in self.db.exported_attachments().await? {
                 if let Some(v) = self.db.get_volume(None, &a.volume_id).await? {
-                    self.apply_qos_to(&a, &v.volume_type_id).await?;
+                    self.apply_qos_to(&a, &v).await?;
                 }
             }
             Ok::<(), Error>(())
@@ -260,5 +279,21 @@ impl Services {
         if let Err(e) = result {
             tracing::warn!(error = %e.message, "could not apply QoS limits to the live exports");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_limits_tighten_the_type_limits() {
+        let evs = crate::model::VolumeEvs { qos_iops: Some(500), qos_throughput: Some(10), ..Default::default() };
+        let none = with_volume_limits(QosLimits::default(), &evs);
+        assert_eq!(none.total_iops, Some((500.0, 500.0)));
+        assert_eq!(none.total_bytes, Some((10.0 * 1048576.0, 10.0 * 1048576.0)));
+        let typed = QosLimits { total_iops: Some((100.0, 200.0)), ..Default::default() };
+        assert_eq!(with_volume_limits(typed, &evs).total_iops, Some((100.0, 200.0)));
+        assert!(with_volume_limits(QosLimits::default(), &Default::default()).is_unlimited());
     }
 }

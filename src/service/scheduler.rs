@@ -205,6 +205,38 @@ impl Services {
         }
         Ok(Placement { pool: first, fits: false })
     }
+
+    /// evs: place on the pool an `OS-SCH-HNT:scheduler_hints.dedicated_storage_id` names. The
+    /// pool must exist, be in `az`, be one the type may use and accept new volumes; otherwise
+    /// the create is refused (never placed elsewhere).
+    pub(super) async fn place_on(&self, az: &str, vtype: &VolumeType, name: &str) -> Result<Placement<'_>> {
+        let Some(pool) = self.pools.get(name) else {
+            return Err(Error::invalid(
+                "EVS.5400",
+                format!("Invalid dedicated_storage_id: no storage pool {name:?} exists."),
+            ));
+        };
+        if pool.config.availability_zone != az {
+            return Err(Error::invalid(
+                "EVS.2053",
+                format!(
+                    "The az information from request is invalid: pool {name} is in availability zone {}, not {az}.",
+                    pool.config.availability_zone
+                ),
+            ));
+        }
+        if vtype.backends().is_some_and(|b| !b.contains(&name)) {
+            return Err(Error::invalid(
+                "EVS.2071",
+                format!("Invalid input received: pool {name} does not serve volume type [{}]", vtype.name),
+            ));
+        }
+        if self.unschedulable_pools().await?.contains(name) {
+            return Err(Error::invalid("EVS.2071", format!("Pool {name} is disabled or frozen.")));
+        }
+        let fits = self.pool_fits(name, vtype).await?;
+        Ok(Placement { pool, fits })
+    }
 }
 
 #[cfg(test)]

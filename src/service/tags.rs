@@ -95,6 +95,17 @@ fn validate_pairs(tags: &[(String, String)]) -> Result<()> {
     Ok(())
 }
 
+/// evs: tags given at create (`tags` of `CreateVolumeOption`): the key and value rules of 6.3
+/// and at most [`MAX_TAGS`].
+pub(super) fn validate_new_tags(tags: &BTreeMap<String, String>) -> Result<()> {
+    let pairs: Vec<(String, String)> = tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    validate_pairs(&pairs)?;
+    if tags.len() > MAX_TAGS {
+        return Err(bad(format!("Too many tags: a disk may have at most {MAX_TAGS}, {} given.", tags.len())));
+    }
+    Ok(())
+}
+
 /// A change to one resource's tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TagChange {
@@ -112,10 +123,10 @@ pub enum TagChange {
 /// A resource found by a tag query.
 #[derive(Debug, Clone)]
 pub enum TaggedResource {
-    /// A volume (tags included).
-    Volume(Volume),
-    /// A snapshot (tags included).
-    Snapshot(Snapshot),
+    /// A volume (tags included; boxed: pages hold many).
+    Volume(Box<Volume>),
+    /// A snapshot (tags included; boxed like a volume).
+    Snapshot(Box<Snapshot>),
 }
 
 /// One page of a tag query.
@@ -296,7 +307,7 @@ impl Services {
                         with_count: false,
                     })
                     .await?;
-                page.volumes.into_iter().map(TaggedResource::Volume).collect()
+                page.volumes.into_iter().map(|v| TaggedResource::Volume(Box::new(v))).collect()
             }
             TagResource::Snapshots => self
                 .db
@@ -314,7 +325,7 @@ impl Services {
                 })
                 .await?
                 .into_iter()
-                .map(TaggedResource::Snapshot)
+                .map(|s| TaggedResource::Snapshot(Box::new(s)))
                 .collect(),
         };
         Ok(TaggedPage { resources, total })

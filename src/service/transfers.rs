@@ -28,6 +28,8 @@ pub struct CreateTransfer {
     /// Move the volume without its snapshots (3.55); `None` on the legacy API, where a volume
     /// with snapshots cannot be transferred.
     pub no_snapshots: Option<bool>,
+    /// evs: refuse a system (bootable) disk, as the EVS reference's 7.4.1 does.
+    pub refuse_bootable: bool,
 }
 
 /// A created transfer and its key (shown once).
@@ -65,6 +67,12 @@ impl Services {
         }
         if !v.attachments.is_empty() {
             return Err(Error::invalid_status("EVS.5400", format!("Invalid volume: volume {} is attached.", v.id)));
+        }
+        if req.refuse_bootable && v.bootable {
+            return Err(Error::invalid(
+                "EVS.5400",
+                format!("Invalid volume: volume {} is a system (bootable) disk, which cannot be transferred.", v.id),
+            ));
         }
         let snapshots = self
             .list_snapshots(&ListSnapshots {

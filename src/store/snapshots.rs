@@ -26,6 +26,14 @@ pub struct SnapshotFilter {
     pub status: Option<String>,
     /// Snapshots of this volume.
     pub volume_id: Option<String>,
+    /// evs: snapshots whose volume is in this availability zone (reference 7.3.5).
+    pub availability_zone: Option<String>,
+    /// evs: snapshots whose volume is in this enterprise project (`"0"`: the default one).
+    pub enterprise_project_id: Option<String>,
+    /// evs: snapshots whose volume was placed on exactly this pool by a hint.
+    pub dedicated_storage_id: Option<String>,
+    /// evs: snapshots whose volume was placed by a hint on a pool whose name contains this.
+    pub dedicated_storage_name: Option<String>,
 }
 
 /// Columns a snapshot list can be sorted by (the snapshot columns Cinder accepts).
@@ -143,6 +151,28 @@ fn push_filter(sql: &mut Sql, f: &SnapshotFilter) {
     }
     if let Some(v) = &f.volume_id {
         sql.push(" AND s.volume_id = ").bind(Arg::Text(v.clone()));
+    }
+    if let Some(az) = &f.availability_zone {
+        sql.push(" AND EXISTS (SELECT 1 FROM volumes sv WHERE sv.id = s.volume_id AND sv.availability_zone = ")
+            .bind(Arg::Text(az.clone()))
+            .push(")");
+    }
+    if let Some(e) = &f.enterprise_project_id {
+        sql.push(" AND EXISTS (SELECT 1 FROM volumes sv WHERE sv.id = s.volume_id AND COALESCE(sv.enterprise_project_id, '0') = ")
+            .bind(Arg::Text(e.clone()))
+            .push(")");
+    }
+    if let Some(d) = &f.dedicated_storage_id {
+        sql.push(" AND EXISTS (SELECT 1 FROM volumes sv WHERE sv.id = s.volume_id AND sv.dedicated_storage_id = ")
+            .bind(Arg::Text(d.clone()))
+            .push(")");
+    }
+    if let Some(d) = &f.dedicated_storage_name {
+        // A substring match; the caller's own pattern characters are escaped.
+        let pat = d.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        sql.push(" AND EXISTS (SELECT 1 FROM volumes sv WHERE sv.id = s.volume_id AND sv.dedicated_storage_id LIKE ")
+            .bind(Arg::Text(format!("%{pat}%")))
+            .push(" ESCAPE '\\')");
     }
 }
 

@@ -13,6 +13,7 @@ use crate::model::{Volume, VolumeStatus};
 const VOLUME_COLUMNS: &str = "v.id, v.project_id, v.user_id, v.name, v.description, v.size_gb, \
      v.status, v.availability_zone, v.volume_type_id, t.name AS type_name, v.pool, v.bootable, \
      v.multiattach, v.readonly, v.snapshot_id, v.source_volid, v.created_at, v.updated_at, v.group_id, v.migration_status, \
+     v.enterprise_project_id, v.dedicated_storage_id, v.qos_iops, v.qos_throughput, \
      (SELECT COUNT(*) FROM volume_metadata m WHERE m.volume_id = v.id) AS n_meta, \
      (SELECT COUNT(*) FROM tags g WHERE g.resource_type = 'volumes' AND g.resource_id = v.id) AS n_tags, \
      (SELECT COUNT(*) FROM attachments a WHERE a.volume_id = v.id) AS n_att, \
@@ -40,6 +41,16 @@ pub struct VolumeFilter {
     pub volume_type_id: Option<String>,
     /// groups: members of this generic volume group (Cinder 3.10 `group_id`).
     pub group_id: Option<String>,
+    /// evs: attached (an attachment record of any status) to this server (`server_id`).
+    pub server_id: Option<String>,
+    /// evs: in this enterprise project (`"0"` also matches volumes stored without one).
+    pub enterprise_project_id: Option<String>,
+    /// evs: none of these pairs is in the metadata (`not_metadata`).
+    pub not_metadata: Vec<(String, String)>,
+    /// evs: placed by a `dedicated_storage_id` hint on exactly this pool.
+    pub dedicated_storage_id: Option<String>,
+    /// evs: placed by a hint on a pool whose name contains this (`dedicated_storage_name`).
+    pub dedicated_storage_name: Option<String>,
 }
 
 /// Columns a list can be sorted by.
@@ -168,6 +179,12 @@ fn volume_from_row(row: &AnyRow) -> Result<Volume> {
         group_id: opt_text(row, "group_id")?,
         migration_status: opt_text(row, "migration_status")?,
         image_metadata: BTreeMap::new(),
+        evs: crate::model::VolumeEvs {
+            enterprise_project_id: opt_text(row, "enterprise_project_id")?,
+            dedicated_storage_id: opt_text(row, "dedicated_storage_id")?,
+            qos_iops: row.try_get::<Option<i64>, _>("qos_iops")?,
+            qos_throughput: row.try_get::<Option<i64>, _>("qos_throughput")?,
+        },
     })
 }
 
@@ -232,6 +249,33 @@ fn push_filter(sql: &mut Sql, f: &VolumeFilter) {
     if let Some(t) = &f.volume_type_id {
         sql.push(" AND v.volume_type_id = ").bind(Arg::Text(t.clone()));
     }
+    if let Some(s) = &f.server_id {
+        sql.push(" AND EXISTS (SELECT 1 FROM attachments a WHERE a.volume_id = v.id AND a.instance_uuid = ")
+            .bind(Arg::Text(s.clone()))
+            .push(")");
+    }
+    if let Some(e) = &f.enterprise_project_id {
+        if e == "0" {
+            sql.push(" AND COALESCE(v.enterprise_project_id, '0') = '0'");
+        } else {
+            sql.push(" AND v.enterprise_project_id = ").bind(Arg::Text(e.clone()));
+        }
+    }
+    if let Some(d) = &f.dedicated_storage_id {
+        sql.push(" AND v.dedicated_storage_id = ").bind(Arg::Text(d.clone()));
+    }
+    if let Some(d) = &f.dedicated_storage_name {
+        // A substring ("fuzzy") match; the caller's own pattern characters are escaped.
+        let pat = d.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        sql.push(" AND v.dedicated_storage_id LIKE ").bind(Arg::Text(format!("%{pat}%"))).push(" ESCAPE '\\'");
+    }
+    for (k, val) in &f.not_metadata {
+        sql.push(" AND NOT EXISTS (SELECT 1 FROM volume_metadata m WHERE m.volume_id = v.id AND m.key = ")
+            .bind(Arg::Text(k.clone()))
+            .push(" AND m.value = ")
+            .bind(Arg::Text(val.clone()))
+            .push(")");
+    }
     for (k, val) in &f.metadata {
         sql.push(" AND EXISTS (SELECT 1 FROM volume_metadata m WHERE m.volume_id = v.id AND m.key = ")
             .bind(Arg::Text(k.clone()))
@@ -266,6 +310,11 @@ impl Db {
     async fn fill_side_rows(&self, volumes: &mut [Volume], side: SideRows) -> Result<()> {
         if side.metadata {
             self.fill_metadata(volumes).await?;
+            // evs: `__system__encrypted = 1` (reference 6.1.1) marks the disk encrypted in every
+            // view, as a type with an encryption record does.
+            for v in volumes.iter_mut() {
+                v.encrypted |= crate::model::metadata_encrypted(&v.metadata);
+            }
         }
         if side.tags {
             self.fill_volume_tags(volumes).await?;
@@ -375,8 +424,9 @@ impl WriteTx<'_> {
         sqlx::query(
             "INSERT INTO volumes (id, project_id, user_id, name, description, size_gb, status, \
              availability_zone, volume_type_id, pool, bootable, multiattach, readonly, \
-             snapshot_id, source_volid, created_at, updated_at, group_id) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)",
+             snapshot_id, source_volid, created_at, updated_at, group_id, \
+             enterprise_project_id, dedicated_storage_id, qos_iops, qos_throughput) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)",
         )
         .bind(&v.id)
         .bind(&v.project_id)
@@ -396,6 +446,10 @@ impl WriteTx<'_> {
         .bind(&v.created_at)
         .bind(v.updated_at.as_deref())
         .bind(v.group_id.as_deref())
+        .bind(v.evs.enterprise_project_id.as_deref())
+        .bind(v.evs.dedicated_storage_id.as_deref())
+        .bind(v.evs.qos_iops)
+        .bind(v.evs.qos_throughput)
         .execute(self.conn())
         .await?;
         self.replace_volume_metadata(&v.id, &v.metadata).await

@@ -2,7 +2,7 @@
 AK/SK credential made by `cinderblock admin credential create`, against cinderblock in
 `auth.mode = keystone`. Signed requests pass (create, job, list, show, delete); a wrong SK or an
 unknown AK is refused with 401 EVS.5401, a project the credential's owner has no role in with
-403 Common.0018 — as the SDK reports them (`ClientRequestException.error_code`).
+400 Common.0018 — as the SDK reports them (`ClientRequestException.error_code`).
 """
 
 import argparse
@@ -90,7 +90,7 @@ def scenario():
     step("an unknown AK is refused with EVS.5401")
     refused("unknown AK", client("UNKNOWNAK00000000000", args.sk, args.project), 401, "EVS.5401")
     step("a project of someone else is refused with Common.0018")
-    refused("other project", client(args.ak, args.sk, args.other_project), 403, "Common.0018")
+    refused("other project", client(args.ak, args.sk, args.other_project), 400, "Common.0018")
 
     step(f"DeleteVolume {vol_id} (signed)")
     deleted = call("DeleteVolume", good.delete_volume, DeleteVolumeRequest(volume_id=vol_id))

@@ -35,6 +35,10 @@ pub(super) async fn availability_zones(State(svc): State<Services>, Path(p): Pat
 }
 
 /// The extensions a Cinder of this level reports; clients probe a few aliases.
+///
+/// evs: every alias of the reference's list (7.1.16) that we serve is here; the two we do not
+/// serve are left out: `backups` (no backup service) and `os-volume-encryption-metadata` (no
+/// `volumes/{id}/encryption`: volumes are not encrypted by this service).
 const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("os-availability-zone", "AvailabilityZones", "Describe Availability Zones."),
     ("os-extended-snapshot-attributes", "ExtendedSnapshotAttributes", "Extended SnapshotAttributes support."),
@@ -59,6 +63,16 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("os-snapshot-manage", "SnapshotManage", "Allows existing backend storage to be 'managed' by Cinder."),
     ("os-volume-unmanage", "VolumeUnmanage", "Enable volume unmanage operation."),
     ("os-snapshot-unmanage", "SnapshotUnmanage", "Enable volume unmanage operation."),
+    // evs: the rest of the reference's list (7.1.16) that is served.
+    ("OS-SCH-HNT", "SchedulerHints", "Pass arbitrary key/value pairs to the scheduler."),
+    ("os-types-extra-specs", "TypesExtraSpecs", "Type extra specs support."),
+    ("os-snapshot-actions", "SnapshotActions", "Enable snapshot manager actions."),
+    ("os-used-limits", "UsedLimits", "Provide data on limited resources that are being used."),
+    ("encryption", "VolumeTypeEncryption", "Encryption support for volume types."),
+    ("os-image-create", "CreateVolumeExtension", "Allow creating a volume from an image in the Create Volume v1 API."),
+    ("os-vol-image-meta", "VolumeImageMetadata", "Show image metadata associated with the volume."),
+    ("os-quota-class-sets", "QuotaClasses", "Quota classes management support."),
+    ("os-admin-actions", "AdminActions", "Enable admin actions."),
 ];
 
 pub(super) async fn extensions(State(svc): State<Services>, Path(p): Path<String>, headers: HeaderMap) -> Res {

@@ -89,6 +89,17 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListVolu
         volume_type_id: None,
         // groups: the caller drops it below 3.10 (`VOLUME_LIST_GROUP`).
         group_id: query_get(q, "group_id").map(str::to_string),
+        // evs: the EVS filters the reference's clients send to this list too.
+        server_id: query_get(q, "server_id").map(str::to_string),
+        enterprise_project_id: query_get(q, "enterprise_project_id")
+            .filter(|e| *e != "all_granted_eps")
+            .map(str::to_string),
+        not_metadata: match query_get(q, "not_metadata") {
+            None => Vec::new(),
+            Some(m) => parse_metadata_filter(m).ok_or_else(|| bad(format!("Invalid not_metadata filter: {m}")))?,
+        },
+        dedicated_storage_id: None,
+        dedicated_storage_name: None,
     };
     let with_count = query_get(q, "with_count").and_then(parse_bool).unwrap_or(false);
     let req = ListVolumes {

@@ -77,9 +77,15 @@ pub(super) async fn create(
         .ok_or_else(|| Error::invalid("EVS.1002", "Invalid input: 'volume_id' is required"))?;
     let no_snapshots =
         if is_new_api(&uri) { Some(opt_bool(&o, "no_snapshots", "EVS.5400")?.unwrap_or(false)) } else { None };
-    let created = svc
-        .create_transfer(&c, CreateTransfer { volume_id, name: opt_string(&o, "name", "EVS.1003")?, no_snapshots })
-        .await?;
+    // evs: the reference's v2 transfer (7.4.1) requires a name and refuses system disks;
+    // Cinder's v3 APIs keep Cinder's rules (name optional, bootable volumes allowed).
+    let reference = uri.path().starts_with("/v2/");
+    let name = opt_string(&o, "name", "EVS.1003")?;
+    if reference && name.as_deref().is_none_or(|n| n.trim().is_empty()) {
+        return Err(Error::invalid("EVS.1003", "Invalid input: 'name' is required (reference 7.4.1).").into());
+    }
+    let created =
+        svc.create_transfer(&c, CreateTransfer { volume_id, name, no_snapshots, refuse_bootable: reference }).await?;
     let base = base_url(&svc, &headers);
     let mut t = view(&base, &uri, version, &created.transfer, true);
     t["auth_key"] = json!(created.auth_key);

@@ -128,6 +128,16 @@ pub fn volume_detail(ctx: &ViewCtx, v: &Volume, call: Call) -> Value {
             put("os-vol-mig-status-attr:name_id", Value::Null);
         }
     }
+    // evs: the reference's v2 volume views (7.1.1, 7.1.3-7.1.6) carry fields Cinder has not;
+    // Cinder's v3 views keep Cinder's fields only.
+    if ctx.api == "v2" {
+        put("shareable", json!(if v.multiattach { "true" } else { "false" }));
+        put("storage_cluster_id", Value::Null);
+        if call == Call::Read {
+            put("os-volume-replication:extended_status", Value::Null);
+            put("volume_image_metadata", json!(v.image_metadata));
+        }
+    }
     if ctx.version.at_least(13) {
         put("group_id", json!(v.group_id));
     }

@@ -56,10 +56,16 @@ pub(super) async fn create(
         volume_type: opt_string(&o, "volume_type", "EVS.1020")?,
         metadata: opt_string_map(&o, "metadata", "EVS.1005")?.unwrap_or_default(),
         multiattach: opt_bool(&o, "multiattach", "EVS.1054")?.unwrap_or(false),
-        count: 1,
+        // evs: `count` makes that many disks, as EVS's 7.1.1 says; the reply shows the first.
+        count: opt_strict_int(&o, "count", "EVS.1021")?.unwrap_or(1),
         source: VolumeSource {
             snapshot_id: opt_string(&o, "snapshot_id", "EVS.2045")?,
-            source_volid: opt_string(&o, "source_volid", "EVS.1002")?,
+            // evs: 7.1.1 names the clone source `source_volume_id`; Cinder `source_volid`.
+            source_volid: opt_string(&o, "source_volid", "EVS.1002")?.or(opt_string(
+                &o,
+                "source_volume_id",
+                "EVS.1002",
+            )?),
             image_ref: opt_string(&o, "imageRef", "EVS.2046")?,
             backup_id: opt_string(&o, "backup_id", "EVS.1006")?,
         },
@@ -68,7 +74,28 @@ pub(super) async fn create(
         // groups: `group_id` joins a generic volume group from 3.13.
         group_id: if version.at_least(13) { opt_string(&o, "group_id", "EVS.5400")? } else { None },
         manage: None,
+        evs: Default::default(),
     };
+    // evs: a replica source (7.1.1 `source_replica`) needs volume replication, which this
+    // service has not: refused rather than making an empty disk.
+    if opt_string(&o, "source_replica", "EVS.1002")?.is_some() {
+        return Err(Error::invalid(
+            "EVS.5400",
+            "Invalid input received: source_replica (cloning a replicated volume) is not supported; \
+             use source_volid to clone a volume.",
+        )
+        .into());
+    }
+    if o.contains_key("source_volid") && o.contains_key("source_volume_id") {
+        let (a, b) = (opt_string(&o, "source_volid", "EVS.1002")?, opt_string(&o, "source_volume_id", "EVS.1002")?);
+        if a.is_some() && b.is_some() && a != b {
+            return Err(Error::invalid(
+                "EVS.1016",
+                "Invalid input received: source_volid and source_volume_id differ.",
+            )
+            .into());
+        }
+    }
     if req.size_gb.is_none() && req.source == VolumeSource::default() {
         return Err(Error::invalid("EVS.1010", "Invalid input received: size is required for an empty volume").into());
     }
@@ -89,6 +116,11 @@ async fn list(
 ) -> Res {
     let caller = caller(svc, headers, p)?;
     let q = parse_query(uri.query())?;
+    // evs: the reference's v2 list (7.1.4, 7.1.5) takes limit 1 to 1000; Cinder's v3 answers
+    // an empty page for 0.
+    if api_of(uri.path()) == "v2" && query_get(&q, "limit").is_some_and(|l| l.trim() == "0") {
+        return Err(Error::invalid("EVS.1023", "invalid filter limit! limit must be 1 to 1000.").into());
+    }
     let (mut req, limit) = list_request(&caller, &q)?;
     req.with_count = req.with_count && version.at_least(45);
     // groups: Cinder filters by group_id from 3.10 and ignores it before.

@@ -99,7 +99,18 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListVolu
         Some("") => return Err(bad_query("EVS.1041", "invalid filter availability-zone!")),
         other => other.map(str::to_string),
     };
+    let not_metadata = match query_get(q, "not_metadata") {
+        None => Vec::new(),
+        Some(m) => parse_metadata_filter(m).ok_or_else(|| bad_query("EVS.1058", "invalid not_metadata filter!"))?,
+    };
+    // `all_granted_eps` asks for every enterprise project the caller may see: all of them.
+    let enterprise_project_id = query_get(q, "enterprise_project_id").filter(|e| *e != "all_granted_eps");
     let mut filter = VolumeFilter {
+        server_id: query_get(q, "server_id").map(str::to_string),
+        enterprise_project_id: enterprise_project_id.map(str::to_string),
+        not_metadata,
+        dedicated_storage_id: query_get(q, "dedicated_storage_id").map(str::to_string),
+        dedicated_storage_name: query_get(q, "dedicated_storage_name").map(str::to_string),
         project_id: Some(caller.project_id.clone()),
         ids,
         name: query_get(q, "name").map(str::to_string),
@@ -110,12 +121,8 @@ pub fn list_request(caller: &Caller, q: &[(String, String)]) -> Result<(ListVolu
         volume_type_id: query_get(q, "volume_type_id").map(str::to_string),
         group_id: None,
     };
-    // Filters on things this node has none of (other service types, servers, dedicated
-    // storage) match nothing rather than being silently ignored.
-    let service_type_other = query_get(q, "service_type").is_some_and(|s| s != "EVS");
-    let server = query_get(q, "server_id").is_some();
-    let dedicated = query_get(q, "dedicated_storage_id").is_some() || query_get(q, "dedicated_storage_name").is_some();
-    if service_type_other || server || dedicated {
+    // Every disk here is an EVS disk: another service type matches nothing.
+    if query_get(q, "service_type").is_some_and(|s| s != "EVS") {
         filter.ids = Some(Vec::new());
     }
     Ok((ListVolumes { filter, sort_key, sort_dir, limit: Some(limit + 1), offset, marker, with_count: true }, limit))

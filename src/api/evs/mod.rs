@@ -1,6 +1,7 @@
 //! Huawei Cloud EVS API: `cloudvolumes`, `os-vendor-volumes` and jobs, served at the root of
 //! host:port (the SDK drops path prefixes). Errors are `{"error": {"code": "EVS.XXXX", "message"}}`.
 
+mod body;
 mod client_token;
 mod jobs;
 mod list_query;
@@ -80,6 +81,10 @@ impl From<Error> for EvsError {
 /// The HTTP status for an error on an EVS route: the reference's table (A.1) gives most codes a
 /// 400; the `EVS.5xxx` family carries its status in its number.
 fn status_of(e: &Error) -> StatusCode {
+    // A.1 gives the project-mismatch code a 400, whatever the kind behind it.
+    if e.code == Some("Common.0018") {
+        return StatusCode::BAD_REQUEST;
+    }
     match e.kind {
         ErrorKind::Internal => return StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::Unavailable => return StatusCode::SERVICE_UNAVAILABLE,

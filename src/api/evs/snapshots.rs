@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use super::EvsError;
 use crate::api::cinder::snapshots::{parse_create, parse_update};
 use crate::api::cinder::{actions, views_shared};
-use crate::api::common::{base_url, caller, next_link, opt_string, parse_json, parse_query, take_object};
+use crate::api::common::{base_url, caller, next_link, opt_string, parse_json, parse_query, query_get, take_object};
 use crate::api::snapshot_query::list_request;
 use crate::api::ApiVersion;
 use crate::error::Error;
@@ -46,10 +46,28 @@ pub(super) async fn create(State(svc): State<Services>, Path(p): Path<String>, h
     Ok((StatusCode::ACCEPTED, Json(json!({"snapshot": view(&base, &snap)}))).into_response())
 }
 
+/// evs: the SDK's `ListSnapshotsRequest` filters beyond Cinder's: `id` repeated
+/// (`id=a&id=b`), `service_type` (every snapshot here is EVS's), `enterprise_project_id`
+/// (`all_granted_eps` = all) and the dedicated storage of the snapshot's disk.
+fn evs_snapshot_filters(f: &mut crate::store::SnapshotFilter, q: &[(String, String)]) {
+    let ids: Vec<String> = q.iter().filter(|(k, _)| k == "id").map(|(_, v)| v.clone()).collect();
+    if !ids.is_empty() {
+        f.ids = Some(ids);
+    }
+    if query_get(q, "service_type").is_some_and(|s| s != "EVS") {
+        f.ids = Some(Vec::new());
+    }
+    f.enterprise_project_id =
+        query_get(q, "enterprise_project_id").filter(|e| *e != "all_granted_eps").map(str::to_string);
+    f.dedicated_storage_id = query_get(q, "dedicated_storage_id").map(str::to_string);
+    f.dedicated_storage_name = query_get(q, "dedicated_storage_name").map(str::to_string);
+}
+
 pub(super) async fn list(State(svc): State<Services>, Path(p): Path<String>, uri: Uri, headers: HeaderMap) -> Res {
     let c = caller(&svc, &headers, &p)?;
     let q = parse_query(uri.query())?;
-    let (req, limit) = list_request(&c, &q)?;
+    let (mut req, limit) = list_request(&c, &q)?;
+    evs_snapshot_filters(&mut req.filter, &q);
     let count = svc.count_snapshots(&req.filter).await?;
     let mut snaps = svc.list_snapshots(&req).await?;
     let more = snaps.len() as i64 > limit;
@@ -127,7 +145,19 @@ pub(super) async fn volume_action(
     body: Bytes,
 ) -> Res {
     let c = caller(&svc, &headers, &p)?;
-    let (action, args) = actions::split_action(&body)?;
+    // evs: the SDK's `ResizeVolumeRequestBody` sends `bssParam` beside `os-extend` (billing
+    // only; see `body.rs`): checked, then the one action is what remains.
+    let mut whole = crate::api::common::parse_json(&body)?;
+    let bss = whole.as_object_mut().and_then(|o| o.remove("bssParam"));
+    if let Some(b) = &bss {
+        super::body::check_bss_resize(b)?;
+    }
+    let rest = if bss.is_some() {
+        serde_json::to_vec(&whole).map_err(|e| Error::internal(e.to_string()))?
+    } else {
+        body.to_vec()
+    };
+    let (action, args) = actions::split_action(&rest)?;
     match action.as_str() {
         "os-extend" => {
             let job_id = svc.extend_volume(&c, &id, actions::new_size_truncated(&args)?, true).await?;

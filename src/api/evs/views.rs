@@ -42,15 +42,27 @@ pub fn volume_detail(base: &str, node: &str, v: &Volume) -> Value {
     put("os-vol-mig-status-attr:migstat", Value::Null);
     put("os-vol-mig-status-attr:name_id", Value::Null);
     put("os-volume-replication:extended_status", Value::Null);
+    put("os-volume-replication:driver_data", Value::Null);
+    put("storage_cluster_id", Value::Null);
     put("shareable", json!(if v.multiattach { "true" } else { "false" }));
     put("multiattach", json!(v.multiattach));
     put("user_id", json!(v.user_id));
     put("service_type", json!("EVS"));
-    put("dedicated_storage_id", Value::Null);
-    put("dedicated_storage_name", Value::Null);
+    // evs: a disk placed by a `dedicated_storage_id` hint names its pool (id and name alike).
+    put("dedicated_storage_id", json!(v.evs.dedicated_storage_id));
+    put("dedicated_storage_name", json!(v.evs.dedicated_storage_id));
     put("tags", json!(v.tags));
     put("wwn", json!(wwn(&v.id)));
-    put("enterprise_project_id", json!("0"));
+    put("enterprise_project_id", json!(v.evs.enterprise_project_id.as_deref().unwrap_or("0")));
+    // The serial a consumer sees (Nova gives a volume's disk its id as serial).
+    put("serial_number", json!(v.id));
+    // evs: the IOPS and throughput asked for at create (the SDK's `Iops`/`Throughput`).
+    if let Some(i) = v.evs.qos_iops {
+        put("iops", json!({"id": format!("{}-iops", v.id), "total_val": i, "frozened": false}));
+    }
+    if let Some(t) = v.evs.qos_throughput {
+        put("throughput", json!({"id": format!("{}-throughput", v.id), "total_val": t, "frozened": false}));
+    }
     Value::Object(o)
 }
 

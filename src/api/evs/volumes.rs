@@ -15,7 +15,7 @@ use crate::api::common::{
     parse_query, take_object,
 };
 use crate::error::Error;
-use crate::service::{CreateVolume, Services, UpdateVolume, VolumeSource};
+use crate::service::{CreateVolume, EvsCreate, Services, UpdateVolume, VolumeSource};
 
 type Res = Result<Response, EvsError>;
 
@@ -26,7 +26,14 @@ fn shareable(o: &Map<String, Value>) -> Result<Option<bool>, Error> {
 
 pub(super) async fn create(State(svc): State<Services>, Path(p): Path<String>, headers: HeaderMap, body: Bytes) -> Res {
     let caller = caller(&svc, &headers, &p)?;
-    let o = take_object(parse_json(&body)?, "volume", "EVS.1008")?;
+    let mut whole = parse_json(&body)?;
+    super::body::check_body_keys(&whole)?;
+    let top = whole.as_object_mut().map(std::mem::take).unwrap_or_default();
+    super::body::check_bss_create(top.get("bssParam"))?;
+    let server_id = opt_string(&top, "server_id", "EVS.5400")?;
+    let dedicated_storage_id = super::body::dedicated_storage(top.get("OS-SCH-HNT:scheduler_hints"))?;
+    let o = take_object(Value::Object(top), "volume", "EVS.1008")?;
+    super::body::check_volume_keys(&o)?;
     let az = opt_string(&o, "availability_zone", "EVS.1036")?;
     let vtype = opt_string(&o, "volume_type", "EVS.1020")?;
     if az.as_deref().is_none_or(str::is_empty) || vtype.as_deref().is_none_or(str::is_empty) {
@@ -53,6 +60,15 @@ pub(super) async fn create(State(svc): State<Services>, Path(p): Path<String>, h
         max_size_gb: crate::service::MAX_SIZE_GB,
         group_id: None,
         manage: None,
+        evs: EvsCreate {
+            enterprise_project_id: opt_string(&o, "enterprise_project_id", "EVS.5400")?,
+            tags: opt_string_map(&o, "tags", "EVS.5400")?.unwrap_or_default(),
+            server_id,
+            dedicated_storage_id,
+            iops: opt_int(&o, "iops", "EVS.2050")?,
+            throughput: opt_int(&o, "throughput", "EVS.2050")?,
+            rules: true,
+        },
     };
     let created = svc.create_volumes(&caller, req).await?;
     let ids: Vec<&str> = created.volume_ids.iter().map(String::as_str).collect();

@@ -231,6 +231,10 @@ fn catalog(svc: &Services, base: &str, project_id: &str) -> Value {
         service("volumev3", "cinderv3", format!("{base}/v3/{project_id}")),
         service("volumev2", "cinderv2", format!("{base}/v2/{project_id}")),
         service("evs", "evs", format!("{base}/v2/{project_id}")),
+        // evs: the legacy huaweicloud-sdk-python looks up `evsv2.1` (create_volume_ext,
+        // resize_volume_ext) and `volume` (versions) besides `evs`.
+        service("evsv2.1", "evsv2.1", format!("{base}/v2.1/{project_id}")),
+        service("volume", "cinder-volume", format!("{base}/v2/{project_id}")),
         service("identity", "keystone", format!("{base}/identity")),
         // images: the built-in Glance v2 image service.
         service("image", "glance", format!("{base}/image")),
