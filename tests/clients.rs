@@ -7,7 +7,8 @@
 //!
 //! - `openstack_cli.py`: the `openstack` CLI with `--os-auth-type none`;
 //! - `cinder_cli.py`: the `cinder` CLI with `--os-auth-type noauth`;
-//! - `huawei_sdk.py`: the `huaweicloudsdkevs` SDK (batch create, job, filtered lists, delete).
+//! - `huawei_sdk.py`: the `huaweicloudsdkevs` SDK (batch create, job, filtered lists, delete, a
+//!   disk from an image with `image_ref`).
 //! - `huawei_sdk_reference.py`: the same SDK on every create field, the new filters, resize with
 //!   bssParam, tags, zones, types, quotas, transfers and versions (issue 11 A).
 //! - `openstack_identity_admin.py`: `auth.mode = keystone`, an admin manages users and roles with

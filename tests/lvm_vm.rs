@@ -523,7 +523,7 @@ const LVM_CASES: &[(&str, LvmCase)] = &[
 /// manage/unmanage (issue 10 B.10 on LVM): a foreign thin LV is listed as manageable and
 /// adopted by rename and tags (data kept, grown to the asked size), a thick LV and an LV of
 /// ours are refused, unmanage gives it back as `volume-<id>` untagged, both idempotent; a
-/// snapshot goes out as `snapshot-<id>` and comes back read-only with activation skip.
+/// snapshot goes out as `_snapshot-<id>` and comes back read-only with activation skip.
 fn manage_and_unmanage(f: &mut LvmFixture) -> Outcome {
     use cinderblock::driver::ManagedKind;
     let (id, id2, v, s) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -597,7 +597,8 @@ fn manage_and_unmanage(f: &mut LvmFixture) -> Outcome {
         if d.list_snapshots().map_err(|e| e.to_string())?.contains(&s) {
             return Err("an unmanaged snapshot is still listed".into());
         }
-        d.manage_existing(ManagedKind::Snapshot, s, &format!("snapshot-{s}"), 0).map_err(|e| e.to_string())?;
+        // LVM reserves names starting with "snapshot": it comes back as _snapshot-<id>.
+        d.manage_existing(ManagedKind::Snapshot, s, &format!("_snapshot-{s}"), 0).map_err(|e| e.to_string())?;
         let rows = lvs(f)?;
         let row = rows.iter().find(|r| r.lv_name == format!("cbs-{s}")).ok_or("no cbs- LV after manage")?;
         if !row.activation_skip() || row.lv_attr.as_bytes().get(1) != Some(&b'r') || !row.has_tag("cinderblock") {

@@ -168,7 +168,8 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         Err(DriverError::Invalid(format!("this pool's driver cannot adopt existing storage ({name:?})")))
     }
     /// manage: let go of volume or snapshot `id` without destroying its data, which stays in
-    /// the pool under [`unmanaged_name`] (where a later manage finds it). Idempotent.
+    /// the pool under [`unmanaged_name`] (or the driver's variant of it where its namespace
+    /// reserves that name), where a later manage finds it. Idempotent.
     fn unmanage(&self, kind: ManagedKind, id: Uuid) -> Result<(), DriverError> {
         let _ = (kind, id);
         Err(DriverError::Invalid("this pool's driver cannot unmanage storage".into()))

@@ -1,10 +1,15 @@
 """Scenario: the official Huawei Cloud EVS Python SDK (huaweicloudsdkevs, unmodified) against
 cinderblock in `noauth` mode (the SDK still signs every request with AK/SK; the server ignores the
 signature in that mode). It creates a batch of 3 disks, follows the job to SUCCESS, lists the disks
-with filters and paging, shows, renames and deletes one, and checks that it disappears.
+with filters and paging, shows, renames and deletes one, and checks that it disappears; then
+makes a system disk from an image (`image_ref`) uploaded through cinderblock's image API.
 """
 
 import json
+import os
+import subprocess
+import tempfile
+import urllib.request
 import uuid
 
 from clientlib import check, fail, main, parse_args, poll, step
@@ -189,6 +194,46 @@ def scenario():
         wait_job(d.job_id, f"delete {vid}")
     final = list_volumes()
     check(final.count == 0, f"ListVolumes after deleting all: count {final.count}")
+
+    step("a system disk from an image: image uploaded through the image API, CreateVolume image_ref")
+    image_id = upload_image(args.endpoint, args.project)
+    body = CreateVolumeRequestBody(volume=CreateVolumeOption(
+        availability_zone="nova", volume_type="SSD", size=SIZE_GB, name=f"{name}-sys", image_ref=image_id))
+    created = call("CreateVolume image_ref", client.create_volume, CreateVolumeRequest(body=body))
+    wait_job(created.job_id, "create from image")
+    sys_id = (created.volume_ids or [None])[0]
+    check(sys_id, f"CreateVolume image_ref: no volume id in {created}")
+    vol = call(f"ShowVolume {sys_id}", client.show_volume, ShowVolumeRequest(volume_id=sys_id)).volume
+    check(str(vol.bootable).lower() == "true", f"ShowVolume: bootable {vol.bootable!r} for a disk from an image")
+    meta = dict(vol.volume_image_metadata or {})
+    check(meta.get("image_id") == image_id, f"ShowVolume: volume_image_metadata {meta!r}, expected image_id {image_id}")
+    d = call(f"DeleteVolume {sys_id}", client.delete_volume, DeleteVolumeRequest(volume_id=sys_id))
+    wait_job(d.job_id, f"delete {sys_id}")
+    glance(args.endpoint, args.project, "DELETE", f"/image/v2/images/{image_id}")
+
+
+def glance(endpoint, project, method, path, body=None, ctype="application/json"):
+    """One call to cinderblock's Glance v2 API (noauth: the project in X-Project-Id)."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    req = urllib.request.Request(f"{endpoint}{path}", data=data, method=method,
+                                 headers={"X-Project-Id": project, "Content-Type": ctype})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        raw = r.read()
+    return json.loads(raw) if raw else None
+
+
+def upload_image(endpoint, project):
+    """A 64 MiB-virtual qcow2 made with qemu-img, uploaded; its id once active."""
+    tmp = tempfile.mkdtemp(prefix="cb-hw-img-")
+    path = os.path.join(tmp, "img.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, "64M"], check=True)
+    img = glance(endpoint, project, "POST", "/image/v2/images",
+                 {"name": "sdk-image", "disk_format": "qcow2", "container_format": "bare"})
+    with open(path, "rb") as f:
+        glance(endpoint, project, "PUT", f"/image/v2/images/{img['id']}/file", f.read(), "application/octet-stream")
+    shown = glance(endpoint, project, "GET", f"/image/v2/images/{img['id']}")
+    check(shown["status"] == "active", f"image upload: status {shown['status']!r}")
+    return img["id"]
 
 
 if __name__ == "__main__":

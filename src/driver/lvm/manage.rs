@@ -6,6 +6,8 @@
 //! request naming the LV: it must be a thin LV of this pool's thin pool, not open, with a plain
 //! name that is not one of our prefixes (a foreign `cbv-…` is a squatter, not a candidate).
 //!
+//! Unmanaged LVs are `volume-<id>` and `_snapshot-<id>` (LVM reserves `snapshot*` names).
+//!
 //! Crash safety: adopting renames first and tags second; letting go renames first and untags
 //! second. A run interrupted between the two finds the new name present and the old one gone
 //! and finishes the second step, so the job that retries it succeeds.
@@ -15,6 +17,16 @@ use uuid::Uuid;
 use super::command::LvRow;
 use super::{lv_name, LvmDriver, ASIDE, BUILD, FROZEN, SNAP, TAG, VOL};
 use crate::driver::{check_manage_name, unmanaged_name, DriverError, Manageable, ManagedKind};
+
+/// Where an unmanaged LV goes: [`unmanaged_name`], except that LVM reserves names starting
+/// with `snapshot`, so a snapshot goes to `_snapshot-<id>`, the name Cinder's LVM driver gives
+/// its snapshots.
+pub(crate) fn lvm_unmanaged_name(kind: ManagedKind, id: Uuid) -> String {
+    match kind {
+        ManagedKind::Volume => unmanaged_name(kind, id),
+        ManagedKind::Snapshot => format!("_{}", unmanaged_name(kind, id)),
+    }
+}
 
 fn prefix(kind: ManagedKind) -> &'static str {
     match kind {
@@ -126,7 +138,7 @@ impl LvmDriver {
     }
 
     pub(super) fn lvm_unmanage(&self, kind: ManagedKind, id: Uuid) -> Result<(), DriverError> {
-        let (ours, theirs) = (lv_name(prefix(kind), id), unmanaged_name(kind, id));
+        let (ours, theirs) = (lv_name(prefix(kind), id), lvm_unmanaged_name(kind, id));
         let g = self.lvm.change();
         let rows = self.rows()?;
         if let Some(r) = self.find_in(&rows, &ours)? {
