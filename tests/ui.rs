@@ -20,6 +20,7 @@ backend_tests!(
     ui_actions_follow_their_jobs,
     ui_sessions_expire,
     ui_noauth_says_it_is_unauthenticated,
+    ui_attach_detach_and_images,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -300,6 +301,10 @@ async fn ui_sign_in_sessions_and_csrf(backend: Backend) {
     cli(&server, &["admin", "user", "disable", "carol"], None);
     assert_eq!(carol.get("/ui/").await.status, 303, "a disabled user is signed out");
     cli(&server, &["admin", "user", "enable", "carol"], None);
+    // A new password ends the user's sessions (their rows go with the old password's tokens).
+    let mut carol = Browser::sign_in(&server, "carol", "ui-a").await;
+    cli(&server, &["admin", "user", "set-password", "carol"], Some(&format!("{PASSWORD}\n")));
+    assert_eq!(carol.get("/ui/").await.status, 303, "a password change signs the user out");
 
     // The identity service's throttling applies: after 3 failures even the right password is 429.
     let mut t = Browser::new(&server);
@@ -514,4 +519,61 @@ async fn ui_noauth_says_it_is_unauthenticated(backend: Backend) {
     let name = unique("na");
     let (id, _) = b.create_volume(&name, &[]).await;
     assert!(b.get("/ui/volumes").await.expect(200).has(&id));
+}
+
+async fn ui_attach_detach_and_images(backend: Backend) {
+    let server = keystone_server(backend, &[]);
+    let mut alice = Browser::sign_in(&server, "alice", "ui-a").await;
+    let name = unique("att");
+    let (id, _) = alice.create_volume(&name, &[]).await;
+    let page = format!("/ui/volumes/{id}");
+    let live = format!("/ui/volumes/{id}/live");
+
+    // Readers cannot attach; another project's member gets 404.
+    let mut rita = Browser::sign_in(&server, "rita", "ui-a").await;
+    let csrf = rita.csrf().await;
+    rita.post(&format!("{page}/attach"), &[("csrf", &csrf), ("host", "127.0.0.1")]).await.expect(403);
+    let mut bob = Browser::sign_in(&server, "bob", "ui-b").await;
+    let csrf = bob.csrf().await;
+    bob.post(&format!("{page}/attach"), &[("csrf", &csrf), ("host", "127.0.0.1")]).await.expect(404);
+    let csrf = alice.csrf().await;
+    alice.post(&format!("{page}/attach"), &[("csrf", &csrf), ("host", "")]).await.expect(400);
+
+    // Attach: the connection info is shown, and a real NBD client reads the export through it.
+    let a = alice.post(&format!("{page}/attach"), &[("csrf", &csrf), ("host", "127.0.0.1")]).await.expect(200);
+    let at = a.body.find("id=\"connection-uri\" class=\"copy\">").expect("connection uri");
+    let rest = &a.body[at..];
+    let uri = rest[rest.find('>').expect(">") + 1..rest.find("</code>").expect("end")].to_string();
+    assert!(uri.starts_with("nbd://"), "{uri}");
+    if std::path::Path::new("/usr/bin/nbdinfo").exists() {
+        let out = std::process::Command::new("nbdinfo").args(["--size", &uri]).output().expect("nbdinfo");
+        assert!(out.status.success(), "nbdinfo {uri}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (1u64 << 30).to_string());
+    } else {
+        eprintln!("nbdinfo not installed: the export was not read (scripts/test.sh installs libnbd-bin)");
+    }
+    alice.wait_for(&live, "id=\"volume-status\">in-use<").await;
+    let p = alice.get(&page).await.expect(200);
+    let at = p.body.find("name=\"attachment_id\" value=\"").expect("detach form");
+    let aid = p.body[at + 28..at + 28 + 36].to_string();
+    assert!(!p.has(&uri), "the secret export name is shown only once");
+    let bobs = bob.csrf().await;
+    bob.post(&format!("{page}/detach"), &[("csrf", &bobs), ("attachment_id", &aid)]).await.expect(404);
+    alice.post(&format!("{page}/detach"), &[("csrf", &csrf), ("attachment_id", "nope")]).await.expect(404);
+    alice.post(&format!("{page}/detach"), &[("csrf", &csrf), ("attachment_id", &aid)]).await.expect(303);
+    alice.wait_for(&live, "id=\"volume-status\">available<").await;
+
+    // Upload to image, then a volume from that image.
+    let image = unique("img");
+    let r = alice.post(&format!("{page}/upload"), &[("csrf", &csrf), ("image_name", &image)]).await.expect(303);
+    let job = r.location().split("?job=").nth(1).expect("job").to_string();
+    alice.wait_for(&format!("/ui/jobs/{job}/progress"), "SUCCESS").await;
+    let imgs = alice.wait_for("/ui/images", "active").await;
+    assert!(imgs.has(&image), "{}", imgs.body);
+    let at = imgs.body.find(&image).expect("image row");
+    let image_id = imgs.body[..at].rsplit("data-id=\"").next().map(|s| s[..36].to_string()).expect("image id");
+    let form = alice.get(&format!("/ui/volumes/new?image={image_id}")).await.expect(200);
+    assert!(form.has(&format!("value=\"image:{image_id}\" selected")));
+    let (from_image, _) = alice.create_volume("from-image", &[("source", &format!("image:{image_id}"))]).await;
+    assert!(alice.get(&format!("/ui/volumes/{from_image}")).await.expect(200).has(&format!("image {image_id}")));
 }

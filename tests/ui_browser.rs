@@ -268,6 +268,11 @@ fn ui_in_a_real_browser() {
     d.goto(&format!("{base}/ui/"));
     d.wait_text("main h1", "Overview");
     d.screenshot(&shots.join("overview.png"));
+    // Readable on a phone: the same page in a phone-sized window.
+    d.call("POST", "/window/rect", Some(json!({"width": 390, "height": 844})));
+    d.wait_text("main h1", "Overview");
+    d.screenshot(&shots.join("overview-phone.png"));
+    d.call("POST", "/window/rect", Some(json!({"width": 1280, "height": 1000})));
     d.goto(&format!("{base}/ui/volumes"));
     d.find("#volumes tbody tr td a");
     d.screenshot(&shots.join("volumes.png"));

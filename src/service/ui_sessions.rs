@@ -2,7 +2,8 @@
 //! (same throttling, same 401) and stores a session row; the browser gets a random secret whose
 //! SHA-256 keys the row. Every request re-checks the row's absolute and idle ends and, in
 //! keystone mode, that the user is enabled and still holds a role in its enabled project (so
-//! disabling a user or revoking a role ends their sessions at once). The CSRF token of a
+//! disabling a user or revoking a role ends their sessions at once; a new password or deleting
+//! the user deletes the rows, in the store's same transaction as its tokens). The CSRF token of a
 //! session is an HMAC of its secret: it is never stored, and only whoever holds the cookie can
 //! compute it.
 
@@ -214,11 +215,5 @@ impl Services {
         let target = mine.iter().find(|r| r.id_hash.starts_with(hash_prefix)).ok_or_else(not_found)?;
         self.db.delete_ui_session(&target.id_hash).await?;
         Ok(())
-    }
-
-    /// End every session of a user (after a password change or when an admin disables them
-    /// the checks above already refuse them; this frees the rows).
-    pub async fn revoke_ui_sessions_of_user(&self, user_id: &str) -> Result<u64> {
-        self.db.delete_ui_sessions_of_user(user_id).await
     }
 }

@@ -101,14 +101,6 @@ impl Db {
         Ok(r.rows_affected() == 1)
     }
 
-    /// End every session of a user; how many ended.
-    pub async fn delete_ui_sessions_of_user(&self, user_id: &str) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        let r = sqlx::query("DELETE FROM ui_sessions WHERE user_id = $1").bind(user_id).execute(tx.conn()).await?;
-        tx.commit().await?;
-        Ok(r.rows_affected())
-    }
-
     /// `(status, count)` of the volumes of one project (all projects when `None`).
     pub async fn volume_status_counts_in(&self, project_id: Option<&str>) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(

@@ -17,8 +17,12 @@ use super::{
 };
 use crate::config::AuthMode;
 use crate::error::{Error, ErrorKind};
+use crate::model::AttachMode;
+use crate::service::images::UploadToImage;
 use crate::service::ui_sessions;
-use crate::service::{CreateSnapshot, CreateVolume, Services, UpdateVolume, VolumeSource, CINDER_MAX_SIZE_GB};
+use crate::service::{
+    AttachRequest, CreateSnapshot, CreateVolume, Services, UpdateVolume, VolumeSource, CINDER_MAX_SIZE_GB,
+};
 
 type Form = HashMap<String, String>;
 
@@ -108,8 +112,8 @@ pub(super) async fn revoke_session(
     Ok(see_other("/ui/sessions"))
 }
 
-/// Create a volume: blank (size), from a snapshot or from a volume (`source` =
-/// `snapshot:<id>` / `volume:<id>`; the size defaults to the source's).
+/// Create a volume: blank (size), from a snapshot, a volume or an image (`source` =
+/// `snapshot:<id>` / `volume:<id>` / `image:<id>`; the size defaults to the source's).
 pub(super) async fn create_volume(State(svc): State<Services>, headers: HeaderMap, body: Bytes) -> Page {
     let (s, f) = post_session(&svc, &headers, &body).await?;
     allow(&s, "evs:volumes:create")?;
@@ -119,7 +123,8 @@ pub(super) async fn create_volume(State(svc): State<Services>, headers: HeaderMa
         None if source.is_empty() => {}
         Some(("snapshot", id)) if !id.is_empty() => src.snapshot_id = Some(id.to_string()),
         Some(("volume", id)) if !id.is_empty() => src.source_volid = Some(id.to_string()),
-        _ => return Err(Error::invalid("EVS.5400", "Choose no source, a snapshot or a volume.").into()),
+        Some(("image", id)) if !id.is_empty() => src.image_ref = Some(id.to_string()),
+        _ => return Err(Error::invalid("EVS.5400", "Choose no source, a snapshot, a volume or an image.").into()),
     }
     let size_gb = match opt_text(&f, "size") {
         Some(_) => Some(int(&f, "size", "The size")?),
@@ -261,4 +266,76 @@ pub(super) async fn rollback_snapshot(
     let snap = text(&f, "snapshot_id");
     let (job, volume) = svc.rollback_snapshot(&s.caller, &snap, Some(&id)).await?;
     Ok(see_other(&format!("/ui/volumes/{volume}?job={job}")))
+}
+
+/// Attach a volume for a consumer host: the attachment is created with a connector (which
+/// exports the volume; NBD by default) and completed. The connection info, whose NBD export
+/// name is a secret shown only in this answer, is shown once on the page this returns.
+pub(super) async fn attach_volume(
+    State(svc): State<Services>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Page {
+    let (s, f) = post_session(&svc, &headers, &body).await?;
+    allow(&s, "evs:attachments:create")?;
+    allow(&s, "evs:attachments:complete")?;
+    let host = text(&f, "host");
+    if host.is_empty() || host.len() > 255 {
+        return Err(Error::invalid("EVS.5400", "Name the host that will connect (1 to 255 characters).").into());
+    }
+    let mode = match text(&f, "mode").as_str() {
+        "" | "rw" => AttachMode::ReadWrite,
+        "ro" => AttachMode::ReadOnly,
+        _ => return Err(Error::invalid("EVS.5400", "The mode is rw or ro.").into()),
+    };
+    let req = AttachRequest { host_name: Some(host.clone()), mode: Some(mode), ..AttachRequest::default() };
+    let connector = serde_json::json!({"host": host});
+    let a = svc.create_attachment(&s.caller, &id, req, Some(&connector)).await?;
+    svc.complete_attachment(&s.caller, &a.id).await?;
+    let v = svc.get_volume(&s.caller, &id).await?;
+    super::views::attached_page(&svc, &s, &v, &a)
+}
+
+/// Detach: the attachment (which must be this volume's) is unexported and removed.
+pub(super) async fn detach_volume(
+    State(svc): State<Services>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Page {
+    let (s, f) = post_session(&svc, &headers, &body).await?;
+    allow(&s, "evs:attachments:delete")?;
+    let v = svc.get_volume(&s.caller, &id).await?;
+    let aid = text(&f, "attachment_id");
+    if !v.attachments.iter().any(|a| a.id == aid) {
+        return Err(Error::not_found(format!("Attachment {aid} of volume {id} could not be found.")).into());
+    }
+    svc.delete_attachment(&s.caller, &aid).await?;
+    Ok(see_other(&format!("/ui/volumes/{id}")))
+}
+
+/// Upload a volume to a new image (`os-volume_upload_image`).
+pub(super) async fn upload_to_image(
+    State(svc): State<Services>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Page {
+    let (s, f) = post_session(&svc, &headers, &body).await?;
+    allow(&s, "evs:volumes:uploadImage")?;
+    let image_name = text(&f, "image_name");
+    if image_name.is_empty() {
+        return Err(Error::invalid("EVS.5400", "Name the new image.").into());
+    }
+    let req = UploadToImage {
+        image_name,
+        disk_format: opt_text(&f, "disk_format"),
+        container_format: None,
+        force: f.get("force").is_some_and(|x| x == "1"),
+        visibility: None,
+        protected: false,
+    };
+    let started = svc.upload_volume_to_image(&s.caller, &id, req).await?;
+    Ok(see_other(&format!("/ui/volumes/{id}?job={}", started.job_id)))
 }

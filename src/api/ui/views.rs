@@ -384,6 +384,7 @@ pub(super) struct NewVolumePage {
     pub types: Vec<String>,
     pub snapshots: Vec<SnapshotRow>,
     pub volumes: Vec<VolumeRow>,
+    pub images: Vec<ImageRow>,
     pub source: String,
 }
 
@@ -399,6 +400,8 @@ pub(super) struct NewVolumeQuery {
     snapshot: String,
     #[serde(default)]
     volume: String,
+    #[serde(default)]
+    image: String,
 }
 
 /// `/ui/volumes/new`: the create form (blank, from a snapshot, from a volume).
@@ -441,6 +444,8 @@ pub(super) async fn new_volume(
         format!("snapshot:{}", q.snapshot)
     } else if !q.volume.is_empty() {
         format!("volume:{}", q.volume)
+    } else if !q.image.is_empty() {
+        format!("image:{}", q.image)
     } else {
         String::new()
     };
@@ -449,6 +454,11 @@ pub(super) async fn new_volume(
         types,
         snapshots: snaps.iter().map(snapshot_row).collect(),
         volumes: vols.volumes.iter().map(volume_row).collect(),
+        images: if can(&s, "image:images:list") {
+            images_for(&svc, &s).await?.iter().filter(|i| i.status.as_str() == "active").map(image_row).collect()
+        } else {
+            Vec::new()
+        },
         source,
     }))
 }
@@ -530,6 +540,9 @@ pub(super) struct VolumePage {
     pub can_delete: bool,
     pub can_snapshot: bool,
     pub can_create: bool,
+    pub can_attach: bool,
+    pub can_detach: bool,
+    pub can_upload: bool,
 }
 
 async fn volume_live_of(svc: &Services, s: &UiSession, v: &Volume) -> Result<VolumeLive, UiError> {
@@ -645,6 +658,9 @@ pub(super) async fn volume(
         can_delete: can(&s, "evs:volumes:delete"),
         can_snapshot: can(&s, "evs:snapshots:create"),
         can_create: can(&s, "evs:volumes:create"),
+        can_attach: can(&s, "evs:attachments:create") && can(&s, "evs:attachments:complete"),
+        can_detach: can(&s, "evs:attachments:delete"),
+        can_upload: can(&s, "evs:volumes:uploadImage"),
         live_html: live.render().map_err(|e| Error::internal(format!("template: {e}")))?,
         live,
     }))
@@ -861,4 +877,70 @@ pub(super) async fn sessions(State(svc): State<Services>, headers: HeaderMap) ->
         })
         .collect();
     Ok(html(&SessionsPage { c: Chrome::new(&svc, &s, "Sessions", "sessions"), rows }))
+}
+
+#[derive(Template)]
+#[template(path = "ui/attached.html")]
+pub(super) struct AttachedPage {
+    pub c: Chrome,
+    pub v: VolumeRow,
+    pub a: AttachmentView,
+}
+
+/// The answer to an attach: the connection info, shown this once (its NBD export name is a
+/// secret the database keeps only a digest of).
+pub(super) fn attached_page(svc: &Services, s: &UiSession, v: &Volume, a: &crate::model::Attachment) -> Page {
+    let row = volume_row(v);
+    Ok(html(&AttachedPage {
+        c: Chrome::new(svc, s, format!("Attached {}", row.name), "volumes"),
+        v: row,
+        a: attachment_view(a),
+    }))
+}
+
+pub(super) struct ImageRow {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub disk_format: String,
+    pub size: String,
+    pub visibility: String,
+    pub min_disk: i64,
+}
+
+fn image_row(i: &crate::model::Image) -> ImageRow {
+    ImageRow {
+        id: i.id.clone(),
+        name: display_name(&i.name, &i.id),
+        status: i.status.as_str().to_string(),
+        disk_format: i.disk_format.clone().unwrap_or_default(),
+        size: i.size.map(|b| human_bytes(b.max(0) as u64)).unwrap_or_default(),
+        visibility: i.visibility.clone(),
+        min_disk: crate::service::images::image_min_gb(i),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ui/images.html")]
+pub(super) struct ImagesPage {
+    pub c: Chrome,
+    pub rows: Vec<ImageRow>,
+    pub can_create: bool,
+}
+
+async fn images_for(svc: &Services, s: &UiSession) -> Result<Vec<crate::model::Image>, UiError> {
+    let q = crate::service::images::ImageQuery { limit: Some(500), ..Default::default() };
+    Ok(svc.list_images_for(&s.caller, &q).await?.0)
+}
+
+/// `/ui/images`: the images the caller sees (its own, shared and public ones).
+pub(super) async fn images(State(svc): State<Services>, headers: HeaderMap) -> Page {
+    let s = session(&svc, &headers).await?;
+    allow(&s, "image:images:list")?;
+    let rows = images_for(&svc, &s).await?.iter().map(image_row).collect();
+    Ok(html(&ImagesPage {
+        c: Chrome::new(&svc, &s, "Images", "images"),
+        rows,
+        can_create: can(&s, "evs:volumes:create"),
+    }))
 }
