@@ -347,7 +347,7 @@ async fn ui_pages_roles_and_projects(backend: Backend) {
 
     // Volumes: filter, sort, paging.
     let list = alice.get("/ui/volumes").await.expect(200);
-    assert!(list.has(&name) && list.has(&format!("/ui/volumes/{id}")));
+    assert!(list.has(&name) && list.has(&format!("/ui/volumes/{id}")) && list.has("<th>Allocated</th>"));
     assert!(alice.get("/ui/volumes?status=available").await.expect(200).has(&name));
     assert!(!alice.get("/ui/volumes?status=error").await.expect(200).has(&name));
     assert!(alice.get(&format!("/ui/volumes?name={name}")).await.expect(200).has(&name));

@@ -67,6 +67,8 @@ pub(super) struct VolumeRow {
     pub attached: String,
     pub created: String,
     pub project: String,
+    /// Bytes written (filled on the list only, where it is shown).
+    pub allocated: String,
 }
 
 fn display_name(name: &Option<String>, id: &str) -> String {
@@ -96,6 +98,7 @@ fn volume_row(v: &Volume) -> VolumeRow {
         attached: attached.join(", "),
         created: short_time(&v.created_at),
         project: v.project_id.clone(),
+        allocated: String::new(),
     }
 }
 
@@ -358,9 +361,15 @@ pub(super) async fn volumes(
         .unwrap_or_default();
         format!("/ui/volumes?{qs}")
     };
+    let mut rows = Vec::with_capacity(result.volumes.len());
+    for v in &result.volumes {
+        let mut r = volume_row(v);
+        r.allocated = svc.volume_allocation(v).await.map(human_bytes).unwrap_or_else(|| "?".into());
+        rows.push(r);
+    }
     Ok(html(&VolumesPage {
         c: Chrome::new(&svc, &s, "Volumes", "volumes"),
-        rows: result.volumes.iter().map(volume_row).collect(),
+        rows,
         prev: if page > 1 { link(page - 1) } else { String::new() },
         next: if page < pages { link(page + 1) } else { String::new() },
         name,
