@@ -94,6 +94,16 @@ need_pkg promtool prometheus
 # $CINDERBLOCK_UI_SCREENSHOTS (default: ui-screenshots/ in the target dir).
 need_pkg chromium chromium
 need_pkg chromedriver chromium-driver
+# Legible screenshots need a font (chromium only recommends one).
+if [ ! -d /usr/share/fonts/truetype/liberation ] && [ "$(id -u)" -eq 0 ]; then
+    log "installing fonts-liberation (for the dashboard screenshots)"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-liberation >/dev/null \
+        || warn "could not install fonts-liberation (screenshots may show no text)"
+fi
 if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
     export CINDERBLOCK_REQUIRE_BROWSER="${CINDERBLOCK_REQUIRE_BROWSER:-1}"
 fi

@@ -406,7 +406,16 @@ async fn ui_pages_roles_and_projects(backend: Backend) {
     alice.get(&format!("/ui/jobs/{job_id}")).await.expect(200);
 
     // The other pages answer, and unknown things are 404 pages.
-    for path in ["/ui/snapshots", "/ui/jobs", "/ui/quotas", "/ui/messages", "/ui/sessions", "/ui/volumes/new"] {
+    for path in [
+        "/ui/snapshots",
+        "/ui/jobs",
+        "/ui/jobs/in-flight",
+        "/ui/images",
+        "/ui/quotas",
+        "/ui/messages",
+        "/ui/sessions",
+        "/ui/volumes/new",
+    ] {
         alice.get(path).await.expect(200);
     }
     assert!(alice.get("/ui/quotas").await.has("gigabytes"));
@@ -502,7 +511,8 @@ async fn ui_sessions_expire(backend: Backend) {
 }
 
 async fn ui_noauth_says_it_is_unauthenticated(backend: Backend) {
-    let server = TestServer::start(backend, Opts::default());
+    // Slow job steps, so that a job is seen in flight.
+    let server = TestServer::start(backend, Opts { step_delay_ms: 400, ..Opts::default() });
     let mut b = Browser::new(&server);
     b.get("/ui/").await.expect(303);
     let login = b.get("/ui/login").await.expect(200);
@@ -517,7 +527,15 @@ async fn ui_noauth_says_it_is_unauthenticated(backend: Backend) {
     b.get("/ui/").await.expect(403);
     b.host = None;
     let name = unique("na");
-    let (id, _) = b.create_volume(&name, &[]).await;
+    let csrf = b.csrf().await;
+    let r = b.post("/ui/volumes", &[("csrf", &csrf), ("name", &name), ("size", "1")]).await.expect(303);
+    let id = r.location().trim_start_matches("/ui/volumes/").split('?').next().expect("id").to_string();
+    // The overview's jobs in flight show the create while it runs, and nothing once it ended.
+    let f = b.get("/ui/jobs/in-flight").await.expect(200);
+    assert!(f.has("createVolume") && f.has(&format!("/ui/volumes/{id}")), "{}", f.body);
+    assert!(f.has("hx-trigger=\"every 3s\""));
+    b.wait_for(&format!("/ui/volumes/{id}/live"), "id=\"volume-status\">available<").await;
+    b.wait_for("/ui/jobs/in-flight", "None.").await;
     assert!(b.get("/ui/volumes").await.expect(200).has(&id));
 }
 

@@ -74,6 +74,7 @@ pub(super) fn routes(svc: &Services) -> Router<Services> {
         .route("/ui/images", get(views::images))
         .route("/ui/snapshots", get(views::snapshots))
         .route("/ui/jobs", get(views::jobs))
+        .route("/ui/jobs/in-flight", get(views::jobs_in_flight))
         .route("/ui/jobs/{id}", get(views::job))
         .route("/ui/jobs/{id}/progress", get(views::job_progress))
         .route("/ui/quotas", get(views::quotas))

@@ -272,6 +272,20 @@ pub(super) async fn overview(State(svc): State<Services>, headers: HeaderMap) ->
     Ok(html(&OverviewPage { c: Chrome::new(&svc, &s, "Overview", "overview"), pools, show_pools, counts, total, jobs }))
 }
 
+#[derive(Template)]
+#[template(path = "ui/jobs_in_flight.html")]
+pub(super) struct JobsInFlight {
+    pub jobs: Vec<JobRow>,
+}
+
+/// The overview's jobs in flight (an htmx fragment, polled; cheaper than the whole overview).
+pub(super) async fn jobs_in_flight(State(svc): State<Services>, headers: HeaderMap) -> Page {
+    let s = session(&svc, &headers).await?;
+    allow(&s, "evs:jobs:get")?;
+    let jobs = svc.recent_jobs(&s.caller, all_projects(&svc), true, 20).await?.iter().map(job_row).collect();
+    Ok(html(&JobsInFlight { jobs }))
+}
+
 // ----- volumes ----------------------------------------------------------------------------
 
 /// The list's query string.
