@@ -220,7 +220,9 @@ fn ui_in_a_real_browser() {
         return;
     }
     let env = vec![("CINDERBLOCK_AUTH__MODE".to_string(), "keystone".to_string())];
-    let server = TestServer::start(Backend::Sqlite, Opts { env, ..Opts::default() });
+    // Slowed job steps: a new volume is still `creating` when its page has loaded, so the page
+    // must update itself to show `available`.
+    let server = TestServer::start(Backend::Sqlite, Opts { env, step_delay_ms: 500, ..Opts::default() });
     cli(&server, &["admin", "project", "create", "homelab"], None);
     cli(
         &server,
@@ -248,8 +250,13 @@ fn ui_in_a_real_browser() {
     d.type_into("#size", "2");
     d.click("#create");
     d.wait_text("#volume-name", &name);
+    // A mark in this page's JavaScript state: a reload would lose it.
+    d.call("POST", "/execute/sync", Some(json!({"script": "window.cbMark = 42; return 1;", "args": []})));
+    assert_eq!(d.text_of("#volume-status").as_deref(), Some("creating"), "the page loaded before the job ended");
     d.wait_text("#volume-status", "available");
     d.wait_text("#job-status", "SUCCESS");
+    let mark = d.call("POST", "/execute/sync", Some(json!({"script": "return window.cbMark || 0;", "args": []})));
+    assert_eq!(mark, json!(42), "the status changed without a reload (htmx polling)");
 
     // Snapshot it; the timeline shows the snapshot once available.
     d.type_into("#snapshot-name", "before-upgrade");
