@@ -295,6 +295,10 @@ async fn ui_sign_in_sessions_and_csrf(backend: Backend) {
     let mut replay = Browser::new(&server);
     replay.cookies.insert("cb_session".into(), old);
     assert_eq!(replay.get("/ui/").await.status, 303);
+    // A polled fragment of an ended session tells htmx to go to the sign-in page.
+    let rb = replay.http.get(format!("{}/ui/jobs/in-flight", replay.base)).header("hx-request", "true");
+    let r = replay.send(rb).await.expect(401);
+    assert_eq!(r.headers.get("hx-redirect").and_then(|v| v.to_str().ok()), Some("/ui/login"));
 
     // A disabled user's sessions end at once.
     let mut carol = Browser::sign_in(&server, "carol", "ui-a").await;

@@ -188,8 +188,10 @@ async fn static_asset(axum::extract::Path(name): axum::extract::Path<String>) ->
 /// Why a dashboard request did not get its page.
 #[derive(Debug)]
 pub(super) enum UiError {
-    /// No live session: go and sign in.
-    SignIn,
+    /// No live session: go and sign in (`true`: asked by htmx, which is told with
+    /// `HX-Redirect`, as following a 303 inside a polled fragment would put the sign-in page
+    /// in it).
+    SignIn(bool),
     /// The domain error, shown as a page.
     Domain(Error),
 }
@@ -233,7 +235,10 @@ struct ErrorPage<'a> {
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         match self {
-            UiError::SignIn => see_other("/ui/login"),
+            UiError::SignIn(false) => see_other("/ui/login"),
+            UiError::SignIn(true) => {
+                (StatusCode::UNAUTHORIZED, [("hx-redirect", "/ui/login")], "signed out").into_response()
+            }
             UiError::Domain(e) => {
                 if e.kind == ErrorKind::Internal {
                     tracing::error!(error = %e.message, "dashboard request failed");
@@ -301,10 +306,11 @@ fn set_cookie(svc: &Services, name: &str, value: &str, max_age: u64) -> String {
 
 /// The live session of a request, or [`UiError::SignIn`].
 async fn session(svc: &Services, headers: &HeaderMap) -> Result<UiSession, UiError> {
-    let Some(secret) = cookie(headers, SESSION_COOKIE) else { return Err(UiError::SignIn) };
+    let htmx = headers.contains_key("hx-request");
+    let Some(secret) = cookie(headers, SESSION_COOKIE) else { return Err(UiError::SignIn(htmx)) };
     match svc.ui_session(&secret).await {
         Ok(s) => Ok(s),
-        Err(e) if e.kind == ErrorKind::Unauthorized => Err(UiError::SignIn),
+        Err(e) if e.kind == ErrorKind::Unauthorized => Err(UiError::SignIn(htmx)),
         Err(e) => Err(e.into()),
     }
 }
