@@ -423,6 +423,17 @@ async fn ui_pages_roles_and_projects(backend: Backend) {
         alice.get(path).await.expect(200);
     }
     assert!(alice.get("/ui/quotas").await.has("gigabytes"));
+    // Another project's quotas: admins only (by id, as in the API).
+    let projects = cli(&server, &["admin", "project", "list"], None);
+    let line = projects.lines().find(|l| l.split_whitespace().any(|w| w == "ui-b")).expect("ui-b listed");
+    let b_id = line
+        .split_whitespace()
+        .find(|w| w.len() == 32 && w.bytes().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("an id in {line:?}"));
+    alice.get(&format!("/ui/quotas?project={b_id}")).await.expect(403);
+    let bq = boss.get(&format!("/ui/quotas?project={b_id}")).await.expect(200);
+    assert!(bq.has(&format!("id=\"quota-project\">{b_id}<")));
+    alice.get("/ui/quotas?project=bad%20id").await.expect(400);
     let nf = alice.get("/ui/volumes/not-a-uuid").await.expect(404);
     assert!(nf.headers["content-type"].to_str().unwrap_or("").starts_with("text/html"));
     alice.get("/ui/no-such-page").await.expect(404);

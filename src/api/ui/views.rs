@@ -811,13 +811,36 @@ pub(super) struct QuotaRow {
 pub(super) struct QuotasPage {
     pub c: Chrome,
     pub rows: Vec<QuotaRow>,
+    pub is_admin: bool,
+    pub project: String,
 }
 
-/// `/ui/quotas`: the project's limits and usage.
-pub(super) async fn quotas(State(svc): State<Services>, headers: HeaderMap) -> Page {
+/// The quota page's query (`?project=…`: another project, for admins).
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct QuotaQuery {
+    #[serde(default)]
+    project: String,
+}
+
+/// `/ui/quotas`: a project's limits and usage (the session's; admins may name another).
+pub(super) async fn quotas(
+    State(svc): State<Services>,
+    headers: HeaderMap,
+    q: Result<Query<QuotaQuery>, axum::extract::rejection::QueryRejection>,
+) -> Page {
     let s = session(&svc, &headers).await?;
     allow(&s, "evs:quotas:get")?;
-    let usage = svc.quota_usage(&s.caller.project_id).await?;
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let project = if q.project.trim().is_empty() { s.caller.project_id.clone() } else { q.project.trim().to_string() };
+    super::super::common::check_project_id(&project)?;
+    if project != s.caller.project_id && !s.caller.is_admin {
+        return Err(Error::new(
+            crate::error::ErrorKind::Forbidden,
+            "Policy check failed: only admins see other projects' quotas.",
+        )
+        .into());
+    }
+    let usage = svc.quota_usage(&project).await?;
     let rows: BTreeMap<String, QuotaRow> = usage
         .lines
         .iter()
@@ -828,7 +851,12 @@ pub(super) async fn quotas(State(svc): State<Services>, headers: HeaderMap) -> P
             (k.clone(), QuotaRow { resource: k.clone(), limit, in_use: l.in_use, pct })
         })
         .collect();
-    Ok(html(&QuotasPage { c: Chrome::new(&svc, &s, "Quotas", "quotas"), rows: rows.into_values().collect() }))
+    Ok(html(&QuotasPage {
+        c: Chrome::new(&svc, &s, "Quotas", "quotas"),
+        rows: rows.into_values().collect(),
+        is_admin: s.caller.is_admin,
+        project,
+    }))
 }
 
 pub(super) struct MessageRow {
