@@ -64,6 +64,16 @@ fn keystone_server(backend: Backend, env: &[(&str, &str)]) -> TestServer {
     server
 }
 
+/// The id of project `name` (from `cinderblock admin project list`).
+fn project_id(server: &TestServer, name: &str) -> String {
+    let projects = cli(server, &["admin", "project", "list"], None);
+    let line = projects.lines().find(|l| l.split_whitespace().any(|w| w == name)).expect("project listed");
+    line.split_whitespace()
+        .find(|w| w.len() == 32 && w.bytes().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("an id in {line:?}"))
+        .to_string()
+}
+
 /// One answer.
 struct Page {
     status: u16,
@@ -424,12 +434,7 @@ async fn ui_pages_roles_and_projects(backend: Backend) {
     }
     assert!(alice.get("/ui/quotas").await.has("gigabytes"));
     // Another project's quotas: admins only (by id, as in the API).
-    let projects = cli(&server, &["admin", "project", "list"], None);
-    let line = projects.lines().find(|l| l.split_whitespace().any(|w| w == "ui-b")).expect("ui-b listed");
-    let b_id = line
-        .split_whitespace()
-        .find(|w| w.len() == 32 && w.bytes().all(|c| c.is_ascii_hexdigit()))
-        .unwrap_or_else(|| panic!("an id in {line:?}"));
+    let b_id = project_id(&server, "ui-b");
     alice.get(&format!("/ui/quotas?project={b_id}")).await.expect(403);
     let bq = boss.get(&format!("/ui/quotas?project={b_id}")).await.expect(200);
     assert!(bq.has(&format!("id=\"quota-project\">{b_id}<")));
@@ -504,6 +509,38 @@ async fn ui_actions_follow_their_jobs(backend: Backend) {
     assert!(r.location().starts_with("/ui/jobs/"), "{}", r.location());
     alice.wait_for(&format!("{}/progress", r.location()), "SUCCESS").await;
     alice.get(&page).await.expect(404);
+
+    // A job that fails shows why, on its page, in the jobs list and as a user message: a type
+    // asking for a capability no pool has (made by an admin through the Cinder API).
+    let a_id = project_id(&server, "ui-a");
+    let api = server.api();
+    let auth = serde_json::json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {"name": "boss", "password": PASSWORD, "domain": {"name": "Default"}}}},
+        "scope": {"project": {"name": "ui-a", "domain": {"name": "Default"}}}
+    }});
+    let token = api.post("/identity/v3/auth/tokens", auth).await.expect(201).header("x-subject-token").expect("token");
+    let body = serde_json::json!({"volume_type": {"name": "gold", "extra_specs": {"tier": "gold"}}});
+    let t = api
+        .request(
+            reqwest::Method::POST,
+            &format!("/v3/{a_id}/types"),
+            &[("X-Auth-Token", &token)],
+            Some(body.to_string()),
+        )
+        .await;
+    assert_eq!(t.status, 200, "{}", t.text);
+    let r =
+        alice.post("/ui/volumes", &[("csrf", &csrf), ("name", "gold"), ("size", "1"), ("volume_type", "gold")]).await;
+    let loc = r.expect(303).location();
+    let (gold, job) = loc.trim_start_matches("/ui/volumes/").split_once("?job=").expect("job");
+    let (gold, job) = (gold.to_string(), job.to_string());
+    let p = alice.wait_for(&format!("/ui/jobs/{job}/progress"), "FAIL").await;
+    assert!(p.has("class=\"error\"") && !p.has("hx-trigger"), "{}", p.body);
+    alice.wait_for(&format!("/ui/volumes/{gold}/live"), "id=\"volume-status\">error<").await;
+    let jobs = alice.get("/ui/jobs").await.expect(200);
+    assert!(jobs.has("class=\"failed\""), "{}", jobs.body);
+    let msgs = alice.wait_for("/ui/messages", &gold).await;
+    assert!(msgs.has("schedule"), "a scheduling message: {}", msgs.body);
 }
 
 async fn ui_sessions_expire(backend: Backend) {
