@@ -90,6 +90,24 @@ need_pkg curl curl
 need_pkg systemd-analyze systemd
 # tests/ops_metrics.rs: the /metrics text must pass `promtool check metrics`.
 need_pkg promtool prometheus
+# tests/ui_browser.rs: the web dashboard in Debian's headless Chromium, driven over WebDriver
+# by Debian's chromedriver (installed once, then found on later runs). Its screenshots go to
+# $CINDERBLOCK_UI_SCREENSHOTS (default: ui-screenshots/ in the target dir).
+need_pkg chromium chromium
+need_pkg chromedriver chromium-driver
+# Legible screenshots need a font (chromium only recommends one).
+if [ ! -d /usr/share/fonts/truetype/liberation ] && [ "$(id -u)" -eq 0 ]; then
+    log "installing fonts-liberation (for the dashboard screenshots)"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-liberation >/dev/null \
+        || warn "could not install fonts-liberation (screenshots may show no text)"
+fi
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    export CINDERBLOCK_REQUIRE_BROWSER="${CINDERBLOCK_REQUIRE_BROWSER:-1}"
+fi
 # tests/lvm_vm.rs: the LVM driver against real dm-thin in a QEMU TCG VM (this kernel has no
 # device-mapper). scripts/vm/build-initramfs.sh downloads, once, the guest's Debian kernel,
 # busybox, lvm2 and thin-provisioning-tools, and QEMU 10 from bookworm-backports only when no
@@ -331,6 +349,7 @@ log "cargo $(cargo --version | cut -d' ' -f2), target dir $CARGO_TARGET_DIR"
 log "TEST_DATABASE_URL=${TEST_DATABASE_URL:-<unset: SQLite only>}  CINDERBLOCK_REQUIRE_PRIVILEGED=${CINDERBLOCK_REQUIRE_PRIVILEGED:-0}  CINDERBLOCK_REQUIRE_CLIENTS=$CINDERBLOCK_REQUIRE_CLIENTS"
 
 mkdir -p "$CARGO_TARGET_DIR"
+export CINDERBLOCK_UI_SCREENSHOTS="${CINDERBLOCK_UI_SCREENSHOTS:-$CARGO_TARGET_DIR/ui-screenshots}"
 OUT="$CARGO_TARGET_DIR/cinderblock-test-output.log"
 log "running cargo test --no-fail-fast $* (output also saved to $OUT)"
 set +e

@@ -74,6 +74,9 @@ pub struct Config {
     /// TLS for the HTTP API and the NBD TCP listener (off unless `cert` and `key` are set).
     #[serde(default)]
     pub tls: TlsConfig,
+    /// ui: the web dashboard under `/ui/`.
+    #[serde(default)]
+    pub ui: UiConfig,
 }
 
 /// `[tls]`: certificate and key (PEM) and where they are used.
@@ -190,6 +193,31 @@ impl Default for ImagesConfig {
             info_address_space_mib: 1024,
             convert_cpu_seconds: 3600,
             convert_address_space_mib: 4096,
+        }
+    }
+}
+
+/// ui: the web dashboard (`/ui/`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Serve the dashboard.
+    pub enabled: bool,
+    /// Longest life of a dashboard session, seconds (it ends then whatever its use).
+    pub session_ttl_seconds: u64,
+    /// A session unused this long ends, seconds.
+    pub session_idle_seconds: u64,
+    /// noauth mode: the project volumes created from the dashboard belong to.
+    pub noauth_project: String,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            enabled: true,
+            session_ttl_seconds: 12 * 3600,
+            session_idle_seconds: 3600,
+            noauth_project: "default".into(),
         }
     }
 }
@@ -491,6 +519,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             metrics: MetricsConfig::default(),
             images: ImagesConfig::default(),
+            ui: UiConfig::default(),
             tls: TlsConfig::default(),
         }
     }

@@ -72,6 +72,8 @@ fn is_public(path: &str) -> bool {
         || path == "/identity"
         || path.starts_with("/identity/")
         || super::image::is_public(path)
+        // ui: the dashboard authenticates by its own session cookie (see `super::ui`).
+        || super::ui::is_ui_path(path)
 }
 
 /// The middleware (see the module docs).
@@ -178,7 +180,7 @@ fn host_part(authority: &str) -> String {
     host.to_ascii_lowercase()
 }
 
-fn host_is_local(svc: &Services, host: &str) -> bool {
+pub(super) fn host_is_local(svc: &Services, host: &str) -> bool {
     let h = host_part(host);
     if h == "localhost" || h.ends_with(".localhost") {
         return true;

@@ -19,6 +19,8 @@ mod microversion;
 mod ops;
 pub mod signature;
 mod snapshot_query;
+// ui: the web dashboard under /ui/.
+mod ui;
 mod versions;
 
 use axum::body::Body;
@@ -46,6 +48,7 @@ pub fn router(svc: Services) -> Router {
         .merge(identity::routes())
         .merge(ops::routes())
         .merge(image::routes())
+        .merge(ui::routes(&svc))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(svc.clone(), auth::authenticate))
         .layer(middleware::from_fn(error_bodies))
@@ -66,7 +69,9 @@ fn is_evs_path(path: &str) -> bool {
 
 /// Render `err` in the format of the API `path` belongs to.
 fn render_for_path(path: &str, err: Error) -> Response {
-    if path == "/identity" || path.starts_with("/identity/") {
+    if ui::is_ui_path(path) {
+        ui::error_response(err)
+    } else if path == "/identity" || path.starts_with("/identity/") {
         identity::KeystoneError(err).into_response()
     } else if image::is_image_path(path) {
         image::ImageError(err).into_response()

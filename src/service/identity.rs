@@ -834,6 +834,21 @@ pub async fn authenticate_password(
     scope: Option<&Ref>,
     from: Option<std::net::IpAddr>,
 ) -> Result<IssuedToken> {
+    let (user, scope) = check_password_login(db, config, user, password, scope, from).await?;
+    issue(db, config, user, scope, "password", None).await
+}
+
+/// The checks of the password method without issuing a token (the dashboard's sign-in makes
+/// a session instead): the same throttling, the same 401 for any failure, the same scoping.
+/// Returns the user and, when it holds a role there, the scoped project with its roles.
+pub async fn check_password_login(
+    db: &Db,
+    config: &Config,
+    user: &Ref,
+    password: &str,
+    scope: Option<&Ref>,
+    from: Option<std::net::IpAddr>,
+) -> Result<(User, Option<(Project, Vec<Role>)>)> {
     let limits = login_limits::limits(&config.auth);
     let key = match user {
         Ref::Id(id) => id.as_str(),
@@ -855,7 +870,7 @@ pub async fn authenticate_password(
     };
     limits.succeeded(key);
     let scope = scoped_project(db, &user, scope).await?;
-    issue(db, config, user, scope, "password", None).await
+    Ok((user, scope))
 }
 
 /// The token method: a valid token buys a new one, possibly for another project of the user.

@@ -7,6 +7,8 @@ mod actions;
 mod attachments;
 mod catalog;
 mod client_tokens;
+// ui: figures for the web dashboard.
+pub mod dashboard;
 mod exports;
 // groups: generic volume groups.
 mod groups;
@@ -33,6 +35,8 @@ mod snapshots;
 mod tags;
 mod transfers;
 mod types;
+// ui: dashboard sessions.
+pub mod ui_sessions;
 mod volumes;
 
 use std::collections::HashMap;

@@ -223,6 +223,8 @@ impl Db {
             .await?;
         // A new password ends every session of the old one.
         sqlx::query("DELETE FROM tokens WHERE user_id = $1").bind(id).execute(tx.conn()).await?;
+        // ui: and every dashboard session.
+        sqlx::query("DELETE FROM ui_sessions WHERE user_id = $1").bind(id).execute(tx.conn()).await?;
         tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
@@ -254,6 +256,8 @@ impl Db {
         }
         if !u.enabled || new_password_hash.is_some() {
             sqlx::query("DELETE FROM tokens WHERE user_id = $1").bind(&u.id).execute(tx.conn()).await?;
+            // ui: dashboard sessions end with the tokens.
+            sqlx::query("DELETE FROM ui_sessions WHERE user_id = $1").bind(&u.id).execute(tx.conn()).await?;
         }
         tx.commit().await?;
         Ok(r.rows_affected() == 1)
@@ -269,6 +273,8 @@ impl Db {
             .await?;
         let held: i64 = held.try_get("n")?;
         let r = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(tx.conn()).await?;
+        // ui: the user's dashboard sessions (no foreign key: noauth sessions have no user).
+        sqlx::query("DELETE FROM ui_sessions WHERE user_id = $1").bind(id).execute(tx.conn()).await?;
         if held > 0 {
             refuse_if_admins_gone(&mut tx, id).await?;
         }

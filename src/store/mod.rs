@@ -32,6 +32,8 @@ mod snapshots;
 mod sql;
 mod tags;
 mod transfers;
+// ui: dashboard sessions and overview figures.
+mod ui;
 mod volumes;
 
 use std::str::FromStr;
@@ -59,6 +61,7 @@ pub use snapshots::{ListSnapshots, SnapshotFilter, SnapshotSortKey};
 pub use sql::Arg;
 pub use tags::{TagMatch, TagQuery, TagResource};
 pub use transfers::TransferRow;
+pub use ui::UiSessionRecord;
 pub use volumes::{ListVolumes, SortDir, VolumeFilter, VolumePage, VolumeSortKey};
 
 /// Which database engine the URL selected.
