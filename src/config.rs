@@ -274,6 +274,9 @@ pub enum DriverKind {
     File,
     /// Thin LVs in an LVM thin pool (settings in the pool's `lvm` table).
     Lvm,
+    /// Ceph RBD images (settings in the pool's `rbd` table; needs a build with the cargo
+    /// feature `rbd`).
+    Rbd,
 }
 
 /// One storage pool.
@@ -300,6 +303,47 @@ pub struct PoolConfig {
     /// LVM driver settings (`driver = "lvm"`).
     #[serde(default)]
     pub lvm: Option<LvmPoolConfig>,
+    /// RBD driver settings (`driver = "rbd"`; `path` is then a local work directory).
+    #[serde(default)]
+    pub rbd: Option<RbdPoolConfig>,
+}
+
+/// Settings of an RBD pool:
+/// `rbd = { ceph_conf = "/etc/ceph/ceph.conf", client_id = "cinderblock", pool = "volumes" }`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RbdPoolConfig {
+    /// The Ceph configuration file naming the monitors.
+    #[serde(default = "default_ceph_conf")]
+    pub ceph_conf: PathBuf,
+    /// The Ceph client id (`cinderblock` authenticates as `client.cinderblock`).
+    #[serde(default = "default_ceph_client")]
+    pub client_id: String,
+    /// The client's keyring (default: the one `ceph_conf` names, e.g.
+    /// `/etc/ceph/ceph.client.cinderblock.keyring`).
+    #[serde(default)]
+    pub keyring: Option<PathBuf>,
+    /// The RADOS pool holding the images (`rbd pool init` done).
+    pub pool: String,
+    /// RBD object size in MiB (power of two, 1 to 32; Cinder's `rbd_store_chunk_size`).
+    #[serde(default = "default_rbd_object_size")]
+    pub object_size_mb: u64,
+    /// Linked clones deeper than this are flattened (Cinder's `rbd_max_clone_depth`).
+    #[serde(default = "default_rbd_clone_depth")]
+    pub max_clone_depth: u32,
+}
+
+fn default_ceph_conf() -> PathBuf {
+    PathBuf::from("/etc/ceph/ceph.conf")
+}
+fn default_ceph_client() -> String {
+    "cinderblock".into()
+}
+fn default_rbd_object_size() -> u64 {
+    4
+}
+fn default_rbd_clone_depth() -> u32 {
+    5
 }
 
 /// Settings of an LVM pool: `lvm = { vg = "vg0", thin_pool = "cinderblock", devices = ["/dev/sdb"] }`.
@@ -465,6 +509,7 @@ impl Default for Config {
                 volume_types: default_types(),
                 max_over_subscription_ratio: default_ratio(),
                 lvm: None,
+                rbd: None,
             }],
             jobs: JobsConfig { workers: 4, lease_seconds: 60, step_delay_ms: 0, crash_at: String::new() },
             http: HttpConfig::default(),
@@ -547,7 +592,42 @@ impl Config {
             if p.volume_types.is_empty() {
                 return Err(ConfigError::Invalid(format!("pools.{}: volume_types is empty", p.name)));
             }
+            if p.driver == DriverKind::Rbd {
+                let Some(r) = &p.rbd else {
+                    return Err(ConfigError::Invalid(format!(
+                        "pools.{}: the rbd driver needs rbd = {{ ceph_conf, client_id, pool }}",
+                        p.name
+                    )));
+                };
+                if p.lvm.is_some() {
+                    return Err(ConfigError::Invalid(format!("pools.{}: lvm settings on an rbd pool", p.name)));
+                }
+                if p.path.as_os_str().is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "pools.{}: the rbd driver needs a path (a local work directory for snapshot exports)",
+                        p.name
+                    )));
+                }
+                let ok = |n: &str| {
+                    !n.is_empty() && n.len() <= 128 && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                };
+                if !ok(&r.pool) || !ok(&r.client_id) {
+                    return Err(ConfigError::Invalid(format!(
+                        "pools.{}: rbd pool and client_id must be 1 to 128 of A-Za-z0-9._-",
+                        p.name
+                    )));
+                }
+                if !r.object_size_mb.is_power_of_two() || r.object_size_mb > 32 {
+                    return Err(ConfigError::Invalid(format!(
+                        "pools.{}: rbd object_size_mb must be 1, 2, 4, 8, 16 or 32",
+                        p.name
+                    )));
+                }
+            } else if p.rbd.is_some() {
+                return Err(ConfigError::Invalid(format!("pools.{}: rbd settings on a non-rbd pool", p.name)));
+            }
             match (p.driver, &p.lvm) {
+                (DriverKind::Rbd, _) => {}
                 (DriverKind::File, None) if !p.path.as_os_str().is_empty() => {}
                 (DriverKind::File, None) => {
                     return Err(ConfigError::Invalid(format!("pools.{}: the file driver needs a path", p.name)))
