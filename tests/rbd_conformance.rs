@@ -1,104 +1,21 @@
 //! The driver conformance suite (`cinderblock::driver::conformance`, unchanged) and the RBD
-//! driver's own cases against a real, throwaway Ceph cluster: `scripts/ceph/cluster.sh`
-//! bootstraps one monitor, one manager and one bluestore OSD on a sparse file (about 12 s,
-//! under a temp directory, on free localhost ports), and a guard stops it by its pid files
-//! and removes it, also when the test panics. Built only with `--features rbd`
+//! driver's own cases against a real, throwaway Ceph cluster (`cephkit`: bootstrapped by
+//! `scripts/ceph/cluster.sh`, stopped by pid on drop; skipped with a reason without Ceph,
+//! failed instead under `CINDERBLOCK_REQUIRE_PRIVILEGED=1`). Built only with `--features rbd`
 //! (scripts/test.sh runs it so).
-//!
-//! Without Ceph's daemons (Debian's ceph-mon, ceph-mgr, ceph-osd, ceph-common; scripts/test.sh
-//! installs them as root) the test prints why and passes, unless
-//! `CINDERBLOCK_REQUIRE_PRIVILEGED=1`, which turns the skip into a failure.
 
 #![cfg(feature = "rbd")]
 
+mod cephkit;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use cinderblock::driver::conformance::{self, Fixture, Outcome};
 use cinderblock::driver::rbd::REVERT_SIZE;
 use cinderblock::driver::{CloneMode, Driver, RbdDriver, RbdSettings};
 use uuid::Uuid;
 
-const TOOLS: [&str; 7] = ["ceph-mon", "ceph-mgr", "ceph-osd", "ceph", "rbd", "rados", "uuidgen"];
-
-fn tool_exists(name: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/sbin", "/usr/sbin", "/usr/bin"].map(PathBuf::from))
-        .any(|d| d.join(name).is_file())
-}
-
-/// Whether the cluster can be made; prints the reason (or panics under
-/// CINDERBLOCK_REQUIRE_PRIVILEGED=1) when not.
-fn ceph_available(test: &str) -> bool {
-    let missing: Vec<&str> = TOOLS.iter().copied().filter(|t| !tool_exists(t)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why =
-        format!("missing {missing:?} (Debian ceph-mon ceph-mgr ceph-osd ceph-common; scripts/test.sh installs them)");
-    if std::env::var("CINDERBLOCK_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
-        panic!("{test}: CINDERBLOCK_REQUIRE_PRIVILEGED=1 but {why}");
-    }
-    eprintln!("SKIP {test}: {why}; set CINDERBLOCK_REQUIRE_PRIVILEGED=1 to make this a failure");
-    false
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph/cluster.sh")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
-}
-
-/// A running throwaway cluster; stopped (by pid) and removed on drop.
-struct Cluster {
-    dir: PathBuf,
-    conf: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let tmp = tempfile::Builder::new().prefix("cb-ceph").tempdir_in("/var/tmp").expect("tmp");
-        let dir = tmp.path().join("c");
-        let (v2, v1) = (free_port(), free_port());
-        let started = std::time::Instant::now();
-        // The guard exists before the start, so a start that fails half-way is stopped too.
-        let c = Cluster { conf: dir.join("ceph.conf"), dir, _tmp: tmp };
-        let out = Command::new("bash")
-            .arg(script())
-            .args(["start", c.dir.to_str().expect("utf-8"), &v2.to_string(), &v1.to_string()])
-            .output()
-            .expect("run cluster.sh");
-        assert!(
-            out.status.success(),
-            "ceph bootstrap failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("ceph cluster up in {:.1}s", started.elapsed().as_secs_f64());
-        c
-    }
-
-    fn rbd(&self, args: &[&str]) -> String {
-        let out = Command::new("timeout")
-            .args(["60", "rbd", "-c", self.conf.to_str().expect("utf-8"), "-p", "rbd"])
-            .args(args)
-            .output()
-            .expect("run rbd");
-        assert!(out.status.success(), "rbd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(script()).args(["stop", self.dir.to_str().unwrap_or("")]).status();
-    }
-}
+use cephkit::{ceph_available, Cluster};
 
 fn settings(c: &Cluster, work: &Path, depth: u32) -> RbdSettings {
     RbdSettings {
