@@ -65,6 +65,11 @@ pub struct rbd_trash_image_info_t {
     pub deferment_end_time: i64,
 }
 
+/// An asynchronous operation's completion (`rbd_completion_t`).
+pub type rbd_completion_t = *mut c_void;
+/// The callback of a completion (`rbd_callback_t`), run on a librbd thread.
+pub type rbd_callback_t = extern "C" fn(rbd_completion_t, *mut c_void);
+
 /// The callback of `rbd_diff_iterate2`: (offset, length, exists, arg); non-zero stops.
 pub type diff_cb = extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int;
 
@@ -159,6 +164,23 @@ extern "C" {
     pub fn rbd_write(image: rbd_image_t, ofs: u64, len: usize, buf: *const c_char) -> isize;
     pub fn rbd_discard(image: rbd_image_t, ofs: u64, len: u64) -> c_int;
     pub fn rbd_flush(image: rbd_image_t) -> c_int;
+
+    pub fn rbd_aio_create_completion(cb_arg: *mut c_void, cb: rbd_callback_t, c: *mut rbd_completion_t) -> c_int;
+    /// Returns the operation's result: bytes read or written, or a negative errno.
+    pub fn rbd_aio_get_return_value(c: rbd_completion_t) -> isize;
+    pub fn rbd_aio_release(c: rbd_completion_t);
+    pub fn rbd_aio_read(image: rbd_image_t, off: u64, len: usize, buf: *mut c_char, c: rbd_completion_t) -> c_int;
+    pub fn rbd_aio_write(image: rbd_image_t, off: u64, len: usize, buf: *const c_char, c: rbd_completion_t) -> c_int;
+    pub fn rbd_aio_discard(image: rbd_image_t, off: u64, len: u64, c: rbd_completion_t) -> c_int;
+    pub fn rbd_aio_write_zeroes(
+        image: rbd_image_t,
+        off: u64,
+        len: usize,
+        c: rbd_completion_t,
+        zero_flags: c_int,
+        op_flags: c_int,
+    ) -> c_int;
+    pub fn rbd_aio_flush(image: rbd_image_t, c: rbd_completion_t) -> c_int;
 }
 
 /// `rbd_linked_image_spec_t`.

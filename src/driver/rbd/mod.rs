@@ -28,8 +28,10 @@
 //! (as Cinder's RBD driver exports to a temporary file), removed with the snapshot.
 //!
 //! Layout: this file holds the settings, the driver value and opening; `volumes.rs` the
-//! `Driver` operations; `utils.rs` the data copies.
+//! `Driver` operations; `utils.rs` the data copies; `aio.rs` asynchronous I/O with completions
+//! delivered to tokio (for a future NBD backend).
 
+pub mod aio;
 mod ffi;
 pub mod rados;
 mod utils;
@@ -143,6 +145,19 @@ impl RbdDriver {
     /// The I/O context (for tests and tools).
     pub fn ioctx(&self) -> &Arc<IoCtx> {
         &self.io
+    }
+
+    /// Open volume `id` for asynchronous I/O (the NBD backend's building block; see `aio`).
+    pub fn open_async(&self, id: Uuid) -> Result<aio::AioImage, DriverError> {
+        let vol = name(VOL, id);
+        let img = self.io.open(&vol, None, false).map_err(|e| {
+            if e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) {
+                DriverError::Missing(self.full(&vol))
+            } else {
+                DriverError::io(format!("open {}", self.full(&vol)), e)
+            }
+        })?;
+        Ok(aio::AioImage::new(img))
     }
 
     /// The local work directory.

@@ -418,6 +418,11 @@ extern "C" fn collect_extent(off: u64, len: usize, exists: c_int, arg: *mut c_vo
 }
 
 impl Image {
+    /// The raw handle, for the asynchronous calls of `aio.rs` (valid while `self` lives).
+    pub(crate) fn raw(&self) -> ffi::rbd_image_t {
+        self.h
+    }
+
     /// Size in bytes.
     pub fn size(&self) -> io::Result<u64> {
         let mut s = 0u64;
