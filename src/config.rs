@@ -810,6 +810,36 @@ mod tests {
     }
 
     #[test]
+    fn rbd_pools_are_validated() {
+        let mut c = Config::default();
+        let mut p = c.pools[0].clone();
+        p.name = "ceph".into();
+        p.driver = DriverKind::Rbd;
+        c.pools.push(p);
+        assert!(c.validate().unwrap_err().to_string().contains("the rbd driver needs rbd ="));
+        let r = RbdPoolConfig {
+            ceph_conf: default_ceph_conf(),
+            client_id: default_ceph_client(),
+            keyring: None,
+            pool: "volumes".into(),
+            object_size_mb: default_rbd_object_size(),
+            max_clone_depth: default_rbd_clone_depth(),
+        };
+        c.pools[1].rbd = Some(r.clone());
+        c.validate().expect("a valid rbd pool");
+        c.pools[1].rbd = Some(RbdPoolConfig { object_size_mb: 3, ..r.clone() });
+        assert!(c.validate().unwrap_err().to_string().contains("object_size_mb"));
+        c.pools[1].rbd = Some(RbdPoolConfig { pool: "../x".into(), ..r.clone() });
+        assert!(c.validate().unwrap_err().to_string().contains("rbd pool and client_id"));
+        c.pools[1].rbd = Some(r.clone());
+        c.pools[1].path = PathBuf::new();
+        assert!(c.validate().unwrap_err().to_string().contains("needs a path"));
+        c.pools[1].path = "/x".into();
+        c.pools[0].rbd = Some(r);
+        assert!(c.validate().unwrap_err().to_string().contains("rbd settings on a non-rbd pool"));
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
         writeln!(f, "listen = \"127.0.0.1:1\"\n[database]\nurll = \"x\"").expect("write");

@@ -99,6 +99,19 @@ async fn rbd_pool_lifecycle_and_refused_attach(b: Backend) {
     assert_eq!(r.status, 400, "{}", r.text);
     let v = api.wait_available(&p, &id).await;
     assert_eq!(v["attachments"], json!([]), "{v}");
+    // A retype that must copy the data out of the RBD pool is refused the same way.
+    let file_ty = common::unique("file");
+    api.post(
+        &format!("/v3/{p}/types"),
+        json!({"volume_type": {"name": file_ty, "extra_specs": {"volume_backend_name": "default"}}}),
+    )
+    .await
+    .expect(200);
+    let r = action(&api, &p, &id, json!({"os-retype": {"new_type": file_ty, "migration_policy": "on-demand"}})).await;
+    let r = r.expect_fault(400, "badRequest");
+    assert!(r.text.contains("cannot be migrated out of its pool"), "{}", r.text);
+    let v = api.wait_available(&p, &id).await;
+    assert_eq!(v["volume_type"], ty.as_str(), "{v}");
 
     // Deleting the volume with a snapshot and a clone: everything goes in the end.
     api.delete(&format!("/v3/{p}/volumes/{cid}")).await.expect(202);
