@@ -208,9 +208,54 @@ fn rbd_driver_conformance() {
     trash_while_clones_depend(d);
     kept_for_snapshots(d);
     let shallow = RbdDriver::open(settings(&cluster, work.path(), 1)).expect("open with depth 1");
+    assert!(
+        std::sync::Arc::ptr_eq(shallow.ioctx().cluster(), d.ioctx().cluster()),
+        "pools with the same ceph configuration must share one cluster handle"
+    );
     clone_depth_limit(&shallow);
     async_io(d);
     assert!(ours_in_trash(d).is_empty(), "left in the trash: {:?}", ours_in_trash(d));
     let left: Vec<String> = d.ioctx().list_images().expect("images");
     assert!(left.is_empty(), "images left behind: {left:?}");
+}
+
+/// With cephx, the pool authenticates as the configured client with its keyring (Ceph's
+/// `profile rbd` caps are enough for every operation and for capacity), and a wrong key fails
+/// the open with a clear error instead of hanging.
+#[test]
+fn rbd_driver_with_cephx_client_and_keyring() {
+    if !ceph_available("rbd_driver_with_cephx_client_and_keyring") {
+        return;
+    }
+    let cluster = Cluster::start_cephx();
+    let work = tempfile::tempdir().expect("work dir");
+    let s = RbdSettings {
+        client_id: "cinderblock".into(),
+        keyring: Some(cluster.client_keyring()),
+        ..settings(&cluster, work.path(), 5)
+    };
+    let d = RbdDriver::open(s.clone()).expect("open as client.cinderblock");
+    let cap = d.capacity().expect("capacity");
+    assert!(cap.total_bytes > 0 && cap.free_bytes <= cap.total_bytes, "{cap:?}");
+    let (v, snap, k) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    d.create_volume(v, 8 << 20).expect("create");
+    conformance::write(&d, v, 0, b"cephx").expect("write");
+    d.create_snapshot(v, snap).expect("snapshot");
+    d.create_volume_from_snapshot(snap, k, 8 << 20, CloneMode::Linked).expect("clone");
+    assert_eq!(conformance::read(&d, k, 0, 5).expect("read"), b"cephx");
+    d.delete_volume(k).expect("delete clone");
+    d.delete_snapshot(snap).expect("delete snapshot");
+    d.delete_volume(v).expect("delete");
+    assert!(d.ioctx().list_images().expect("images").is_empty());
+
+    let bad = work.path().join("bad.keyring");
+    let out = std::process::Command::new("ceph-authtool")
+        .args(["--create-keyring", bad.to_str().expect("utf-8"), "--gen-key", "-n", "client.cinderblock"])
+        .output()
+        .expect("ceph-authtool");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let started = std::time::Instant::now();
+    let err = RbdDriver::open(RbdSettings { keyring: Some(bad), ..s }).expect_err("a wrong key must not connect");
+    assert!(err.to_string().contains("connect to the cluster"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "a wrong key took {:?}", started.elapsed());
 }

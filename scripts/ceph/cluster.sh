@@ -4,7 +4,12 @@
 # df` says 0 bytes) and one bluestore OSD on a 4 GiB sparse file, no cephx, pool size 1, everything (config, data, sockets, logs, pid files) under DIR. No systemd, no
 # /etc/ceph, no /var/lib/ceph.
 #
-#   cluster.sh start DIR MON_V2_PORT MON_V1_PORT   # prints CEPH_CONF=DIR/ceph.conf when writable
+#   cluster.sh start DIR MON_V2_PORT MON_V1_PORT [none|cephx]
+#                                                  # prints CEPH_CONF=DIR/ceph.conf when writable
+#
+# With cephx every daemon gets its own keyring (per-section `keyring =` lines: a global one
+# would override the mgr's and OSDs'), client.admin's is DIR/keyring, and a client
+# `client.cinderblock` with Ceph's `profile rbd` caps on pool rbd gets DIR/cinderblock.keyring.
 #   cluster.sh stop DIR                            # stops the daemons by their pid files, removes DIR
 #
 # `stop` kills only a pid whose /proc/PID/comm is ceph-mon, -mgr or -osd and whose command line
@@ -49,6 +54,8 @@ fi
 [ "$cmd" = start ] || { echo "unknown command $cmd" >&2; exit 2; }
 V2=${3:?V2_PORT}
 V1=${4:?V1_PORT}
+AUTH=${5:-none}
+case "$AUTH" in none | cephx) ;; *) echo "auth must be none or cephx" >&2; exit 2 ;; esac
 for t in ceph-mon ceph-mgr ceph-osd ceph ceph-authtool monmaptool rados rbd uuidgen; do
     command -v "$t" >/dev/null || { echo "missing $t (apt-get install ceph-mon ceph-mgr ceph-osd ceph-common)" >&2; exit 3; }
 done
@@ -61,9 +68,9 @@ cat >"$C" <<CONF
 fsid = $FSID
 mon_host = [v2:127.0.0.1:$V2,v1:127.0.0.1:$V1]
 public_network = 127.0.0.0/8
-auth_cluster_required = none
-auth_service_required = none
-auth_client_required = none
+auth_cluster_required = $AUTH
+auth_service_required = $AUTH
+auth_client_required = $AUTH
 run_dir = $D/run
 admin_socket = $D/run/\$name.asok
 pid_file = $D/run/\$name.pid
@@ -80,14 +87,18 @@ mon_warn_on_pool_no_redundancy = false
 mon_data_avail_warn = 2
 mon_data_avail_crit = 1
 ms_bind_ipv6 = false
+[client]
+keyring = $D/keyring
 [mon]
 keyring = $D/keyring
 mon_data = $D/mon.\$id
 mon_cluster_log_file = $D/log/cluster.log
 [mgr]
 mgr_data = $D/mgr.\$id
+keyring = $D/mgr.\$id/keyring
 [osd]
 osd_data = $D/osd.\$id
+keyring = $D/osd.\$id/keyring
 osd_objectstore = bluestore
 bluestore_block_create = true
 bluestore_block_size = $((4 << 30))
@@ -99,15 +110,23 @@ osd_op_num_threads_per_shard = 1
 CONF
 
 ceph-authtool --create-keyring "$D"/keyring --gen-key -n mon. --cap mon 'allow *' >/dev/null
+ceph-authtool "$D"/keyring --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >/dev/null
 monmaptool --create --fsid "$FSID" --addv a "[v2:127.0.0.1:$V2,v1:127.0.0.1:$V1]" "$D"/monmap >/dev/null
 ceph-mon -c "$C" --mkfs -i a --monmap "$D"/monmap --keyring "$D"/keyring
 ceph-mon -c "$C" -i a
 CEPH="timeout 30 ceph -c $C --connect-timeout 20"
 mkdir -p "$D"/mgr.x
+if [ "$AUTH" = cephx ]; then
+    $CEPH auth get-or-create mgr.x mon 'allow profile mgr' osd 'allow *' -o "$D"/mgr.x/keyring
+fi
 ceph-mgr -c "$C" -i x
 U=$(uuidgen)
 ID=$($CEPH osd new "$U")
 mkdir -p "$D"/osd."$ID"
+if [ "$AUTH" = cephx ]; then
+    ceph-authtool --create-keyring "$D"/osd."$ID"/keyring --gen-key -n osd."$ID" >/dev/null
+    $CEPH auth add osd."$ID" osd 'allow *' mon 'allow profile osd' mgr 'allow profile osd' -i "$D"/osd."$ID"/keyring >/dev/null
+fi
 ceph-osd -c "$C" -i "$ID" --mkfs --osd-uuid "$U" >"$D"/log/osd."$ID".mkfs.log 2>&1
 ceph-osd -c "$C" -i "$ID"
 up=0
@@ -137,4 +156,8 @@ for _ in $(seq 1 300); do
     sleep 0.2
 done
 [ "$ok" = 1 ] || { echo "the manager never reported the cluster's capacity" >&2; exit 6; }
+if [ "$AUTH" = cephx ]; then
+    $CEPH auth get-or-create client.cinderblock mon 'profile rbd' osd 'profile rbd pool=rbd' mgr 'profile rbd pool=rbd' \
+        -o "$D"/cinderblock.keyring >/dev/null
+fi
 echo "CEPH_CONF=$C"

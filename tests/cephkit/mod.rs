@@ -54,8 +54,23 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Bootstrap a cluster (panics when that fails).
+    /// Bootstrap a cluster without authentication (panics when that fails).
     pub fn start() -> Cluster {
+        Cluster::start_with("none")
+    }
+
+    /// Bootstrap a cluster with cephx: `client.cinderblock` (Ceph's `profile rbd` on pool
+    /// rbd) has its key in [`Cluster::client_keyring`].
+    pub fn start_cephx() -> Cluster {
+        Cluster::start_with("cephx")
+    }
+
+    /// The keyring of `client.cinderblock` (cephx clusters).
+    pub fn client_keyring(&self) -> PathBuf {
+        self.dir.join("cinderblock.keyring")
+    }
+
+    fn start_with(auth: &str) -> Cluster {
         let tmp = tempfile::Builder::new().prefix("cb-ceph").tempdir_in("/var/tmp").expect("tmp");
         let dir = tmp.path().join("c");
         let (v2, v1) = (free_port(), free_port());
@@ -64,7 +79,7 @@ impl Cluster {
         let c = Cluster { conf: dir.join("ceph.conf"), dir, _tmp: tmp };
         let out = Command::new("bash")
             .arg(script())
-            .args(["start", c.dir.to_str().expect("utf-8"), &v2.to_string(), &v1.to_string()])
+            .args(["start", c.dir.to_str().expect("utf-8"), &v2.to_string(), &v1.to_string(), auth])
             .output()
             .expect("run cluster.sh");
         assert!(
