@@ -178,6 +178,56 @@ fn async_io(d: &RbdDriver) {
     d.delete_volume(v).expect("delete");
 }
 
+/// Deleting the volume first (kept as `cbd-` for its snapshot) and then the snapshot its clone
+/// depends on also ends in the trash, purged with the clone.
+fn trash_after_kept(d: &RbdDriver) {
+    let (v, s, k) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    d.create_volume(v, 8 << 20).expect("create");
+    conformance::write(d, v, 0, b"kept").expect("write");
+    d.create_snapshot(v, s).expect("snapshot");
+    d.create_volume_from_snapshot(s, k, 8 << 20, CloneMode::Linked).expect("clone");
+    d.delete_volume(v).expect("delete the volume");
+    d.delete_snapshot(s).expect("delete the snapshot");
+    assert_eq!(ours_in_trash(d), vec![format!("cbd-{v}")]);
+    assert_eq!(conformance::read(d, k, 0, 4).expect("read"), b"kept");
+    d.delete_volume(k).expect("delete the clone");
+    assert!(ours_in_trash(d).is_empty(), "{:?}", ours_in_trash(d));
+}
+
+/// What a kill -9 leaves in the middle of a clone is finished or cleaned by the rerun or the
+/// next open: a `cbc-` snapshot taken for a live clone (step 1 done), a half-built `cbt-`
+/// full copy (removed at open, rebuilt by the rerun).
+fn interrupted_clones(c: &Cluster, f: &mut RbdFixture<'_>) {
+    let (v, k, s, k2) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let d = &f.driver;
+    d.create_volume(v, 8 << 20).expect("create");
+    conformance::write(d, v, 4096, b"live").expect("write");
+    c.rbd(&["snap", "create", &format!("cbv-{v}@cbc-{k}")]);
+    conformance::write(d, v, 4096, b"LIVE").expect("write after the cut");
+    d.create_cloned_volume(v, k, 8 << 20, CloneMode::Linked).expect("rerun of a live clone");
+    // The rerun clones the point in time its first run froze.
+    assert_eq!(conformance::read(d, k, 4096, 4).expect("read"), b"live");
+    assert!(!c.rbd(&["snap", "ls", &format!("cbv-{v}")]).contains("cbc-"), "the clone's snapshot must go");
+    d.create_snapshot(v, s).expect("snapshot");
+    c.rbd(&["create", "--size", "1M", &format!("cbt-{k2}")]);
+    f.reopen().expect("reopen");
+    let d = &f.driver;
+    assert!(
+        !d.ioctx().list_images().expect("images").contains(&format!("cbt-{k2}")),
+        "a half-built copy survives open"
+    );
+    c.rbd(&["create", "--size", "1M", &format!("cbt-{k2}")]);
+    d.create_volume_from_snapshot(s, k2, 8 << 20, CloneMode::Full).expect("rerun of a full clone");
+    assert_eq!(conformance::read(d, k2, 4096, 4).expect("read"), b"LIVE");
+    assert_eq!(conformance::size(d, k2).expect("size"), 8 << 20);
+    let images = d.ioctx().list_images().expect("images");
+    assert!(!images.contains(&format!("cbt-{k2}")), "{images:?}");
+    d.delete_snapshot(s).expect("delete snapshot");
+    for id in [k2, k, v] {
+        d.delete_volume(id).expect("delete");
+    }
+}
+
 #[test]
 fn rbd_driver_conformance() {
     if !ceph_available("rbd_driver_conformance") {
@@ -202,11 +252,13 @@ fn rbd_driver_conformance() {
     }
     assert_eq!(results.len(), conformance::CASES.len());
     assert!(failed.is_empty(), "rbd: {failed:#?}");
+    interrupted_clones(&cluster, &mut f);
     let d = &f.driver;
     assert!(d.list_volumes().expect("list").is_empty(), "the suite left volumes behind");
     assert!(d.list_snapshots().expect("list").is_empty(), "the suite left snapshots behind");
     trash_while_clones_depend(d);
     kept_for_snapshots(d);
+    trash_after_kept(d);
     let shallow = RbdDriver::open(settings(&cluster, work.path(), 1)).expect("open with depth 1");
     assert!(
         std::sync::Arc::ptr_eq(shallow.ioctx().cluster(), d.ioctx().cluster()),

@@ -97,11 +97,25 @@ impl RbdDriver {
         exists_ok(self.io.clone_image(parent, snap, target, self.order))
             .map_err(io_err(format!("clone {}@{snap} as {target}", self.full(parent))))?;
         let img = self.must_open(target)?;
-        if img.size().map_err(io_err(format!("size of {target}")))? < size {
-            img.resize(size).map_err(io_err(format!("resize {target}")))?;
+        if flatten {
+            if img.size().map_err(io_err(format!("size of {target}")))? < size {
+                img.resize(size).map_err(io_err(format!("resize {target}")))?;
+            }
+            return img.flatten().map_err(io_err(format!("flatten {target}")));
         }
-        if flatten || self.depth(&img)? > self.s.max_clone_depth {
-            img.flatten().map_err(io_err(format!("flatten {target}")))?;
+        drop(img);
+        self.finish(target, size)
+    }
+
+    /// The tail of a linked clone (idempotent): at least `size` bytes, flattened when deeper
+    /// than the clone-depth limit.
+    fn finish(&self, image: &str, size: u64) -> Result<(), DriverError> {
+        let img = self.must_open(image)?;
+        if img.size().map_err(io_err(format!("size of {image}")))? < size {
+            img.resize(size).map_err(io_err(format!("resize {image}")))?;
+        }
+        if self.depth(&img)? > self.s.max_clone_depth {
+            img.flatten().map_err(io_err(format!("flatten {image}")))?;
         }
         Ok(())
     }
@@ -273,12 +287,10 @@ impl Driver for RbdDriver {
         mode: CloneMode,
     ) -> Result<(), DriverError> {
         let (vol, snap) = (name(VOL, volume), name(SNAP, snapshot));
-        if let Some(img) = self.try_open(&vol)? {
-            // Done before (a rerun): only the size may be missing.
-            if img.size().map_err(io_err(format!("size of {vol}")))? < size_bytes {
-                img.resize(size_bytes).map_err(io_err(format!("resize {vol}")))?;
-            }
-            return Ok(());
+        if self.try_open(&vol)?.is_some() {
+            // Done before (a rerun): a linked clone may still miss its size or flattening (a
+            // full one gets its name only when complete).
+            return self.finish(&vol, size_bytes);
         }
         let Some((home, img)) = self.snap_home(snapshot)? else {
             return Err(DriverError::Missing(format!("snapshot {snapshot}")));
@@ -303,23 +315,30 @@ impl Driver for RbdDriver {
         mode: CloneMode,
     ) -> Result<(), DriverError> {
         let (src, vol, frozen) = (name(VOL, source), name(VOL, volume), name(CLONE_SRC, volume));
-        let src_img = self.must_open(&src)?;
-        if self.try_open(&vol)?.is_none() {
-            // A point-in-time snapshot of the live volume to clone from.
-            if !src_img.snap_exists(&frozen).map_err(io_err(format!("snapshots of {src}")))? {
-                src_img.snap_create(&frozen).map_err(io_err(format!("snapshot {}@{frozen}", self.full(&src))))?;
-            }
-            match mode {
-                CloneMode::Linked => self.clone_to(&src, &frozen, &vol, size_bytes, false)?,
-                CloneMode::Full => {
-                    let build = name(BUILD, volume);
-                    self.remove_or_trash(&build)?;
-                    self.clone_to(&src, &frozen, &build, size_bytes, true)?;
-                    self.io.rename(&build, &vol).map_err(io_err(format!("rename {build} to {vol}")))?;
+        if self.try_open(&vol)?.is_some() {
+            // A rerun: the clone exists; finish its size and depth, and drop the snapshot if
+            // still there (the source may be gone by now).
+            self.finish(&vol, size_bytes)?;
+            if let Some(src_img) = self.try_open(&src)? {
+                if src_img.snap_exists(&frozen).map_err(io_err(format!("snapshots of {src}")))? {
+                    src_img.snap_remove(&frozen).map_err(io_err(format!("remove {}@{frozen}", self.full(&src))))?;
                 }
             }
-        } else {
-            self.extend_volume(volume, size_bytes)?;
+            return Ok(());
+        }
+        let src_img = self.must_open(&src)?;
+        // A point-in-time snapshot of the live volume to clone from.
+        if !src_img.snap_exists(&frozen).map_err(io_err(format!("snapshots of {src}")))? {
+            src_img.snap_create(&frozen).map_err(io_err(format!("snapshot {}@{frozen}", self.full(&src))))?;
+        }
+        match mode {
+            CloneMode::Linked => self.clone_to(&src, &frozen, &vol, size_bytes, false)?,
+            CloneMode::Full => {
+                let build = name(BUILD, volume);
+                self.remove_or_trash(&build)?;
+                self.clone_to(&src, &frozen, &build, size_bytes, true)?;
+                self.io.rename(&build, &vol).map_err(io_err(format!("rename {build} to {vol}")))?;
+            }
         }
         // The snapshot is not ours to keep: with a linked clone it waits in the trash
         // namespace until the clone is gone or flattened.
