@@ -228,6 +228,23 @@ fn interrupted_clones(c: &Cluster, f: &mut RbdFixture<'_>) {
     }
 }
 
+/// Capacity counts replication: a pool of size 2 on the same OSD reports half the raw size,
+/// and free space is its `max_avail` (at most half of what is free raw).
+fn capacity_counts_replicas(c: &Cluster, work: &Path, d: &RbdDriver) {
+    let one = d.capacity().expect("capacity of a size-1 pool");
+    c.ceph(&["osd", "pool", "create", "rep2", "8", "8"]);
+    c.ceph(&["osd", "pool", "set", "rep2", "size", "2", "--yes-i-really-mean-it"]);
+    c.ceph(&["osd", "pool", "application", "enable", "rep2", "rbd"]);
+    let two = RbdDriver::open(RbdSettings { rbd_pool: "rep2".into(), ..settings(c, work, 5) }).expect("open rep2");
+    let cap = two.capacity().expect("capacity of a size-2 pool");
+    assert_eq!(cap.total_bytes, one.total_bytes / 2, "{cap:?} vs {one:?}");
+    assert!(
+        cap.free_bytes <= cap.total_bytes && cap.free_bytes <= one.free_bytes / 2 + (64 << 20),
+        "{cap:?} vs {one:?}"
+    );
+    assert!(one.free_bytes > 0 && one.free_bytes <= one.total_bytes, "{one:?}");
+}
+
 #[test]
 fn rbd_driver_conformance() {
     if !ceph_available("rbd_driver_conformance") {
@@ -266,6 +283,7 @@ fn rbd_driver_conformance() {
     );
     clone_depth_limit(&shallow);
     async_io(d);
+    capacity_counts_replicas(&cluster, work.path(), d);
     assert!(ours_in_trash(d).is_empty(), "left in the trash: {:?}", ours_in_trash(d));
     let left: Vec<String> = d.ioctx().list_images().expect("images");
     assert!(left.is_empty(), "images left behind: {left:?}");

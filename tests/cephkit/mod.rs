@@ -93,6 +93,17 @@ impl Cluster {
         c
     }
 
+    /// Run `ceph -c <conf> ARGS`; panics when it fails.
+    pub fn ceph(&self, args: &[&str]) -> String {
+        let out = Command::new("timeout")
+            .args(["60", "ceph", "-c", self.conf.to_str().expect("utf-8"), "--connect-timeout", "30"])
+            .args(args)
+            .output()
+            .expect("run ceph");
+        assert!(out.status.success(), "ceph {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Run `rbd -c <conf> -p rbd ARGS`; panics when it fails.
     pub fn rbd(&self, args: &[&str]) -> String {
         let out = Command::new("timeout")

@@ -86,6 +86,18 @@ extern "C" {
     pub fn rados_write_full(io: rados_ioctx_t, oid: *const c_char, buf: *const c_char, len: usize) -> c_int;
     pub fn rados_read(io: rados_ioctx_t, oid: *const c_char, buf: *mut c_char, len: usize, off: u64) -> c_int;
     pub fn rados_remove(io: rados_ioctx_t, oid: *const c_char) -> c_int;
+    pub fn rados_mon_command(
+        cluster: rados_t,
+        cmd: *mut *const c_char,
+        cmdlen: usize,
+        inbuf: *const c_char,
+        inbuflen: usize,
+        outbuf: *mut *mut c_char,
+        outbuflen: *mut usize,
+        outs: *mut *mut c_char,
+        outslen: *mut usize,
+    ) -> c_int;
+    pub fn rados_buffer_free(buf: *mut c_char);
 }
 
 #[link(name = "rbd")]

@@ -119,6 +119,45 @@ impl Cluster {
         Ok((st.kb.saturating_mul(1024), st.kb_avail.saturating_mul(1024)))
     }
 
+    /// Run a monitor command (`{"prefix": "df", "format": "json"}`) and return its output.
+    pub fn mon_command(&self, cmd: &str) -> io::Result<String> {
+        let c = cstr(cmd)?;
+        let mut cmds = [c.as_ptr()];
+        let (mut out, mut outlen, mut status, mut statuslen) = (ptr::null_mut(), 0usize, ptr::null_mut(), 0usize);
+        // SAFETY: connected handle; `cmds` is one NUL-terminated command alive for the call; no
+        // input buffer; the out-pointers are valid and what librados allocates into them is
+        // freed below, once.
+        let r = unsafe {
+            ffi::rados_mon_command(
+                self.h,
+                cmds.as_mut_ptr(),
+                1,
+                ptr::null(),
+                0,
+                &mut out,
+                &mut outlen,
+                &mut status,
+                &mut statuslen,
+            )
+        };
+        let take = |p: *mut c_char, len: usize| -> String {
+            if p.is_null() {
+                return String::new();
+            }
+            // SAFETY: librados filled `p` with `len` bytes (not necessarily NUL-terminated).
+            let text = String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }).into_owned();
+            // SAFETY: allocated by rados_mon_command, freed once, not used after.
+            unsafe { ffi::rados_buffer_free(p) };
+            text
+        };
+        let (out, status) = (take(out, outlen), take(status, statuslen));
+        if r < 0 {
+            let e = io::Error::from_raw_os_error(-r);
+            return Err(io::Error::new(e.kind(), format!("mon command {cmd}: {e}: {status}")));
+        }
+        Ok(out)
+    }
+
     /// An I/O context on the RADOS pool `pool`.
     pub fn ioctx(self: &Arc<Self>, pool: &str) -> io::Result<Arc<IoCtx>> {
         let name = cstr(pool)?;

@@ -196,10 +196,31 @@ impl Driver for RbdDriver {
         Capabilities { reflink: true }
     }
 
-    /// The cluster's raw capacity (`rados df` totals; they need a running ceph-mgr).
+    /// What the RADOS pool can hold, after replication: the cluster's raw size divided by the
+    /// pool's replica count (stable while volumes are written), and free = the pool's
+    /// `max_avail` from `ceph df` (replication and the full ratio already counted), as
+    /// Cinder's RBD driver reports it. The statistics need a running ceph-mgr.
     fn capacity(&self) -> Result<Capacity, DriverError> {
-        let (total, free) = self.io.cluster().stat().map_err(io_err("cluster stat"))?;
-        Ok(Capacity { total_bytes: total, free_bytes: free.min(total) })
+        let cluster = self.io.cluster();
+        let (raw_total, _) = cluster.stat().map_err(io_err("cluster stat"))?;
+        let pool = serde_json::to_string(&self.s.rbd_pool).unwrap_or_default();
+        let size_cmd = format!(r#"{{"prefix": "osd pool get", "pool": {pool}, "var": "size", "format": "json"}}"#);
+        let size_out = cluster.mon_command(&size_cmd).map_err(io_err("osd pool get size"))?;
+        let replicas = serde_json::from_str::<serde_json::Value>(&size_out)
+            .ok()
+            .and_then(|v| v["size"].as_u64())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| DriverError::Invalid(format!("osd pool get size answered {size_out:?}")))?;
+        let df = cluster.mon_command(r#"{"prefix": "df", "format": "json"}"#).map_err(io_err("ceph df"))?;
+        let df: serde_json::Value =
+            serde_json::from_str(&df).map_err(|e| DriverError::Invalid(format!("ceph df answered no JSON: {e}")))?;
+        let max_avail = df["pools"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == self.s.rbd_pool.as_str()))
+            .and_then(|p| p["stats"]["max_avail"].as_u64())
+            .ok_or_else(|| DriverError::Invalid(format!("ceph df does not list pool {}", self.s.rbd_pool)))?;
+        let total = raw_total / replicas;
+        Ok(Capacity { total_bytes: total, free_bytes: max_avail.min(total) })
     }
 
     fn create_volume(&self, id: Uuid, size_bytes: u64) -> Result<(), DriverError> {
