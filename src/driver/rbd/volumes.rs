@@ -394,12 +394,13 @@ impl Driver for RbdDriver {
         let img =
             self.io.open(&home, Some(&snap), true).map_err(io_err(format!("open {}@{snap}", self.full(&home))))?;
         let size = img.size().map_err(io_err(format!("size of {home}@{snap}")))?;
-        let tmp = self.s.work_dir.join("tmp").join(format!("{}.raw", snapshot.hyphenated()));
+        // A name of its own per call: two uploads of one snapshot never write the same file.
+        let tmp =
+            self.s.work_dir.join("tmp").join(format!("{}.{}.raw", snapshot.hyphenated(), Uuid::new_v4().simple()));
         let r = (|| {
             let f = OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .open(&tmp)
                 .map_err(io_err(format!("create {}", tmp.display())))?;
             f.set_len(size).map_err(io_err(format!("truncate {}", tmp.display())))?;
