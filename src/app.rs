@@ -44,6 +44,7 @@ fn open_pools(config: &Config) -> Result<HashMap<String, PoolRuntime>> {
                 };
                 Arc::new(LvmDriver::open(s).map_err(|e| Error::internal(format!("pool {}: {e}", p.name)))?)
             }
+            DriverKind::Rbd => open_rbd(p)?,
         };
         let caps = driver.capabilities();
         tracing::info!(
@@ -56,6 +57,34 @@ fn open_pools(config: &Config) -> Result<HashMap<String, PoolRuntime>> {
         pools.insert(p.name.clone(), PoolRuntime { config: p.clone(), driver });
     }
     Ok(pools)
+}
+
+/// An RBD pool (cargo feature `rbd`).
+#[cfg(feature = "rbd")]
+fn open_rbd(p: &crate::config::PoolConfig) -> Result<Arc<dyn Driver>> {
+    let r = p.rbd.clone().ok_or_else(|| Error::internal(format!("pool {}: no rbd settings", p.name)))?;
+    let s = crate::driver::RbdSettings {
+        pool: p.name.clone(),
+        conf: r.ceph_conf,
+        client_id: r.client_id,
+        keyring: r.keyring,
+        rbd_pool: r.pool,
+        work_dir: p.path.clone(),
+        object_size_bytes: r.object_size_mb << 20,
+        max_clone_depth: r.max_clone_depth,
+    };
+    let d = crate::driver::RbdDriver::open(s).map_err(|e| Error::internal(format!("pool {}: {e}", p.name)))?;
+    Ok(Arc::new(d))
+}
+
+/// Without the `rbd` feature an RBD pool cannot be opened: say how to get one.
+#[cfg(not(feature = "rbd"))]
+fn open_rbd(p: &crate::config::PoolConfig) -> Result<Arc<dyn Driver>> {
+    Err(Error::internal(format!(
+        "pool {}: driver \"rbd\" needs a cinderblock built with the cargo feature `rbd` \
+         (cargo build --features rbd, with Debian's librbd-dev installed)",
+        p.name
+    )))
 }
 
 /// Run the daemon until a shutdown signal.

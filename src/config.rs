@@ -302,6 +302,9 @@ pub enum DriverKind {
     File,
     /// Thin LVs in an LVM thin pool (settings in the pool's `lvm` table).
     Lvm,
+    /// Ceph RBD images (settings in the pool's `rbd` table; needs a build with the cargo
+    /// feature `rbd`).
+    Rbd,
 }
 
 /// One storage pool.
@@ -328,6 +331,47 @@ pub struct PoolConfig {
     /// LVM driver settings (`driver = "lvm"`).
     #[serde(default)]
     pub lvm: Option<LvmPoolConfig>,
+    /// RBD driver settings (`driver = "rbd"`; `path` is then a local work directory).
+    #[serde(default)]
+    pub rbd: Option<RbdPoolConfig>,
+}
+
+/// Settings of an RBD pool:
+/// `rbd = { ceph_conf = "/etc/ceph/ceph.conf", client_id = "cinderblock", pool = "volumes" }`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RbdPoolConfig {
+    /// The Ceph configuration file naming the monitors.
+    #[serde(default = "default_ceph_conf")]
+    pub ceph_conf: PathBuf,
+    /// The Ceph client id (`cinderblock` authenticates as `client.cinderblock`).
+    #[serde(default = "default_ceph_client")]
+    pub client_id: String,
+    /// The client's keyring (default: the one `ceph_conf` names, e.g.
+    /// `/etc/ceph/ceph.client.cinderblock.keyring`).
+    #[serde(default)]
+    pub keyring: Option<PathBuf>,
+    /// The RADOS pool holding the images (`rbd pool init` done).
+    pub pool: String,
+    /// RBD object size in MiB (power of two, 1 to 32; Cinder's `rbd_store_chunk_size`).
+    #[serde(default = "default_rbd_object_size")]
+    pub object_size_mb: u64,
+    /// Linked clones deeper than this are flattened (Cinder's `rbd_max_clone_depth`).
+    #[serde(default = "default_rbd_clone_depth")]
+    pub max_clone_depth: u32,
+}
+
+fn default_ceph_conf() -> PathBuf {
+    PathBuf::from("/etc/ceph/ceph.conf")
+}
+fn default_ceph_client() -> String {
+    "cinderblock".into()
+}
+fn default_rbd_object_size() -> u64 {
+    4
+}
+fn default_rbd_clone_depth() -> u32 {
+    5
 }
 
 /// Settings of an LVM pool: `lvm = { vg = "vg0", thin_pool = "cinderblock", devices = ["/dev/sdb"] }`.
@@ -498,6 +542,7 @@ impl Default for Config {
                 volume_types: default_types(),
                 max_over_subscription_ratio: default_ratio(),
                 lvm: None,
+                rbd: None,
             }],
             jobs: JobsConfig {
                 workers: 4,
@@ -587,7 +632,42 @@ impl Config {
             if p.volume_types.is_empty() {
                 return Err(ConfigError::Invalid(format!("pools.{}: volume_types is empty", p.name)));
             }
+            if p.driver == DriverKind::Rbd {
+                let Some(r) = &p.rbd else {
+                    return Err(ConfigError::Invalid(format!(
+                        "pools.{}: the rbd driver needs rbd = {{ ceph_conf, client_id, pool }}",
+                        p.name
+                    )));
+                };
+                if p.lvm.is_some() {
+                    return Err(ConfigError::Invalid(format!("pools.{}: lvm settings on an rbd pool", p.name)));
+                }
+                if p.path.as_os_str().is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "pools.{}: the rbd driver needs a path (a local work directory for snapshot exports)",
+                        p.name
+                    )));
+                }
+                let ok = |n: &str| {
+                    !n.is_empty() && n.len() <= 128 && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                };
+                if !ok(&r.pool) || !ok(&r.client_id) {
+                    return Err(ConfigError::Invalid(format!(
+                        "pools.{}: rbd pool and client_id must be 1 to 128 of A-Za-z0-9._-",
+                        p.name
+                    )));
+                }
+                if !r.object_size_mb.is_power_of_two() || r.object_size_mb > 32 {
+                    return Err(ConfigError::Invalid(format!(
+                        "pools.{}: rbd object_size_mb must be 1, 2, 4, 8, 16 or 32",
+                        p.name
+                    )));
+                }
+            } else if p.rbd.is_some() {
+                return Err(ConfigError::Invalid(format!("pools.{}: rbd settings on a non-rbd pool", p.name)));
+            }
             match (p.driver, &p.lvm) {
+                (DriverKind::Rbd, _) => {}
                 (DriverKind::File, None) if !p.path.as_os_str().is_empty() => {}
                 (DriverKind::File, None) => {
                     return Err(ConfigError::Invalid(format!("pools.{}: the file driver needs a path", p.name)))
@@ -767,6 +847,36 @@ mod tests {
         f.write_all(all.as_bytes()).expect("write");
         let explicit = Config::load(Some(f.path())).expect("the uncommented config loads");
         assert_eq!(explicit, shipped, "a commented value in deploy/config.default.toml is not the default");
+    }
+
+    #[test]
+    fn rbd_pools_are_validated() {
+        let mut c = Config::default();
+        let mut p = c.pools[0].clone();
+        p.name = "ceph".into();
+        p.driver = DriverKind::Rbd;
+        c.pools.push(p);
+        assert!(c.validate().unwrap_err().to_string().contains("the rbd driver needs rbd ="));
+        let r = RbdPoolConfig {
+            ceph_conf: default_ceph_conf(),
+            client_id: default_ceph_client(),
+            keyring: None,
+            pool: "volumes".into(),
+            object_size_mb: default_rbd_object_size(),
+            max_clone_depth: default_rbd_clone_depth(),
+        };
+        c.pools[1].rbd = Some(r.clone());
+        c.validate().expect("a valid rbd pool");
+        c.pools[1].rbd = Some(RbdPoolConfig { object_size_mb: 3, ..r.clone() });
+        assert!(c.validate().unwrap_err().to_string().contains("object_size_mb"));
+        c.pools[1].rbd = Some(RbdPoolConfig { pool: "../x".into(), ..r.clone() });
+        assert!(c.validate().unwrap_err().to_string().contains("rbd pool and client_id"));
+        c.pools[1].rbd = Some(r.clone());
+        c.pools[1].path = PathBuf::new();
+        assert!(c.validate().unwrap_err().to_string().contains("needs a path"));
+        c.pools[1].path = "/x".into();
+        c.pools[0].rbd = Some(r);
+        assert!(c.validate().unwrap_err().to_string().contains("rbd settings on a non-rbd pool"));
     }
 
     #[test]

@@ -165,3 +165,24 @@ async fn starts_with_no_config_on_embedded_defaults() {
     }
     assert!(dir.path().join("data/cinderblock.db").exists(), "default database is ./data/cinderblock.db");
 }
+
+/// A daemon built without the cargo feature `rbd` refuses an RBD pool at start, saying how to
+/// get one, and never listens.
+#[cfg(not(feature = "rbd"))]
+#[test]
+fn rbd_pool_needs_the_rbd_feature() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut text = config(dir.path(), "127.0.0.1:0", [""; 5]);
+    text.push_str(&format!(
+        "[[pools]]\nname = \"ceph\"\ndriver = \"rbd\"\npath = \"{}/ceph\"\nrbd = {{ pool = \"volumes\" }}\n",
+        dir.path().display()
+    ));
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, &text).expect("write");
+    let mut cmd = daemon_command(dir.path(), &dir.path().join("log"), &[]);
+    cmd.arg("serve").arg("--config").arg(&cfg);
+    let (status, out, err) = run_to_exit(cmd, Duration::from_secs(30));
+    assert!(!status.success(), "serve started with an rbd pool and no rbd feature");
+    assert!(err.contains("cargo feature `rbd`") || out.contains("cargo feature `rbd`"), "stderr: {err}\nstdout: {out}");
+    assert!(!out.contains("listening on"), "{out}");
+}

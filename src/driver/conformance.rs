@@ -1,8 +1,8 @@
 //! The driver conformance suite: one set of cases every [`Driver`] passes (file on XFS,
-//! btrfs and ext4 on the host; LVM thin inside the test VM; RBD later).
+//! btrfs and ext4 on the host; LVM thin inside the test VM; RBD on a throwaway Ceph cluster).
 //!
-//! Cases go through the trait only, reading and writing data through `export_path` (a file or
-//! a block device). Each case makes its own volumes and removes them, so cases share one pool.
+//! Cases go through the trait only, reading and writing data through `open_volume` (the export
+//! path's file or block device, or librbd). Each case makes its own volumes and removes them, so cases share one pool.
 //! A case returns `Err(reason)` instead of panicking, so a runner (the VM's guest) can report
 //! every result. The fixture supplies what the trait cannot: re-opening the pool (a restart)
 //! and leaving a revert as a kill -9 in its middle would.
@@ -51,30 +51,26 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| seed.wrapping_add((i % 251) as u8) | 1).collect()
 }
 
-/// Write `data` at `off` into the volume (through its export path) and sync.
+/// Write `data` at `off` into the volume (through [`Driver::open_volume`]: its export path,
+/// or librbd for RBD) and flush.
 pub fn write(d: &dyn Driver, id: Uuid, off: u64, data: &[u8]) -> Outcome {
-    let p = d.export_path(id);
-    let f = OpenOptions::new().write(true).open(&p).map_err(|err| format!("open {}: {err}", p.display()))?;
-    f.write_all_at(data, off).map_err(|err| format!("write {}: {err}", p.display()))?;
-    f.sync_all().map_err(|err| format!("fsync {}: {err}", p.display()))
+    let f = d.open_volume(id, true).map_err(|err| format!("open volume {id}: {err}"))?;
+    f.write_at(data, off).map_err(|err| format!("write volume {id}: {err}"))?;
+    f.flush().map_err(|err| format!("flush volume {id}: {err}"))
 }
 
 /// Read `len` bytes at `off` from the volume.
 pub fn read(d: &dyn Driver, id: Uuid, off: u64, len: usize) -> Result<Vec<u8>, String> {
-    let p = d.export_path(id);
-    let f = OpenOptions::new().read(true).open(&p).map_err(|err| format!("open {}: {err}", p.display()))?;
+    let f = d.open_volume(id, false).map_err(|err| format!("open volume {id}: {err}"))?;
     let mut buf = vec![0u8; len];
-    f.read_exact_at(&mut buf, off).map_err(|err| format!("read {}: {err}", p.display()))?;
+    f.read_at(&mut buf, off).map_err(|err| format!("read volume {id}: {err}"))?;
     Ok(buf)
 }
 
-/// Size of the volume as its export path shows it.
+/// Size of the volume as its data shows it.
 pub fn size(d: &dyn Driver, id: Uuid) -> Result<u64, String> {
-    let p = d.export_path(id);
-    let f = OpenOptions::new().read(true).open(&p).map_err(|err| format!("open {}: {err}", p.display()))?;
-    nix::unistd::lseek(&f, 0, nix::unistd::Whence::SeekEnd)
-        .map(|n| n as u64)
-        .map_err(|err| format!("size of {}: {err}", p.display()))
+    let f = d.open_volume(id, false).map_err(|err| format!("open volume {id}: {err}"))?;
+    f.size().map_err(|err| format!("size of volume {id}: {err}"))
 }
 
 fn expect_data(d: &dyn Driver, id: Uuid, off: u64, want: &[u8], what: &str) -> Outcome {

@@ -6,17 +6,22 @@
 //! and renames it into place, so a crash leaves the old or the new state, never a torn one.
 //! Calls block (file system work) and are made from `spawn_blocking`.
 //!
-//! Each driver is a folder (as Incus lays out its drivers): `file/` (sparse files, reflink) and
-//! `lvm/` (LVM thin pools, driven through `lvm`'s JSON reports); [`conformance`] is the one
-//! suite of cases every driver passes.
+//! Each driver is a folder (as Incus lays out its drivers): `file/` (sparse files, reflink),
+//! `lvm/` (LVM thin pools, driven through `lvm`'s JSON reports) and, with the cargo feature
+//! `rbd`, `rbd/` (Ceph RBD images through librbd); [`conformance`] is the one suite of cases
+//! every driver passes.
 
 pub mod conformance;
 mod file;
 pub mod lvm;
+#[cfg(feature = "rbd")]
+pub mod rbd;
 mod sparse_copy;
 
 pub use file::FileDriver;
 pub use lvm::{LvmDriver, LvmSettings};
+#[cfg(feature = "rbd")]
+pub use rbd::{RbdDriver, RbdSettings};
 pub use sparse_copy::sparse_copy;
 
 use uuid::Uuid;
@@ -85,6 +90,37 @@ pub enum CloneMode {
     Full,
 }
 
+/// Byte access to a volume's data, whatever holds it: a file or block device (the export
+/// path) or an RBD image through librbd. Copies between pools and the conformance suite use
+/// it.
+pub trait VolumeIo: Send {
+    /// Size in bytes.
+    fn size(&self) -> std::io::Result<u64>;
+    /// Read exactly `buf.len()` bytes at `off`.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()>;
+    /// Write all of `buf` at `off`.
+    fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()>;
+    /// Make the writes durable.
+    fn flush(&self) -> std::io::Result<()>;
+}
+
+impl VolumeIo for std::fs::File {
+    fn size(&self) -> std::io::Result<u64> {
+        // A block device's metadata says 0; its size is where a seek to the end lands
+        // (positional reads and writes ignore the offset this moves).
+        nix::unistd::lseek(self, 0, nix::unistd::Whence::SeekEnd).map(|n| n as u64).map_err(std::io::Error::from)
+    }
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, off)
+    }
+    fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self, buf, off)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.sync_all()
+    }
+}
+
 /// A storage backend for one pool.
 pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Capabilities detected at start.
@@ -144,6 +180,22 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     }
     /// The file or block device holding the volume's data, for exports (never created here).
     fn export_path(&self, id: Uuid) -> std::path::PathBuf;
+    /// Open the volume's data for reading (and writing when `write`): by default the file or
+    /// block device at [`Driver::export_path`]; drivers without one (RBD) override it.
+    fn open_volume(&self, id: Uuid, write: bool) -> Result<Box<dyn VolumeIo>, DriverError> {
+        let p = self.export_path(id);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&p)
+            .map_err(|e| DriverError::io(format!("open {}", p.display()), e))?;
+        Ok(Box::new(f))
+    }
+    /// Why this pool's volumes cannot be attached or exported (NBD or loop device), `None`
+    /// when they can (every driver whose `export_path` is a real file or device).
+    fn export_unsupported(&self) -> Option<String> {
+        None
+    }
     /// Ids of every volume the pool holds (for consistency checks).
     fn list_volumes(&self) -> Result<Vec<Uuid>, DriverError>;
     /// Ids of every snapshot the pool holds.

@@ -192,7 +192,7 @@ async fn all_volumes(db: &Db, filter: VolumeFilter) -> Result<Vec<Volume>> {
     Ok(page.volumes)
 }
 
-/// The file of a file-pool volume (`<path>/volumes/<id>.raw`); none for LVM pools.
+/// The file of a file-pool volume (`<path>/volumes/<id>.raw`); none for LVM and RBD pools.
 fn volume_file(config: &Config, v: &Volume) -> Option<PathBuf> {
     let p = config.pools.iter().find(|p| p.name == v.pool)?;
     (p.driver == DriverKind::File).then(|| p.path.join("volumes").join(format!("{}.raw", v.id)))
@@ -275,7 +275,7 @@ async fn pools_json(db: &Db, config: &Config, daemon: Option<&Value>) -> Result<
             let provisioned: i64 = mine.iter().map(|v| v.size_gb.max(0)).sum::<i64>() << 30;
             let allocated: Option<u64> = match p.driver {
                 DriverKind::File => Some(mine.iter().filter_map(|v| allocated(config, v)).sum()),
-                DriverKind::Lvm => None,
+                DriverKind::Lvm | DriverKind::Rbd => None,
             };
             let health = daemon
                 .and_then(|d| d["checks"]["pools"][&p.name].as_str().map(str::to_string))

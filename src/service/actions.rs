@@ -460,6 +460,14 @@ impl Services {
         limits: &std::collections::BTreeMap<String, i64>,
     ) -> Result<String> {
         let dest_name = pool.config.name.clone();
+        // The copy reads the source's export path; pools without one (RBD) cannot be the
+        // source yet. Refused before anything changes.
+        if let Some(why) = self.pools.get(&v.pool).and_then(|p| p.driver.export_unsupported()) {
+            return Err(Error::invalid(
+                "EVS.5400",
+                format!("Invalid volume: Volume {} cannot be migrated out of its pool: {why}.", v.id),
+            ));
+        }
         let capacity = self.capacity_limit_gb(pool, v.size_gb)?;
         let now = now_timestamp();
         let mut tx = self.db.begin_write().await?;

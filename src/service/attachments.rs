@@ -74,6 +74,10 @@ impl Services {
     fn export_request(&self, v: &Volume, mode: AttachMode, connector: &Value) -> Result<ExportRequest> {
         let pool = self.pools.get(&v.pool).ok_or_else(|| Error::internal(format!("pool {} not configured", v.pool)))?;
         let id = Uuid::try_parse(&v.id).map_err(|_| Error::internal("bad volume id"))?;
+        // Refused before anything is exported or recorded (RBD pools have no local device).
+        if let Some(why) = pool.driver.export_unsupported() {
+            return Err(Error::invalid("EVS.5400", format!("Invalid volume: {why}.")));
+        }
         Ok(ExportRequest {
             volume_id: v.id.clone(),
             path: pool.driver.export_path(id),
