@@ -563,8 +563,13 @@ async fn ui_sessions_expire(backend: Backend) {
 }
 
 async fn ui_noauth_says_it_is_unauthenticated(backend: Backend) {
-    // Slow job steps, so that a job is seen in flight.
-    let server = TestServer::start(backend, Opts { step_delay_ms: 400, ..Opts::default() });
+    // The job workers wait while this file exists (the runner's stall hook), so the create is
+    // still in flight when the overview is read, however loaded the machine is.
+    let stall_dir = tempfile::tempdir().expect("tmp");
+    let stall = stall_dir.path().join("stall");
+    std::fs::write(&stall, b"").expect("stall file");
+    let env = vec![("CINDERBLOCK_TEST_STALL_FILE".to_string(), stall.display().to_string())];
+    let server = TestServer::start(backend, Opts { env, ..Opts::default() });
     let mut b = Browser::new(&server);
     b.get("/ui/").await.expect(303);
     let login = b.get("/ui/login").await.expect(200);
@@ -586,6 +591,7 @@ async fn ui_noauth_says_it_is_unauthenticated(backend: Backend) {
     let f = b.get("/ui/jobs/in-flight").await.expect(200);
     assert!(f.has("createVolume") && f.has(&format!("/ui/volumes/{id}")), "{}", f.body);
     assert!(f.has("hx-trigger=\"every 3s\""));
+    std::fs::remove_file(&stall).expect("release the workers");
     b.wait_for(&format!("/ui/volumes/{id}/live"), "id=\"volume-status\">available<").await;
     b.wait_for("/ui/jobs/in-flight", "None.").await;
     assert!(b.get("/ui/volumes").await.expect(200).has(&id));

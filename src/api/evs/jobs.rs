@@ -16,6 +16,14 @@ pub(super) async fn show(
     headers: HeaderMap,
 ) -> Result<Response, EvsError> {
     let caller = caller(&svc, &headers, &p)?;
-    let view = svc.get_job(&caller, &job_id).await?;
+    // Appendix A.1 names `Common.0011` (400) for a job id that matches no job (or another
+    // project's): the EVS wire rule, so it is applied here, not in the service.
+    let view = svc.get_job(&caller, &job_id).await.map_err(|e| {
+        if e.kind == crate::error::ErrorKind::NotFound {
+            crate::error::Error::invalid("Common.0011", e.public_message())
+        } else {
+            e
+        }
+    })?;
     Ok(Json(views::job(&view)).into_response())
 }
