@@ -19,6 +19,7 @@ mod message;
 // services: os-services records.
 mod service;
 mod snapshot;
+mod snapshot_group;
 mod status;
 mod volume;
 
@@ -38,6 +39,7 @@ pub use message::{Message, MessageAction, MessageDetail};
 // services: os-services records.
 pub use service::{ServiceRecord, SCHEDULER_BINARY, VOLUME_BINARY};
 pub use snapshot::{Snapshot, SnapshotStatus};
+pub use snapshot_group::SnapshotGroup;
 pub use status::VolumeStatus;
 pub use volume::{NewVolume, Pool, Volume, VolumeType};
 

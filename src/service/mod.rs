@@ -29,6 +29,7 @@ pub mod scheduler;
 // services: os-services, os-hosts, scheduler-stats, capabilities.
 mod services;
 pub use services::{accepts_new_volumes, host_matches, PoolStats, ServiceState};
+mod snapshot_groups;
 mod snapshots;
 mod tags;
 mod transfers;
@@ -56,6 +57,7 @@ pub use manage::{ManageSnapshot, ManageVolume};
 // misc: encryption types, default types.
 pub use misc::EncryptionSpec;
 pub use quotas::{QuotaDelta, QuotaUsage, UsageLine, DEFAULT_CLASS};
+pub use snapshot_groups::{CreateSnapshotGroup, SnapshotGroupFilter, MAX_GROUP_VOLUMES};
 pub use snapshots::{CreateSnapshot, UpdateSnapshot};
 pub use tags::{validate_tag_query, TagChange, TaggedPage, TaggedResource, MAX_MATCH_CHARS, MAX_TAGS};
 pub use transfers::{CreateTransfer, CreatedTransfer};

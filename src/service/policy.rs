@@ -46,6 +46,13 @@ pub const POLICY: &[(&str, Role)] = &[
     ("evs:snapshots:rollback", Member),
     ("evs:snapshots:resetStatus", Admin),
     ("evs:snapshots:forceDelete", Admin),
+    // Snapshot groups (EVS v5; one crash-consistent set of member snapshots).
+    ("evs:snapshotGroups:list", Reader),
+    ("evs:snapshotGroups:get", Reader),
+    ("evs:snapshotGroups:create", Member),
+    ("evs:snapshotGroups:update", Member),
+    ("evs:snapshotGroups:delete", Member),
+    ("evs:snapshotGroups:rollback", Member),
     // actions: a snapshot's creator reports its status (Cinder's update_snapshot_status: member).
     ("evs:snapshots:updateStatus", Member),
     // actions: user messages (Cinder: project readers list and show, members delete).

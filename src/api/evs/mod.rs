@@ -4,6 +4,7 @@
 mod client_token;
 mod jobs;
 mod list_query;
+mod snapshot_groups;
 mod snapshots;
 mod tags;
 mod views;
@@ -64,7 +65,27 @@ pub(super) fn routes() -> Router<Services> {
             );
     }
     r = tags::routes(r);
+    r = snapshot_group_routes(r);
     r
+}
+
+/// EVS v5 snapshot groups (see `snapshot_groups`).
+fn snapshot_group_routes(r: Router<Services>) -> Router<Services> {
+    use snapshot_groups as sg;
+    let base = "/v5/{p}/snapshot-groups";
+    r.route(base, post_as("evs:snapshotGroups:create", sg::create))
+        .route(&format!("{base}/detail"), get_as("evs:snapshotGroups:list", sg::list))
+        .route(&format!("{base}/count"), get_as("evs:snapshotGroups:list", sg::count))
+        .route(&format!("{base}/tags"), get_as("evs:snapshotGroups:list", sg::project_tags))
+        .route(
+            &format!("{base}/{{id}}"),
+            get_as("evs:snapshotGroups:get", sg::show)
+                .merge(put_as("evs:snapshotGroups:update", sg::update))
+                .merge(delete_as("evs:snapshotGroups:delete", sg::delete)),
+        )
+        .route(&format!("{base}/{{id}}/tags/create"), post_as("evs:snapshotGroups:update", sg::tags_create))
+        .route(&format!("{base}/{{id}}/tags/delete"), post_as("evs:snapshotGroups:update", sg::tags_delete))
+        .route(&format!("{base}/{{id}}/rollback"), post_as("evs:snapshotGroups:rollback", sg::rollback))
 }
 
 /// A domain error rendered in the EVS format.
