@@ -7,6 +7,7 @@ mod actions;
 mod attachments;
 mod catalog;
 mod client_tokens;
+mod evs_retype;
 mod exports;
 // groups: generic volume groups.
 mod groups;

@@ -4,6 +4,7 @@
 mod client_token;
 mod jobs;
 mod list_query;
+mod retype;
 mod snapshot_groups;
 mod snapshots;
 mod tags;
@@ -26,7 +27,8 @@ pub(super) fn routes() -> Router<Services> {
         .route("/v1/{p}/jobs/{job_id}", get_as("evs:jobs:get", jobs::show))
         .route("/v2.1/{p}/cloudvolumes", post_as("evs:volumes:create", volumes::create))
         .route("/v2.1/{p}/cloudvolumes/{id}", get_as("evs:volumes:get", volumes::show))
-        .route("/v2.1/{p}/cloudvolumes/{id}/action", volume_action());
+        .route("/v2.1/{p}/cloudvolumes/{id}/action", volume_action())
+        .route("/v2/{p}/volumes/{id}/retype", post_as("evs:volumes:retype", retype::retype));
     // Cinder v3 clients reach the same EVS routes under /v3 (ENDPOINTS.md).
     for pre in ["/v2", "/v3"] {
         r = r
