@@ -8,6 +8,7 @@
 //! - `openstack_cli.py`: the `openstack` CLI with `--os-auth-type none`;
 //! - `cinder_cli.py`: the `cinder` CLI with `--os-auth-type noauth`;
 //! - `huawei_sdk.py`: the `huaweicloudsdkevs` SDK (batch create, job, filtered lists, delete).
+//! - `huawei_sdk_groups.py`: the same SDK on snapshot groups (v5) and `retype_volume`.
 //! - `openstack_identity_admin.py`: `auth.mode = keystone`, an admin manages users and roles with
 //!   `openstack user …`, `openstack role …` and `openstack role assignment list`;
 //! - `openstack_password.py` / `huawei_sdk_aksk.py`: `auth.mode = keystone`, accounts made with
@@ -274,6 +275,11 @@ fn huawei_evs_sdk_batch_create_list_show_delete() {
 #[test]
 fn huawei_evs_sdk_snapshot_rollback_list_resize() {
     run_scenario("evs-sdk-snap", "huawei_sdk_snapshots.py");
+}
+
+#[test]
+fn huawei_evs_sdk_snapshot_groups_and_retype() {
+    run_scenario("evs-sdk-groups", "huawei_sdk_groups.py");
 }
 
 #[test]

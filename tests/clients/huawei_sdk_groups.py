@@ -1,0 +1,197 @@
+"""Scenario: the official Huawei Cloud EVS Python SDK (huaweicloudsdkevs, unmodified) takes a
+snapshot group of two disks (CreateSnapshotGroup), shows, lists (with filters), counts and
+renames it, tags it and lists and removes its tags, deletes it, and retypes a disk with
+RetypeVolume; every reply is parsed by the SDK's own models.
+
+The daemon runs in this script's working directory with its file pool in ./pool, so the script
+writes data straight into the disks' files and checks that the members hold it.
+"""
+
+import os
+import uuid
+
+from clientlib import check, fail, main, parse_args, poll, step
+
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException, SdkException
+from huaweicloudsdkcore.http.http_config import HttpConfig
+from huaweicloudsdkevs.v2 import (BatchCreateResourceTagsRequestBody, BatchCreateSnapshotGroupTagRequest,
+                                  BatchDeleteResourceTagsRequestBody, BatchDeleteSnapshotGroupTagRequest,
+                                  CountSnapshotsGroupRequest, CreateResourceTag, CreateSnapshotGroupRequest,
+                                  CreateSnapshotGroupRequestBody, CreateVolumeOption, CreateVolumeRequest,
+                                  CreateVolumeRequestBody, DeleteResourceTag, DeleteSnapshotGroupRequest,
+                                  DeleteVolumeRequest, EvsClient, ListSnapshotGroupRequest,
+                                  ListSnapshotGroupTagsRequest, RetypeVolume, RetypeVolumeRequest,
+                                  RetypeVolumeRequestBody, ShowJobRequest, ShowSnapshotGroupRequest,
+                                  ShowVolumeRequest, SnapshotGroup, UpdateSnapshotGroupRequest,
+                                  UpdateSnapshotGroupRequestBody, UpdateSnapshotGroupResponseBody)
+
+AK = "CINDERBLOCKTESTAK0000"
+SK = "ignored-in-noauth-mode"
+SIZE_GB = 10
+MIB = 1 << 20
+POOL = os.path.join(os.getcwd(), "pool")
+
+
+def call(what, fn, request):
+    """Call the SDK; turn an unexpected API error into a readable mismatch."""
+    try:
+        return fn(request)
+    except ClientRequestException as e:
+        fail(f"{what}: HTTP {e.status_code} error_code={e.error_code!r} error_msg={e.error_msg!r} "
+             f"request_id={e.request_id!r}")
+    except SdkException as e:
+        fail(f"{what}: {type(e).__name__}: {e}")
+
+
+def expect_error(what, fn, request, status, code):
+    try:
+        fn(request)
+    except ClientRequestException as e:
+        check(e.status_code == status and e.error_code == code,
+              f"{what}: HTTP {e.status_code} {e.error_code!r}, expected {status} {code!r}")
+        return
+    fail(f"{what}: succeeded, expected HTTP {status} {code}")
+
+
+def write_at(path, offset, data):
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_at(path, offset, length):
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def scenario():
+    args = parse_args(__doc__)
+    config = HttpConfig.get_default_config()
+    config.timeout = (10, 60)
+    client = (EvsClient.new_builder()
+              .with_http_config(config)
+              .with_credentials(BasicCredentials(AK, SK, args.project))
+              .with_endpoint(args.endpoint)
+              .build())
+
+    def wait_job(job_id, what):
+        def probe():
+            job = call(f"ShowJob {job_id}", client.show_job, ShowJobRequest(job_id=job_id))
+            if job.status == "SUCCESS":
+                return job
+            if job.status == "FAIL":
+                fail(f"job {job_id} ({what}) failed: error_code={job.error_code!r} fail_reason={job.fail_reason!r}")
+            return ("pending", job.status)
+        return poll(f"job {job_id} ({what})", probe)
+
+    def show_group(gid):
+        return call(f"ShowSnapshotGroup {gid}", client.show_snapshot_group,
+                    ShowSnapshotGroupRequest(snapshot_group_id=gid)).snapshot_group
+
+    suffix = uuid.uuid4().hex[:8]
+    step("CreateVolume (two SSD disks) and write a marker into each")
+    created = call("CreateVolume", client.create_volume, CreateVolumeRequest(body=CreateVolumeRequestBody(
+        volume=CreateVolumeOption(availability_zone="nova", volume_type="SSD", size=SIZE_GB,
+                                  name=f"sdk-group-{suffix}", count=2))))
+    vids = list(created.volume_ids)
+    check(len(vids) == 2, f"CreateVolume count=2: ids {vids}")
+    wait_job(created.job_id, "create")
+    for i, vid in enumerate(vids):
+        write_at(os.path.join(POOL, "volumes", f"{vid}.raw"), 3 * MIB, f"disk-{i}-marker".encode())
+
+    step("CreateSnapshotGroup of both disks, with a tag")
+    name = f"sdk-sg-{suffix}"
+    r = call("CreateSnapshotGroup", client.create_snapshot_group, CreateSnapshotGroupRequest(
+        body=CreateSnapshotGroupRequestBody(snapshot_group=SnapshotGroup(
+            volume_ids=vids, name=name, description="from the Huawei SDK", tags={"env": "sdk"},
+            instant_access=False, incremental=False))))
+    gid = r.snapshot_group_id
+    check(gid and r.job_id, f"CreateSnapshotGroup: reply {r}")
+    wait_job(r.job_id, "snapshot group")
+    g = show_group(gid)
+    check(g.status == "available" and g.name == name and g.description == "from the Huawei SDK",
+          f"ShowSnapshotGroup: {g}")
+    check(dict(g.tags or {}) == {"env": "sdk"}, f"ShowSnapshotGroup: tags {g.tags!r}")
+    check(g.project_id == args.project, f"ShowSnapshotGroup: project_id {g.project_id!r}")
+    # The members hold what the disks held when the group was taken.
+    snaps = [f for f in os.listdir(os.path.join(POOL, "snapshots")) if f.endswith(".raw")]
+    check(len(snaps) == 2, f"the pool holds {len(snaps)} snapshot files, expected 2")
+    markers = sorted(read_at(os.path.join(POOL, "snapshots", f), 3 * MIB, 13) for f in snaps)
+    check(markers == [b"disk-0-marker", b"disk-1-marker"], f"member contents {markers}")
+
+    step("ListSnapshotGroup (all, by name, by status, by tag, paged) and CountSnapshotsGroup")
+    for what, req, want in [
+        ("all", ListSnapshotGroupRequest(), 1),
+        ("name", ListSnapshotGroupRequest(name=name), 1),
+        ("other name", ListSnapshotGroupRequest(name="no-such-group"), 0),
+        ("status=available", ListSnapshotGroupRequest(status="available"), 1),
+        ("tag_key=env", ListSnapshotGroupRequest(tag_key="env"), 1),
+        ("limit=1 offset=1", ListSnapshotGroupRequest(limit=1, offset=1), 0),
+    ]:
+        got = call(f"ListSnapshotGroup {what}", client.list_snapshot_group, req).snapshot_groups or []
+        check(len(got) == want, f"ListSnapshotGroup {what}: {len(got)} groups, expected {want}")
+    n = call("CountSnapshotsGroup", client.count_snapshots_group, CountSnapshotsGroupRequest()).count
+    check(n == 1, f"CountSnapshotsGroup: {n}")
+    n = call("CountSnapshotsGroup status=error", client.count_snapshots_group,
+             CountSnapshotsGroupRequest(status="error")).count
+    check(n == 0, f"CountSnapshotsGroup status=error: {n}")
+
+    step("UpdateSnapshotGroup")
+    upd = call("UpdateSnapshotGroup", client.update_snapshot_group, UpdateSnapshotGroupRequest(
+        snapshot_group_id=gid, body=UpdateSnapshotGroupRequestBody(
+            snapshot_group=UpdateSnapshotGroupResponseBody(name=f"{name}-renamed"))))
+    check(upd.snapshot_group.name == f"{name}-renamed", f"UpdateSnapshotGroup: {upd}")
+
+    step("BatchCreateSnapshotGroupTag, ListSnapshotGroupTags, BatchDeleteSnapshotGroupTag")
+    call("BatchCreateSnapshotGroupTag", client.batch_create_snapshot_group_tag, BatchCreateSnapshotGroupTagRequest(
+        snapshot_group_id=gid, body=BatchCreateResourceTagsRequestBody(tags=[CreateResourceTag(key="tier", value="gold")])))
+    tags = call("ListSnapshotGroupTags", client.list_snapshot_group_tags, ListSnapshotGroupTagsRequest()).tags or []
+    seen = {t.key: list(t.value or []) for t in tags}
+    check(seen == {"env": ["sdk"], "tier": ["gold"]}, f"ListSnapshotGroupTags: {seen}")
+    call("BatchDeleteSnapshotGroupTag", client.batch_delete_snapshot_group_tag, BatchDeleteSnapshotGroupTagRequest(
+        snapshot_group_id=gid, body=BatchDeleteResourceTagsRequestBody(tags=[DeleteResourceTag(key="env")])))
+    check(dict(show_group(gid).tags or {}) == {"tier": "gold"}, "tags after BatchDeleteSnapshotGroupTag")
+
+    step("refused input: a group of an unknown disk, an unknown group")
+    expect_error("CreateSnapshotGroup unknown disk", client.create_snapshot_group, CreateSnapshotGroupRequest(
+        body=CreateSnapshotGroupRequestBody(snapshot_group=SnapshotGroup(volume_ids=[str(uuid.uuid4())]))),
+        404, "EVS.5404")
+    expect_error("ShowSnapshotGroup unknown", client.show_snapshot_group,
+                 ShowSnapshotGroupRequest(snapshot_group_id=str(uuid.uuid4())), 404, "EVS.5404")
+
+    step("DeleteSnapshotGroup")
+    d = call("DeleteSnapshotGroup", client.delete_snapshot_group, DeleteSnapshotGroupRequest(snapshot_group_id=gid))
+    check(d.job_id, f"DeleteSnapshotGroup: reply {d}")
+
+    def gone():
+        try:
+            client.show_snapshot_group(ShowSnapshotGroupRequest(snapshot_group_id=gid))
+        except ClientRequestException as e:
+            if e.status_code == 404:
+                return True
+            raise
+        return ("pending", "still there")
+    poll(f"snapshot group {gid} to go away", gone)
+
+    step("RetypeVolume SSD -> SAS")
+    rt = call("RetypeVolume", client.retype_volume, RetypeVolumeRequest(
+        volume_id=vids[0], body=RetypeVolumeRequestBody(os_retype=RetypeVolume(new_type="SAS"))))
+    wait_job(rt.job_id, "retype")
+    v = call("ShowVolume", client.show_volume, ShowVolumeRequest(volume_id=vids[0])).volume
+    check(v.volume_type == "SAS", f"after RetypeVolume: volume_type {v.volume_type!r}")
+    expect_error("RetypeVolume with iops", client.retype_volume, RetypeVolumeRequest(
+        volume_id=vids[0], body=RetypeVolumeRequestBody(os_retype=RetypeVolume(new_type="SATA", iops=3000))),
+        400, "EVS.5400")
+
+    step("DeleteVolume both disks")
+    for vid in vids:
+        call(f"DeleteVolume {vid}", client.delete_volume, DeleteVolumeRequest(volume_id=vid))
+
+
+if __name__ == "__main__":
+    main(scenario)
