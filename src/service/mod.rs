@@ -58,7 +58,7 @@ pub use manage::{ManageSnapshot, ManageVolume};
 // misc: encryption types, default types.
 pub use misc::EncryptionSpec;
 pub use quotas::{QuotaDelta, QuotaUsage, UsageLine, DEFAULT_CLASS};
-pub use snapshot_groups::{CreateSnapshotGroup, SnapshotGroupFilter, MAX_GROUP_VOLUMES};
+pub use snapshot_groups::{validate_tag_pair, CreateSnapshotGroup, SnapshotGroupFilter, MAX_GROUP_VOLUMES};
 pub use snapshots::{CreateSnapshot, UpdateSnapshot};
 pub use tags::{validate_tag_query, TagChange, TaggedPage, TaggedResource, MAX_MATCH_CHARS, MAX_TAGS};
 pub use transfers::{CreateTransfer, CreatedTransfer};

@@ -97,6 +97,12 @@ fn not_found(id: &str) -> Error {
     Error::not_found(format!("Snapshot group {id} could not be found."))
 }
 
+/// Validate one tag (key and value rules of the reference).
+pub fn validate_tag_pair(key: &str, value: &str) -> Result<()> {
+    validate_tag_key(key)?;
+    validate_tag_value(key, value)
+}
+
 /// Validate a set of tags (rules per tag, at most [`MAX_TAGS`]).
 fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
     if tags.len() > MAX_TAGS {

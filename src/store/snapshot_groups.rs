@@ -61,6 +61,21 @@ impl Db {
     }
 }
 
+impl Db {
+    /// The newest job of `kind` about snapshot (or set) `snapshot_id`, for routes that answer
+    /// with the job a service call queued.
+    pub async fn latest_job_of_snapshot(&self, snapshot_id: &str, kind: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT id FROM jobs WHERE snapshot_id = $1 AND kind = $2 ORDER BY begin_time DESC, id DESC LIMIT 1",
+        )
+        .bind(snapshot_id)
+        .bind(kind)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| r.try_get("id")).transpose()?)
+    }
+}
+
 impl WriteTx<'_> {
     /// Insert a snapshot group row.
     pub async fn insert_snapshot_group(&mut self, g: &SnapshotGroup) -> Result<()> {

@@ -7,6 +7,7 @@ mod list_query;
 mod retype;
 mod snapshot_groups;
 mod snapshots;
+mod snapshots_v5;
 mod tags;
 mod views;
 mod volumes;
@@ -68,6 +69,7 @@ pub(super) fn routes() -> Router<Services> {
     }
     r = tags::routes(r);
     r = snapshot_group_routes(r);
+    r = snapshot_v5_routes(r);
     r
 }
 
@@ -88,6 +90,27 @@ fn snapshot_group_routes(r: Router<Services>) -> Router<Services> {
         .route(&format!("{base}/{{id}}/tags/create"), post_as("evs:snapshotGroups:update", sg::tags_create))
         .route(&format!("{base}/{{id}}/tags/delete"), post_as("evs:snapshotGroups:update", sg::tags_delete))
         .route(&format!("{base}/{{id}}/rollback"), post_as("evs:snapshotGroups:rollback", sg::rollback))
+}
+
+/// EVS v5 standard snapshots and snapshot chains (see `snapshots_v5`).
+fn snapshot_v5_routes(r: Router<Services>) -> Router<Services> {
+    use snapshots_v5 as v5;
+    let base = "/v5/{p}/snapshots";
+    r.route(base, post_as("evs:snapshots:create", v5::create))
+        .route(&format!("{base}/detail"), get_as("evs:snapshots:list", v5::list))
+        .route(&format!("{base}/count"), get_as("evs:snapshots:list", v5::count))
+        .route(&format!("{base}/tags"), get_as("evs:snapshotTags:list", v5::project_tags))
+        .route(
+            &format!("{base}/{{id}}"),
+            get_as("evs:snapshots:get", v5::show)
+                .merge(put_as("evs:snapshots:update", v5::update))
+                .merge(delete_as("evs:snapshots:delete", v5::delete)),
+        )
+        .route(&format!("{base}/{{id}}/rollback"), post_as("evs:snapshots:rollback", v5::rollback))
+        .route(&format!("{base}/{{id}}/tags/create"), post_as("evs:snapshotTags:create", v5::tags_create))
+        .route(&format!("{base}/{{id}}/tags/delete"), post_as("evs:snapshotTags:delete", v5::tags_delete))
+        .route("/v5/{p}/snapshot-chains", get_as("evs:snapshots:list", v5::list_chains))
+        .route("/v5/{p}/snapshot-chains/count", get_as("evs:snapshots:list", v5::count_chains))
 }
 
 /// A domain error rendered in the EVS format.
