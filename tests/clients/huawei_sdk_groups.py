@@ -1,7 +1,8 @@
 """Scenario: the official Huawei Cloud EVS Python SDK (huaweicloudsdkevs, unmodified) takes a
 snapshot group of two disks (CreateSnapshotGroup), shows, lists (with filters), counts and
-renames it, tags it and lists and removes its tags, deletes it, and retypes a disk with
-RetypeVolume; every reply is parsed by the SDK's own models.
+renames it, tags it and lists and removes its tags, deletes it; drives the v5 standard snapshot
+calls (create with tags, show, list, count, update, tags, chains, rollback, delete); and retypes
+a disk with RetypeVolume; every reply is parsed by the SDK's own models.
 
 The daemon runs in this script's working directory with its file pool in ./pool, so the script
 writes data straight into the disks' files and checks that the members hold it.
@@ -15,6 +16,14 @@ from clientlib import check, fail, main, parse_args, poll, step
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException, SdkException
 from huaweicloudsdkcore.http.http_config import HttpConfig
+from huaweicloudsdkevs.v2 import (BatchCreateSnapshotTagsRequest, BatchDeleteSnapshotTagsRequest,
+                                  CinderUpdateSnapshotOptionV5, CountSnapshotChainsRequest, CountSnapshotsRequest,
+                                  CreateStandardSnapshot, CreateStandardSnapshotRequest,
+                                  CreateStandardSnapshotRequestBody, DeleteStandardSnapshotRequest,
+                                  ListSnapshotChainsRequest, ListSnapshotsDetailsRequest, ListSnapshotTagsRequest,
+                                  RollbackSnapshotRequestBodyNew, RollbackSnapshotRequestBodyV5,
+                                  RollbackStandardSnapshotRequest, ShowStandardSnapshotRequest,
+                                  UpdateSnapshotRequestBodyV5, UpdateStandardSnapshotRequest)
 from huaweicloudsdkevs.v2 import (BatchCreateResourceTagsRequestBody, BatchCreateSnapshotGroupTagRequest,
                                   BatchDeleteResourceTagsRequestBody, BatchDeleteSnapshotGroupTagRequest,
                                   CountSnapshotsGroupRequest, CreateResourceTag, CreateSnapshotGroupRequest,
@@ -177,6 +186,53 @@ def scenario():
             raise
         return ("pending", "still there")
     poll(f"snapshot group {gid} to go away", gone)
+
+    step("v5: CreateStandardSnapshot with a tag, ShowStandardSnapshot, ListSnapshotsDetails, CountSnapshots")
+    path0 = os.path.join(POOL, "volumes", f"{vids[0]}.raw")
+    cs = call("CreateStandardSnapshot", client.create_standard_snapshot, CreateStandardSnapshotRequest(
+        body=CreateStandardSnapshotRequestBody(snapshot=CreateStandardSnapshot(
+            volume_id=vids[0], name=f"sdk-v5-{suffix}", description="v5", tags={"k": "v"}, incremental=True))))
+    check(cs.snapshot_id and cs.job_id, f"CreateStandardSnapshot: reply {cs}")
+    wait_job(cs.job_id, "v5 snapshot")
+    sid = cs.snapshot_id
+    sv = call("ShowStandardSnapshot", client.show_standard_snapshot, ShowStandardSnapshotRequest(snapshot_id=sid)).snapshot
+    check(sv.status == "available" and sv.volume_id == vids[0] and sv.size == SIZE_GB and dict(sv.tags or {}) == {"k": "v"},
+          f"ShowStandardSnapshot: {sv}")
+    check(sv.snapshot_type == "user" and sv.category == "standard", f"ShowStandardSnapshot: type/category {sv}")
+    got = call("ListSnapshotsDetails", client.list_snapshots_details,
+               ListSnapshotsDetailsRequest(volume_id=vids[0])).snapshots or []
+    check([x.id for x in got] == [sid], f"ListSnapshotsDetails volume_id: {[x.id for x in got]}")
+    got = call("ListSnapshotsDetails tag_key", client.list_snapshots_details,
+               ListSnapshotsDetailsRequest(tag_key="k")).snapshots or []
+    check([x.id for x in got] == [sid], f"ListSnapshotsDetails tag_key: {[x.id for x in got]}")
+    n = call("CountSnapshots", client.count_snapshots, CountSnapshotsRequest(volume_id=vids[0])).count
+    check(n == 1, f"CountSnapshots: {n}")
+
+    step("v5: UpdateStandardSnapshot, snapshot tags, chains")
+    up = call("UpdateStandardSnapshot", client.update_standard_snapshot, UpdateStandardSnapshotRequest(
+        snapshot_id=sid, body=UpdateSnapshotRequestBodyV5(snapshot=CinderUpdateSnapshotOptionV5(name="v5-renamed"))))
+    check(up.snapshot.name == "v5-renamed", f"UpdateStandardSnapshot: {up}")
+    call("BatchCreateSnapshotTags", client.batch_create_snapshot_tags, BatchCreateSnapshotTagsRequest(
+        snapshot_id=sid, body=BatchCreateResourceTagsRequestBody(tags=[CreateResourceTag(key="t2", value="x")])))
+    tags = call("ListSnapshotTags", client.list_snapshot_tags, ListSnapshotTagsRequest()).tags or []
+    check({t.key for t in tags} == {"k", "t2"}, f"ListSnapshotTags: {[t.key for t in tags]}")
+    call("BatchDeleteSnapshotTags", client.batch_delete_snapshot_tags, BatchDeleteSnapshotTagsRequest(
+        snapshot_id=sid, body=BatchDeleteResourceTagsRequestBody(tags=[DeleteResourceTag(key="t2")])))
+    chains = call("ListSnapshotChains", client.list_snapshot_chains,
+                  ListSnapshotChainsRequest(volume_id=vids[0])).snapshot_chains or []
+    check(len(chains) == 1 and chains[0].snapshot_count == 1 and chains[0].volume_id == vids[0],
+          f"ListSnapshotChains: {chains}")
+    n = call("CountSnapshotChains", client.count_snapshot_chains, CountSnapshotChainsRequest()).count
+    check(n == 1, f"CountSnapshotChains: {n}")
+
+    step("v5: RollbackStandardSnapshot restores the data, DeleteStandardSnapshot")
+    write_at(path0, 3 * MIB, b"overwritten!!")
+    rb = call("RollbackStandardSnapshot", client.rollback_standard_snapshot, RollbackStandardSnapshotRequest(
+        snapshot_id=sid, body=RollbackSnapshotRequestBodyV5(rollback=RollbackSnapshotRequestBodyNew(volume_id=vids[0]))))
+    wait_job(rb.job_id, "v5 rollback")
+    check(read_at(path0, 3 * MIB, 13) == b"disk-0-marker", "after RollbackStandardSnapshot the disk lost its data")
+    d = call("DeleteStandardSnapshot", client.delete_standard_snapshot, DeleteStandardSnapshotRequest(snapshot_id=sid))
+    wait_job(d.job_id, "v5 delete")
 
     step("RetypeVolume SSD -> SAS")
     rt = call("RetypeVolume", client.retype_volume, RetypeVolumeRequest(
