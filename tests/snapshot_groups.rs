@@ -540,28 +540,39 @@ async fn kill9_after_members_taken_retakes_the_set(b: Backend) {
     let p = project();
     let v1 = volume(&api, &p, json!({})).await;
     let v2 = volume(&api, &p, json!({})).await;
-    srv.restart_with(|o| o.env.push(("CINDERBLOCK_JOBS__CRASH_AT".into(), "createGroupSnapshot:after_storage".into())));
-    let url = format!("{}/v5/{p}/snapshot-groups", api.base());
-    let body = json!({"snapshot_group": {"volume_ids": [v1, v2], "name": "crash"}}).to_string();
-    // The daemon may die while answering; the group is found by name afterwards.
-    let _ = reqwest::Client::new().post(&url).header("Content-Type", "application/json").body(body).send().await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while srv.is_running() {
-        assert!(Instant::now() < deadline, "the crash point was never reached\n{}", srv.log_tail(30));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Killed with nothing done, and with the members taken but the outcome not recorded: the
+    // restarted daemon retakes the set and finishes it, never leaving it `creating`.
+    for step in ["before_storage", "after_storage"] {
+        let crash = format!("createGroupSnapshot:{step}");
+        srv.restart_with(|o| o.env.push(("CINDERBLOCK_JOBS__CRASH_AT".into(), crash.clone())));
+        let url = format!("{}/v5/{p}/snapshot-groups", api.base());
+        let name = format!("crash-{step}");
+        let body = json!({"snapshot_group": {"volume_ids": [v1, v2], "name": name}}).to_string();
+        // The daemon may die while answering; the group is found by name afterwards.
+        let _ = reqwest::Client::new().post(&url).header("Content-Type", "application/json").body(body).send().await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while srv.is_running() {
+            assert!(Instant::now() < deadline, "{step}: the crash point was never reached\n{}", srv.log_tail(30));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = std::fs::read_to_string(&srv.log_path).expect("read log");
+        assert!(
+            log.lines().any(|l| l.contains("jobs.crash_at: killing") && l.contains(&format!("step=\"{step}\""))),
+            "{step}: the daemon died, but not at the hook\n{}",
+            srv.log_tail(20)
+        );
+        srv.restart_with(|o| o.env.retain(|(k, _)| k != "CINDERBLOCK_JOBS__CRASH_AT"));
+        let list = api.get(&format!("/v5/{p}/snapshot-groups/detail?name={name}")).await.expect(200);
+        let g = s(&list.body["snapshot_groups"][0], "id");
+        wait_group(&api, &p, &g, "available").await;
+        let m = members(&srv, &g).await;
+        assert_eq!(m.len(), 2, "{step}");
+        for (_, sid) in &m {
+            assert!(snapshot_file(&srv, sid).exists(), "{step}: member {sid} has no storage");
+        }
+        let jobs = srv.db_jobs().await;
+        assert!(jobs.iter().all(|(_, st)| st == "SUCCESS"), "{step}: {jobs:?}");
     }
-    srv.restart_with(|o| o.env.retain(|(k, _)| k != "CINDERBLOCK_JOBS__CRASH_AT"));
-    let list = api.get(&format!("/v5/{p}/snapshot-groups/detail?name=crash")).await.expect(200);
-    let g = s(&list.body["snapshot_groups"][0], "id");
-    wait_group(&api, &p, &g, "available").await;
-    let m = members(&srv, &g).await;
-    assert_eq!(m.len(), 2);
-    for (_, sid) in &m {
-        assert!(snapshot_file(&srv, sid).exists(), "member {sid} has no storage");
-    }
-    let jobs = srv.db_jobs().await;
-    assert!(jobs.iter().all(|(_, st)| st == "SUCCESS"), "{jobs:?}");
-    srv.restart();
 }
 
 const PASSWORD: &str = "correct horse battery staple";
