@@ -20,6 +20,7 @@ mod message;
 mod service;
 mod snapshot;
 mod snapshot_group;
+mod snapshot_policy;
 mod status;
 mod volume;
 
@@ -40,6 +41,7 @@ pub use message::{Message, MessageAction, MessageDetail};
 pub use service::{ServiceRecord, SCHEDULER_BINARY, VOLUME_BINARY};
 pub use snapshot::{Snapshot, SnapshotStatus};
 pub use snapshot_group::SnapshotGroup;
+pub use snapshot_policy::SnapshotPolicy;
 pub use status::VolumeStatus;
 pub use volume::{NewVolume, Pool, Volume, VolumeType};
 

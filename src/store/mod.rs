@@ -13,6 +13,7 @@ mod client_tokens;
 mod groups;
 mod identity;
 mod snapshot_groups;
+mod snapshot_policies;
 // images: the built-in image service.
 mod images;
 mod jobs;

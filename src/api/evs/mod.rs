@@ -6,6 +6,7 @@ mod jobs;
 mod list_query;
 mod retype;
 mod snapshot_groups;
+mod snapshot_policies;
 mod snapshots;
 mod snapshots_v5;
 mod tags;
@@ -70,6 +71,7 @@ pub(super) fn routes() -> Router<Services> {
     r = tags::routes(r);
     r = snapshot_group_routes(r);
     r = snapshot_v5_routes(r);
+    r = snapshot_policy_routes(r);
     r
 }
 
@@ -111,6 +113,25 @@ fn snapshot_v5_routes(r: Router<Services>) -> Router<Services> {
         .route(&format!("{base}/{{id}}/tags/delete"), post_as("evs:snapshotTags:delete", v5::tags_delete))
         .route("/v5/{p}/snapshot-chains", get_as("evs:snapshots:list", v5::list_chains))
         .route("/v5/{p}/snapshot-chains/count", get_as("evs:snapshots:list", v5::count_chains))
+}
+
+/// EVS v5 auto-snapshot policies (see `snapshot_policies`).
+fn snapshot_policy_routes(r: Router<Services>) -> Router<Services> {
+    use snapshot_policies as sp;
+    let base = "/v5/{p}/snapshot-policies";
+    r.route(
+        base,
+        post_as("evs:snapshotPolicies:create", sp::create).merge(get_as("evs:snapshotPolicies:list", sp::list)),
+    )
+    .route(&format!("{base}/count"), get_as("evs:snapshotPolicies:list", sp::count))
+    .route(
+        &format!("{base}/{{id}}"),
+        get_as("evs:snapshotPolicies:get", sp::show)
+            .merge(put_as("evs:snapshotPolicies:update", sp::update))
+            .merge(delete_as("evs:snapshotPolicies:delete", sp::delete)),
+    )
+    .route(&format!("{base}/{{id}}/associate"), post_as("evs:snapshotPolicies:update", sp::associate))
+    .route(&format!("{base}/{{id}}/disassociate"), post_as("evs:snapshotPolicies:update", sp::disassociate))
 }
 
 /// A domain error rendered in the EVS format.
