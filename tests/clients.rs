@@ -8,7 +8,8 @@
 //! - `openstack_cli.py`: the `openstack` CLI with `--os-auth-type none`;
 //! - `cinder_cli.py`: the `cinder` CLI with `--os-auth-type noauth`;
 //! - `huawei_sdk.py`: the `huaweicloudsdkevs` SDK (batch create, job, filtered lists, delete).
-//! - `huawei_sdk_groups.py`: the same SDK on snapshot groups (v5) and `retype_volume`.
+//! - `huawei_sdk_groups.py`: the same SDK on snapshot groups, v5 snapshots and chains,
+//!   auto-snapshot policies and `retype_volume`.
 //! - `openstack_identity_admin.py`: `auth.mode = keystone`, an admin manages users and roles with
 //!   `openstack user …`, `openstack role …` and `openstack role assignment list`;
 //! - `openstack_password.py` / `huawei_sdk_aksk.py`: `auth.mode = keystone`, accounts made with

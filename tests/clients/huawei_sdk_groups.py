@@ -1,8 +1,9 @@
 """Scenario: the official Huawei Cloud EVS Python SDK (huaweicloudsdkevs, unmodified) takes a
 snapshot group of two disks (CreateSnapshotGroup), shows, lists (with filters), counts and
 renames it, tags it and lists and removes its tags, deletes it; drives the v5 standard snapshot
-calls (create with tags, show, list, count, update, tags, chains, rollback, delete); and retypes
-a disk with RetypeVolume; every reply is parsed by the SDK's own models.
+calls (create with tags, show, list, count, update, tags, chains, rollback, delete); the
+auto-snapshot policy calls (create, show, list, count, update, associate, disassociate,
+delete); and retypes a disk with RetypeVolume; every reply is parsed by the SDK's own models.
 
 The daemon runs in this script's working directory with its file pool in ./pool, so the script
 writes data straight into the disks' files and checks that the members hold it.
@@ -24,6 +25,12 @@ from huaweicloudsdkevs.v2 import (BatchCreateSnapshotTagsRequest, BatchDeleteSna
                                   RollbackSnapshotRequestBodyNew, RollbackSnapshotRequestBodyV5,
                                   RollbackStandardSnapshotRequest, ShowStandardSnapshotRequest,
                                   UpdateSnapshotRequestBodyV5, UpdateStandardSnapshotRequest)
+from huaweicloudsdkevs.v2 import (AssociateAutoSnapshotPolicyRequest, CountAutoSnapshotPoliciesRequest,
+                                  CreateAutoSnapshotPolicyRequest, CreateSnapshotPolicy,
+                                  CreateSnapshotPolicyRequestBody, DeleteAutoSnapshotPolicyRequest,
+                                  DisassociateAutoSnapshotPolicyRequest, ListAutoSnapshotPolicyRequest,
+                                  ShowAutoSnapshotPolicyRequest, UpdateAutoSnapshotPolicyRequest,
+                                  UpdateSnapshotPolicy, UpdateSnapshotPolicyRequestBody)
 from huaweicloudsdkevs.v2 import (BatchCreateResourceTagsRequestBody, BatchCreateSnapshotGroupTagRequest,
                                   BatchDeleteResourceTagsRequestBody, BatchDeleteSnapshotGroupTagRequest,
                                   CountSnapshotsGroupRequest, CreateResourceTag, CreateSnapshotGroupRequest,
@@ -233,6 +240,40 @@ def scenario():
     check(read_at(path0, 3 * MIB, 13) == b"disk-0-marker", "after RollbackStandardSnapshot the disk lost its data")
     d = call("DeleteStandardSnapshot", client.delete_standard_snapshot, DeleteStandardSnapshotRequest(snapshot_id=sid))
     wait_job(d.job_id, "v5 delete")
+
+    step("auto-snapshot policies: create, show, list, count, update, associate, disassociate, delete")
+    cp = call("CreateAutoSnapshotPolicy", client.create_auto_snapshot_policy, CreateAutoSnapshotPolicyRequest(
+        body=CreateSnapshotPolicyRequestBody(snapshot_policy=CreateSnapshotPolicy(
+            name=f"sdk-policy-{suffix}", repeat_weekdays=["1", "4"], time_points=["3"], retention_days=7,
+            tags={"owner": "sdk"})))).snapshot_policy
+    check(cp.id and cp.repeat_weekdays == ["1", "4"] and cp.time_points == ["3"] and cp.retention_days == 7,
+          f"CreateAutoSnapshotPolicy: {cp}")
+    pid = cp.id
+    shown = call("ShowAutoSnapshotPolicy", client.show_auto_snapshot_policy,
+                 ShowAutoSnapshotPolicyRequest(snapshot_policy_id=pid)).snapshot_policy
+    check(shown.name == f"sdk-policy-{suffix}" and dict(shown.tags or {}) == {"owner": "sdk"},
+          f"ShowAutoSnapshotPolicy: {shown}")
+    listed = call("ListAutoSnapshotPolicy", client.list_auto_snapshot_policy,
+                  ListAutoSnapshotPolicyRequest(name=f"sdk-policy-{suffix}")).snapshot_policies or []
+    check([x.id for x in listed] == [pid], f"ListAutoSnapshotPolicy: {[x.id for x in listed]}")
+    n = call("CountAutoSnapshotPolicies", client.count_auto_snapshot_policies,
+             CountAutoSnapshotPoliciesRequest(tag_key="owner")).count
+    check(n == 1, f"CountAutoSnapshotPolicies: {n}")
+    up = call("UpdateAutoSnapshotPolicy", client.update_auto_snapshot_policy, UpdateAutoSnapshotPolicyRequest(
+        snapshot_policy_id=pid, body=UpdateSnapshotPolicyRequestBody(snapshot_policy=UpdateSnapshotPolicy(
+            repeat_interval_days=2, time_points=["1", "13"])))).snapshot_policy
+    check(up.repeat_interval_days == 2 and up.time_points == ["1", "13"] and not up.repeat_weekdays,
+          f"UpdateAutoSnapshotPolicy: {up}")
+    call("AssociateAutoSnapshotPolicy", client.associate_auto_snapshot_policy,
+         AssociateAutoSnapshotPolicyRequest(snapshot_policy_id=pid, body=vids))
+    call("DisassociateAutoSnapshotPolicy", client.disassociate_auto_snapshot_policy,
+         DisassociateAutoSnapshotPolicyRequest(snapshot_policy_id=pid, body=[vids[1]]))
+    expect_error("DisassociateAutoSnapshotPolicy twice", client.disassociate_auto_snapshot_policy,
+                 DisassociateAutoSnapshotPolicyRequest(snapshot_policy_id=pid, body=[vids[1]]), 400, "EVS.5400")
+    call("DeleteAutoSnapshotPolicy", client.delete_auto_snapshot_policy,
+         DeleteAutoSnapshotPolicyRequest(snapshot_policy_id=pid))
+    expect_error("ShowAutoSnapshotPolicy after delete", client.show_auto_snapshot_policy,
+                 ShowAutoSnapshotPolicyRequest(snapshot_policy_id=pid), 404, "EVS.5404")
 
     step("RetypeVolume SSD -> SAS")
     rt = call("RetypeVolume", client.retype_volume, RetypeVolumeRequest(
