@@ -108,6 +108,12 @@ async fn snapshot_policies_api_and_invalid_input(b: Backend) {
     api.post(&format!("{base}/{id}/disassociate"), json!([v1])).await.expect(204);
     assert_eq!(api.get(&format!("{base}/{id}")).await.expect(200).body["snapshot_policy"]["volume_ids"], json!([]));
 
+    // A deleted volume drops out of the policy.
+    api.post(&format!("{base}/{id}/associate"), json!([v1])).await.expect(204);
+    api.delete(&format!("/v3/{p}/volumes/{v1}")).await.expect(202);
+    api.wait_volume_gone(&p, &v1).await;
+    assert_eq!(api.get(&format!("{base}/{id}")).await.expect(200).body["snapshot_policy"]["volume_ids"], json!([]));
+
     // Another project sees nothing; unknown ids are 404.
     let q = project();
     api.get(&format!("/v5/{q}/snapshot-policies/{id}")).await.expect_evs_error(404, "EVS.5404");

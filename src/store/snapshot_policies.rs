@@ -65,12 +65,15 @@ impl Db {
         rows.iter().map(from_row).collect()
     }
 
-    /// Volumes a policy covers.
+    /// Volumes a policy covers (a deleted volume drops out: only existing rows are joined).
     pub async fn snapshot_policy_volumes(&self, policy_id: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT volume_id FROM snapshot_policy_volumes WHERE policy_id = $1 ORDER BY volume_id")
-            .bind(policy_id)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT pv.volume_id AS volume_id FROM snapshot_policy_volumes pv JOIN volumes v ON v.id = pv.volume_id \
+             WHERE pv.policy_id = $1 ORDER BY pv.volume_id",
+        )
+        .bind(policy_id)
+        .fetch_all(self.pool())
+        .await?;
         rows.iter().map(|r| Ok(r.try_get("volume_id")?)).collect()
     }
 
