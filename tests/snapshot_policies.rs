@@ -194,9 +194,12 @@ async fn scheduler_takes_trims_and_survives_kill9(b: Backend) {
     let snaps = auto_snapshots(&api, &p).await;
     assert_no_double(&snaps);
     let stamps: Vec<i64> = snaps[&v1].keys().map(|s| stamp_epoch(s)).collect();
+    // Runs sit on the hour grid; a pass the machine delays past the next hour takes only the
+    // latest due run (by design), so gaps are whole hours and mostly one.
     for w in stamps.windows(2) {
-        assert_eq!(w[1] - w[0], 3600, "runs are not one policy hour apart: {stamps:?}");
+        assert!(w[1] > w[0] && (w[1] - w[0]) % 3600 == 0, "runs off the hour grid: {stamps:?}");
     }
+    assert!(stamps.windows(2).any(|w| w[1] - w[0] == 3600), "no two runs an hour apart: {stamps:?}");
 
     // kill -9; policy hours pass while the daemon is down; the restart takes the latest due
     // run once (not one per missed hour, never a run twice).
