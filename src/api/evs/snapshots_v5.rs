@@ -52,8 +52,9 @@ fn check_eps(v: Option<&str>) -> Result<()> {
 
 /// `SnapshotDetailV5`.
 async fn view(svc: &Services, s: &Snapshot) -> Result<Value> {
-    let az = svc.db.get_volume(None, &s.volume_id).await?.map(|v| v.availability_zone);
-    let encrypted = svc.db.get_volume(None, &s.volume_id).await?.is_some_and(|v| v.encrypted);
+    let vol = svc.db.get_volume(None, &s.volume_id).await?;
+    let encrypted = vol.as_ref().is_some_and(|v| v.encrypted);
+    let az = vol.map(|v| v.availability_zone);
     Ok(json!({
         "id": s.id,
         "name": s.name.clone().unwrap_or_default(),
