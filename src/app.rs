@@ -143,6 +143,8 @@ pub async fn serve(config: Config) -> Result<()> {
     svc.restore_exports().await?;
     let stop = CancelToken::new();
     let (workers, runner) = jobs::spawn_workers(svc.clone(), stop.clone());
+    // Auto-snapshot policies: runs due while the daemon was down are taken now, once.
+    let policy_scheduler = crate::service::spawn_policy_scheduler(svc.clone(), stop.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -192,6 +194,7 @@ pub async fn serve(config: Config) -> Result<()> {
     for w in workers {
         let _ = w.await;
     }
+    let _ = policy_scheduler.await;
     exports.shutdown().await;
     metrics_stop.cancel();
     if let Some(t) = metrics_task {

@@ -77,6 +77,32 @@ pub struct Config {
     /// ui: the web dashboard under `/ui/`.
     #[serde(default)]
     pub ui: UiConfig,
+    /// EVS auto-snapshot policies: time zone and the scheduler's clock.
+    #[serde(default)]
+    pub snapshot_policies: SnapshotPoliciesConfig,
+}
+
+/// `[snapshot_policies]`: the time zone policy hours are in, and the scheduler's clock.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotPoliciesConfig {
+    /// Offset of the policies' time zone from UTC, in minutes (`480` is UTC+8, the zone the
+    /// EVS SDK documents; the default is UTC).
+    pub utc_offset_minutes: i32,
+    /// How often the scheduler looks for due runs, milliseconds.
+    pub tick_ms: u64,
+    /// Test clock: policy time runs this many times faster than real time from
+    /// `clock_base` on (1 in production), so a test sees days pass in seconds. A pure function
+    /// of real time, so restarts keep the same policy time.
+    pub clock_scale: u32,
+    /// Test clock: the real unix time (seconds) the scaled clock starts from.
+    pub clock_base: i64,
+}
+
+impl Default for SnapshotPoliciesConfig {
+    fn default() -> Self {
+        SnapshotPoliciesConfig { utc_offset_minutes: 0, tick_ms: 1000, clock_scale: 1, clock_base: 0 }
+    }
 }
 
 /// `[tls]`: certificate and key (PEM) and where they are used.
@@ -565,6 +591,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             images: ImagesConfig::default(),
             ui: UiConfig::default(),
+            snapshot_policies: SnapshotPoliciesConfig::default(),
             tls: TlsConfig::default(),
         }
     }

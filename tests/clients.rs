@@ -11,6 +11,8 @@
 //!   disk from an image with `image_ref`).
 //! - `huawei_sdk_reference.py`: the same SDK on every create field, the new filters, resize with
 //!   bssParam, tags, zones, types, quotas, transfers and versions (issue 11 A).
+//! - `huawei_sdk_groups.py`: the same SDK on snapshot groups, v5 snapshots and chains,
+//!   auto-snapshot policies and `retype_volume`.
 //! - `openstack_identity_admin.py`: `auth.mode = keystone`, an admin manages users and roles with
 //!   `openstack user …`, `openstack role …` and `openstack role assignment list`;
 //! - `openstack_password.py` / `huawei_sdk_aksk.py`: `auth.mode = keystone`, accounts made with
@@ -287,6 +289,11 @@ fn huawei_evs_sdk_reference_fields_transfers_versions() {
 #[test]
 fn huawei_evs_sdk_snapshot_rollback_list_resize() {
     run_scenario("evs-sdk-snap", "huawei_sdk_snapshots.py");
+}
+
+#[test]
+fn huawei_evs_sdk_snapshot_groups_and_retype() {
+    run_scenario("evs-sdk-groups", "huawei_sdk_groups.py");
 }
 
 #[test]

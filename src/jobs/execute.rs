@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+mod group_snapshot;
+
 use super::runner::epoch_now;
 use crate::driver::{CloneMode, Driver, ManagedKind};
 use crate::error::{Error, Result};
@@ -36,6 +38,7 @@ async fn execute_steps(svc: &Services, job: &Job) {
         JobKind::DeleteVolume => delete_volume(svc, job).await,
         JobKind::ExtendVolume => extend_volume(svc, job).await,
         JobKind::CreateSnapshot => create_snapshot(svc, job).await,
+        JobKind::CreateGroupSnapshot => group_snapshot::create_group_snapshot(svc, job).await,
         JobKind::DeleteSnapshot => delete_snapshot(svc, job).await,
         JobKind::RollbackSnapshot => rollback_snapshot(svc, job).await,
         JobKind::RetypeVolume | JobKind::MigrateVolume => retype_volume(svc, job).await,
@@ -447,7 +450,7 @@ async fn delete_volume(svc: &Services, job: &Job) -> Result<()> {
         tx.settle_group(g, &now).await?;
     }
     for gs in snapshots.iter().filter_map(|s| s.group_snapshot_id.as_deref()) {
-        tx.settle_group_snapshot(gs, &now).await?;
+        tx.settle_any_snapshot_set(gs, &now).await?;
     }
     tx.commit().await?;
     if let Some(exports) = svc.exports.as_deref() {
@@ -585,9 +588,9 @@ async fn delete_snapshot(svc: &Services, job: &Job) -> Result<()> {
             tx.finish_job(&job.id, JobStatus::Fail, Some("EVS.2019"), Some(&e.message), &now).await?;
         }
     }
-    // groups: a group snapshot being deleted goes with its last member.
+    // groups: a group snapshot (or EVS snapshot group) being deleted goes with its last member.
     if let Some(gs) = row.as_ref().and_then(|s| s.group_snapshot_id.as_deref()) {
-        tx.settle_group_snapshot(gs, &now).await?;
+        tx.settle_any_snapshot_set(gs, &now).await?;
     }
     tx.commit().await
 }

@@ -60,6 +60,9 @@ pub enum JobKind {
     ExtendVolume,
     /// Take a snapshot.
     CreateSnapshot,
+    /// Take every member snapshot of a group snapshot (Cinder) or snapshot group (EVS) at one
+    /// moment: the members' exports are quiesced while they are taken.
+    CreateGroupSnapshot,
     /// Delete a snapshot.
     DeleteSnapshot,
     /// Roll a snapshot back onto its volume.
@@ -81,6 +84,7 @@ impl JobKind {
             Self::DeleteVolume => "deleteVolume",
             Self::ExtendVolume => "extendVolume",
             Self::CreateSnapshot => "createSnapshot",
+            Self::CreateGroupSnapshot => "createGroupSnapshot",
             Self::DeleteSnapshot => "deleteSnapshot",
             Self::RollbackSnapshot => "rollbackSnapshot",
             Self::RetypeVolume => "retypeVolume",
@@ -99,6 +103,7 @@ impl FromStr for JobKind {
             "deleteVolume" => Ok(Self::DeleteVolume),
             "extendVolume" => Ok(Self::ExtendVolume),
             "createSnapshot" => Ok(Self::CreateSnapshot),
+            "createGroupSnapshot" => Ok(Self::CreateGroupSnapshot),
             "deleteSnapshot" => Ok(Self::DeleteSnapshot),
             "rollbackSnapshot" => Ok(Self::RollbackSnapshot),
             "retypeVolume" => Ok(Self::RetypeVolume),

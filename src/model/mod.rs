@@ -20,6 +20,8 @@ pub mod progress;
 // services: os-services records.
 mod service;
 mod snapshot;
+mod snapshot_group;
+mod snapshot_policy;
 mod status;
 mod volume;
 
@@ -39,6 +41,8 @@ pub use message::{Message, MessageAction, MessageDetail};
 // services: os-services records.
 pub use service::{ServiceRecord, SCHEDULER_BINARY, VOLUME_BINARY};
 pub use snapshot::{Snapshot, SnapshotStatus};
+pub use snapshot_group::SnapshotGroup;
+pub use snapshot_policy::SnapshotPolicy;
 pub use status::VolumeStatus;
 pub use volume::{metadata_encrypted, NewVolume, Pool, Volume, VolumeEvs, VolumeType};
 

@@ -355,6 +355,17 @@ impl ExportManager {
         self.nbd.set_export_qos_digest(digest, limits);
     }
 
+    /// Hold new writes to the NBD exports of `volume_ids` and flush them (see
+    /// [`NbdServer::quiesce`]) until the guard drops. Loop-device exports are not held: the
+    /// kernel writes to those files directly, so a group snapshot of loop-attached volumes is
+    /// consistent per volume only.
+    pub async fn quiesce(&self, volume_ids: &[String]) -> Result<crate::export::nbd::QuiesceGuard> {
+        self.nbd
+            .quiesce(volume_ids, std::time::Duration::from_secs(30))
+            .await
+            .map_err(|e| Error::internal(format!("could not quiesce the exports: {e}")))
+    }
+
     /// Live exports: NBD exports plus loop devices.
     pub fn count(&self) -> usize {
         self.nbd.list().len() + self.loops.lock().unwrap_or_else(|e| e.into_inner()).len()

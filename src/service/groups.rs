@@ -4,8 +4,8 @@
 //! Invariants:
 //! - Every request validates first and writes in one transaction; a refused request changes
 //!   nothing.
-//! - Storage work goes through the existing per-resource jobs: a group snapshot is one member
-//!   snapshot row (with `group_snapshot_id`) plus one `createSnapshot` job per member volume, a
+//! - Storage work goes through jobs: a group snapshot is one member snapshot row per member
+//!   volume (with `group_snapshot_id`) plus one `createGroupSnapshot` job for the set, a
 //!   group from a source is one `createVolume` job per new member, a group delete one
 //!   `deleteVolume` job per member. All rows and jobs of one request are written in the same
 //!   transaction, so a crash leaves either nothing or every job queued.
@@ -13,8 +13,9 @@
 //!   finishes (`settle_group*` in that job's finishing transaction) or at start-up recovery, so
 //!   it never stays transitional after its members settled: a member that failed makes the
 //!   whole set `error`; the set is `available` only when every member is.
-//! - Member snapshots are crash-consistent per volume (each is an atomic reflink or thin
-//!   snapshot); there is no write barrier across the members of a set yet.
+//! - A group snapshot is crash-consistent across its members: its one job takes them while the
+//!   members' NBD exports are quiesced (the mechanism EVS snapshot groups share, see
+//!   `snapshot_groups`). Loop-device exports are not held (consistent per volume only).
 
 use std::collections::BTreeMap;
 
@@ -742,7 +743,8 @@ impl Services {
     }
 
     /// Snapshot every volume of a group at once: the group snapshot row, one member snapshot
-    /// per volume and one `createSnapshot` job per member, in one transaction.
+    /// per volume and one `createGroupSnapshot` job for the set, in one transaction (see
+    /// `snapshot_groups::insert_snapshot_set`).
     pub async fn create_group_snapshot(
         &self,
         caller: &Caller,
@@ -784,58 +786,15 @@ impl Services {
             created_at: now.clone(),
             updated_at: None,
         };
-        let snaps: Vec<Snapshot> = members
-            .iter()
-            .map(|v| Snapshot {
-                id: Uuid::new_v4().to_string(),
-                project_id: v.project_id.clone(),
-                user_id: caller.user_id.clone(),
-                volume_id: v.id.clone(),
-                name: name.clone(),
-                description: description.clone(),
-                size_gb: v.size_gb,
-                status: SnapshotStatus::Creating,
-                pool: v.pool.clone(),
-                created_at: now.clone(),
-                updated_at: None,
-                metadata: BTreeMap::new(),
-                tags: BTreeMap::new(),
-                group_snapshot_id: Some(gs.id.clone()),
-                progress: None,
-            })
-            .collect();
-        let limits = self.project_limits(&g.project_id).await?;
         let mut tx = self.db.begin_write().await?;
         if !tx.cas_group_status(&g.id, &["available"], "available", &now).await? {
             return Err(invalid_group(format!("Group {} changed status.", g.id)));
         }
         tx.insert_group_snapshot(&gs).await?;
-        for (v, s) in members.iter().zip(&snaps) {
-            // Same checks as a single snapshot: the volume must not start a delete or rollback
-            // between our read and the insert.
-            if !tx.cas_volume_status(&v.id, &[VolumeStatus::Available, VolumeStatus::InUse], v.status, &now).await? {
-                return Err(invalid_volume(format!("Volume {} changed status.", v.id)));
-            }
-            let delta = QuotaDelta {
-                snapshots: 1,
-                gigabytes: s.size_gb,
-                volume_type: v.volume_type_name.clone(),
-                ..Default::default()
-            };
-            self.check_quota(&mut tx, &g.project_id, &delta, &limits).await?;
-            tx.insert_snapshot(s).await?;
-            tx.insert_job(&NewJob {
-                id: new_job_id(),
-                project_id: g.project_id.clone(),
-                kind: JobKind::CreateSnapshot,
-                parent_id: None,
-                volume_id: Some(v.id.clone()),
-                payload: Some(JobPayload { snapshot_id: Some(s.id.clone()), ..Default::default() }),
-                entities: serde_json::json!({"snapshot_id": s.id, "volume_id": v.id, "group_snapshot_id": gs.id})
-                    .to_string(),
-                begin_time: now.clone(),
-            })
-            .await?;
+        if !members.is_empty() {
+            // One job takes every member with the exports quiesced (crash-consistent set).
+            self.insert_snapshot_set(&mut tx, caller, &g.project_id, &gs.id, &members, &name, &description, &now)
+                .await?;
         }
         tx.commit().await?;
         self.job_notify.notify_waiters();

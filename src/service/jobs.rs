@@ -17,9 +17,11 @@ impl Services {
     /// A job the caller may see.
     pub async fn get_job(&self, caller: &Caller, id: &str) -> Result<JobView> {
         let scope = (!caller.is_admin).then_some(caller.project_id.as_str());
-        let job = self.db.get_job(scope, id).await?.ok_or_else(|| {
-            Error::not_found(format!("query job fail. No jobs found: {id} is not a job id."))
-        })?;
+        let job = self
+            .db
+            .get_job(scope, id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("query job fail. No jobs found: {id} is not a job id.")))?;
         let sub_jobs = self.db.sub_jobs(&job.id).await?;
         Ok(JobView { job, sub_jobs })
     }

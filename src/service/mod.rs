@@ -9,6 +9,7 @@ mod catalog;
 mod client_tokens;
 // ui: figures for the web dashboard.
 pub mod dashboard;
+mod evs_retype;
 mod exports;
 // groups: generic volume groups.
 mod groups;
@@ -31,6 +32,8 @@ pub mod scheduler;
 // services: os-services, os-hosts, scheduler-stats, capabilities.
 mod services;
 pub use services::{accepts_new_volumes, host_matches, PoolStats, ServiceState};
+mod snapshot_groups;
+mod snapshot_policies;
 mod snapshots;
 mod tags;
 mod transfers;
@@ -60,6 +63,8 @@ pub use manage::{ManageSnapshot, ManageVolume};
 // misc: encryption types, default types.
 pub use misc::EncryptionSpec;
 pub use quotas::{QuotaDelta, QuotaUsage, UsageLine, DEFAULT_CLASS};
+pub use snapshot_groups::{validate_tag_pair, CreateSnapshotGroup, SnapshotGroupFilter, MAX_GROUP_VOLUMES};
+pub use snapshot_policies::{spawn_policy_scheduler, PolicyChange, MAX_POLICY_VOLUMES_PER_CALL};
 pub use snapshots::{CreateSnapshot, UpdateSnapshot};
 pub use tags::{validate_tag_query, TagChange, TaggedPage, TaggedResource, MAX_MATCH_CHARS, MAX_TAGS};
 pub use transfers::{CreateTransfer, CreatedTransfer};

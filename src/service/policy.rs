@@ -46,6 +46,19 @@ pub const POLICY: &[(&str, Role)] = &[
     ("evs:snapshots:rollback", Member),
     ("evs:snapshots:resetStatus", Admin),
     ("evs:snapshots:forceDelete", Admin),
+    // Snapshot groups (EVS v5; one crash-consistent set of member snapshots).
+    ("evs:snapshotGroups:list", Reader),
+    ("evs:snapshotGroups:get", Reader),
+    ("evs:snapshotGroups:create", Member),
+    ("evs:snapshotGroups:update", Member),
+    ("evs:snapshotGroups:delete", Member),
+    ("evs:snapshotGroups:rollback", Member),
+    // Auto-snapshot policies (EVS v5; the daemon's scheduler takes and trims the snapshots).
+    ("evs:snapshotPolicies:list", Reader),
+    ("evs:snapshotPolicies:get", Reader),
+    ("evs:snapshotPolicies:create", Member),
+    ("evs:snapshotPolicies:update", Member),
+    ("evs:snapshotPolicies:delete", Member),
     // actions: a snapshot's creator reports its status (Cinder's update_snapshot_status: member).
     ("evs:snapshots:updateStatus", Member),
     // actions: user messages (Cinder: project readers list and show, members delete).

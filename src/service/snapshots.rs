@@ -249,14 +249,30 @@ impl Services {
         }
         let v = self.get_volume(caller, &s.volume_id).await?;
         let now = now_timestamp();
-        let job_id = new_job_id();
         let mut tx = self.db.begin_write().await?;
+        let job_id = self.enqueue_rollback(&mut tx, &s, &v, &now).await?;
+        tx.commit().await?;
+        self.job_notify.notify_waiters();
+        Ok((job_id, v.id))
+    }
+
+    /// The checks and writes of one rollback inside `tx`: volume to `rollbacking`, snapshot to
+    /// `rollbacking`, the job queued (shared by single and snapshot-group rollbacks). Returns
+    /// the job id.
+    pub(super) async fn enqueue_rollback(
+        &self,
+        tx: &mut crate::store::WriteTx<'_>,
+        s: &Snapshot,
+        v: &crate::model::Volume,
+        now: &str,
+    ) -> Result<String> {
+        let job_id = new_job_id();
         if !tx
             .cas_volume_status(
                 &v.id,
                 &[VolumeStatus::Available, VolumeStatus::ErrorRollbacking],
                 VolumeStatus::Rollbacking,
-                &now,
+                now,
             )
             .await?
         {
@@ -268,7 +284,7 @@ impl Services {
                 ),
             ));
         }
-        if !tx.cas_snapshot_status(&s.id, &[SnapshotStatus::Available], SnapshotStatus::Rollbacking, &now).await? {
+        if !tx.cas_snapshot_status(&s.id, &[SnapshotStatus::Available], SnapshotStatus::Rollbacking, now).await? {
             return Err(Error::invalid_status(
                 "EVS.2043",
                 format!("Invalid snapshot: Snapshot status must be available, but is {}.", s.status),
@@ -302,12 +318,10 @@ impl Services {
             volume_id: Some(v.id.clone()),
             payload: Some(JobPayload { snapshot_id: Some(s.id.clone()), ..Default::default() }),
             entities: serde_json::json!({"snapshot_id": s.id, "volume_id": v.id}).to_string(),
-            begin_time: now,
+            begin_time: now.to_string(),
         })
         .await?;
-        tx.commit().await?;
-        self.job_notify.notify_waiters();
-        Ok((job_id, v.id))
+        Ok(job_id)
     }
 
     /// Grow a volume to `new_size` GiB. `allow_in_use` follows Cinder 3.42 (attached volumes may

@@ -283,16 +283,41 @@ impl Db {
         let snaps = sqlx::query("SELECT id FROM group_snapshots WHERE status IN ('creating', 'deleting')")
             .fetch_all(self.pool())
             .await?;
+        let evs_sets = sqlx::query("SELECT id FROM snapshot_groups WHERE status IN ('creating', 'deleting')")
+            .fetch_all(self.pool())
+            .await?;
         let mut changed = 0;
         let mut tx = self.begin_write().await?;
         for r in &snaps {
             changed += tx.settle_group_snapshot(&r.try_get::<String, _>("id")?, now).await? as u64;
+        }
+        for r in &evs_sets {
+            changed +=
+                tx.settle_snapshot_set(SnapshotSet::SnapshotGroups, &r.try_get::<String, _>("id")?, now).await? as u64;
         }
         for r in &groups {
             changed += tx.settle_group(&r.try_get::<String, _>("id")?, now).await? as u64;
         }
         tx.commit().await?;
         Ok(changed)
+    }
+}
+
+/// The tables whose rows head a set of member snapshots (`snapshots.group_snapshot_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotSet {
+    /// Cinder group snapshots (`group_snapshots`).
+    GroupSnapshots,
+    /// EVS snapshot groups (`snapshot_groups`).
+    SnapshotGroups,
+}
+
+impl SnapshotSet {
+    fn table(self) -> &'static str {
+        match self {
+            Self::GroupSnapshots => "group_snapshots",
+            Self::SnapshotGroups => "snapshot_groups",
+        }
     }
 }
 
@@ -484,8 +509,19 @@ impl WriteTx<'_> {
 
     /// The group snapshot counterpart of [`Self::settle_group`], over its member snapshots.
     pub async fn settle_group_snapshot(&mut self, id: &str, now: &str) -> Result<bool> {
-        sqlx::query("UPDATE group_snapshots SET status = status WHERE id = $1").bind(id).execute(self.conn()).await?;
-        let Some(row) = sqlx::query("SELECT status FROM group_snapshots WHERE id = $1")
+        self.settle_snapshot_set(SnapshotSet::GroupSnapshots, id, now).await
+    }
+
+    /// Settle a set of member snapshots (`snapshots.group_snapshot_id = id`) whose header row
+    /// lives in `set`'s table: Cinder group snapshots and EVS snapshot groups share the members,
+    /// the job that takes them and this rule.
+    pub async fn settle_snapshot_set(&mut self, set: SnapshotSet, id: &str, now: &str) -> Result<bool> {
+        let table = set.table();
+        sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {table} SET status = status WHERE id = $1")))
+            .bind(id)
+            .execute(self.conn())
+            .await?;
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT status FROM {table} WHERE id = $1")))
             .bind(id)
             .fetch_optional(self.conn())
             .await?
@@ -512,11 +548,14 @@ impl WriteTx<'_> {
                 )
                 .await?;
                 let to = if not_ok > 0 { "error" } else { "available" };
-                self.cas_group_snapshot_status(id, &["creating"], to, now).await
+                self.cas_status(table, id, &["creating"], to, now).await
             }
             "deleting" => {
                 if count(self, "SELECT COUNT(*) AS n FROM snapshots WHERE group_snapshot_id = $1", id).await? == 0 {
-                    self.delete_group_snapshot_row(id).await?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE id = $1")))
+                        .bind(id)
+                        .execute(self.conn())
+                        .await?;
                     return Ok(true);
                 }
                 if count(
@@ -529,10 +568,18 @@ impl WriteTx<'_> {
                 {
                     return Ok(false);
                 }
-                self.cas_group_snapshot_status(id, &["deleting"], "error_deleting", now).await
+                self.cas_status(table, id, &["deleting"], "error_deleting", now).await
             }
             _ => Ok(false),
         }
+    }
+
+    /// Settle the set headed by `id`, whichever table holds its row (the id names a row of one
+    /// of them; settling the other is a no-op).
+    pub async fn settle_any_snapshot_set(&mut self, id: &str, now: &str) -> Result<()> {
+        self.settle_snapshot_set(SnapshotSet::GroupSnapshots, id, now).await?;
+        self.settle_snapshot_set(SnapshotSet::SnapshotGroups, id, now).await?;
+        Ok(())
     }
 
     /// [`Self::settle_group`] for the group of a volume, if it has one.
@@ -554,7 +601,7 @@ impl WriteTx<'_> {
             .fetch_optional(self.conn())
             .await?;
         if let Some(gid) = row.map(|r| r.try_get::<Option<String>, _>("group_snapshot_id")).transpose()?.flatten() {
-            self.settle_group_snapshot(&gid, now).await?;
+            self.settle_any_snapshot_set(&gid, now).await?;
         }
         Ok(())
     }

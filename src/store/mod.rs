@@ -12,6 +12,8 @@ mod client_tokens;
 // groups: generic volume groups.
 mod groups;
 mod identity;
+mod snapshot_groups;
+mod snapshot_policies;
 // images: the built-in image service.
 mod images;
 mod jobs;
@@ -48,7 +50,7 @@ use crate::error::{Error, Result};
 
 pub use attachments::{AttachmentFilter, VolumeFlag};
 // groups: generic volume groups.
-pub use groups::GroupTypeDelete;
+pub use groups::{GroupTypeDelete, SnapshotSet};
 pub use jobs::NewJob;
 // misc: encryption types, default types.
 pub use misc::EncryptionWrite;

@@ -638,8 +638,10 @@ impl Db {
     ) -> Result<u64> {
         let mut tx = self.begin_write().await?;
         let r = sqlx::query(
+            // A member of a group snapshot is worked on by its set's job (whose `snapshot_id` is the set).
             "UPDATE snapshots SET status = $1, updated_at = $2 WHERE status = $3 AND NOT EXISTS \
-             (SELECT 1 FROM jobs j WHERE j.snapshot_id = snapshots.id AND j.status IN ('INIT', 'RUNNING'))",
+             (SELECT 1 FROM jobs j WHERE j.snapshot_id IN (snapshots.id, snapshots.group_snapshot_id) \
+             AND j.status IN ('INIT', 'RUNNING'))",
         )
         .bind(to.as_str())
         .bind(now)

@@ -5,7 +5,11 @@ mod body;
 mod client_token;
 mod jobs;
 mod list_query;
+mod retype;
+mod snapshot_groups;
+mod snapshot_policies;
 mod snapshots;
+mod snapshots_v5;
 mod tags;
 mod views;
 mod volumes;
@@ -26,7 +30,8 @@ pub(super) fn routes() -> Router<Services> {
         .route("/v1/{p}/jobs/{job_id}", get_as("evs:jobs:get", jobs::show))
         .route("/v2.1/{p}/cloudvolumes", post_as("evs:volumes:create", volumes::create))
         .route("/v2.1/{p}/cloudvolumes/{id}", get_as("evs:volumes:get", volumes::show))
-        .route("/v2.1/{p}/cloudvolumes/{id}/action", volume_action());
+        .route("/v2.1/{p}/cloudvolumes/{id}/action", volume_action())
+        .route("/v2/{p}/volumes/{id}/retype", post_as("evs:volumes:retype", retype::retype));
     // Cinder v3 clients reach the same EVS routes under /v3 (ENDPOINTS.md).
     for pre in ["/v2", "/v3"] {
         r = r
@@ -65,7 +70,69 @@ pub(super) fn routes() -> Router<Services> {
             );
     }
     r = tags::routes(r);
+    r = snapshot_group_routes(r);
+    r = snapshot_v5_routes(r);
+    r = snapshot_policy_routes(r);
     r
+}
+
+/// EVS v5 snapshot groups (see `snapshot_groups`).
+fn snapshot_group_routes(r: Router<Services>) -> Router<Services> {
+    use snapshot_groups as sg;
+    let base = "/v5/{p}/snapshot-groups";
+    r.route(base, post_as("evs:snapshotGroups:create", sg::create))
+        .route(&format!("{base}/detail"), get_as("evs:snapshotGroups:list", sg::list))
+        .route(&format!("{base}/count"), get_as("evs:snapshotGroups:list", sg::count))
+        .route(&format!("{base}/tags"), get_as("evs:snapshotGroups:list", sg::project_tags))
+        .route(
+            &format!("{base}/{{id}}"),
+            get_as("evs:snapshotGroups:get", sg::show)
+                .merge(put_as("evs:snapshotGroups:update", sg::update))
+                .merge(delete_as("evs:snapshotGroups:delete", sg::delete)),
+        )
+        .route(&format!("{base}/{{id}}/tags/create"), post_as("evs:snapshotGroups:update", sg::tags_create))
+        .route(&format!("{base}/{{id}}/tags/delete"), post_as("evs:snapshotGroups:update", sg::tags_delete))
+        .route(&format!("{base}/{{id}}/rollback"), post_as("evs:snapshotGroups:rollback", sg::rollback))
+}
+
+/// EVS v5 standard snapshots and snapshot chains (see `snapshots_v5`).
+fn snapshot_v5_routes(r: Router<Services>) -> Router<Services> {
+    use snapshots_v5 as v5;
+    let base = "/v5/{p}/snapshots";
+    r.route(base, post_as("evs:snapshots:create", v5::create))
+        .route(&format!("{base}/detail"), get_as("evs:snapshots:list", v5::list))
+        .route(&format!("{base}/count"), get_as("evs:snapshots:list", v5::count))
+        .route(&format!("{base}/tags"), get_as("evs:snapshotTags:list", v5::project_tags))
+        .route(
+            &format!("{base}/{{id}}"),
+            get_as("evs:snapshots:get", v5::show)
+                .merge(put_as("evs:snapshots:update", v5::update))
+                .merge(delete_as("evs:snapshots:delete", v5::delete)),
+        )
+        .route(&format!("{base}/{{id}}/rollback"), post_as("evs:snapshots:rollback", v5::rollback))
+        .route(&format!("{base}/{{id}}/tags/create"), post_as("evs:snapshotTags:create", v5::tags_create))
+        .route(&format!("{base}/{{id}}/tags/delete"), post_as("evs:snapshotTags:delete", v5::tags_delete))
+        .route("/v5/{p}/snapshot-chains", get_as("evs:snapshots:list", v5::list_chains))
+        .route("/v5/{p}/snapshot-chains/count", get_as("evs:snapshots:list", v5::count_chains))
+}
+
+/// EVS v5 auto-snapshot policies (see `snapshot_policies`).
+fn snapshot_policy_routes(r: Router<Services>) -> Router<Services> {
+    use snapshot_policies as sp;
+    let base = "/v5/{p}/snapshot-policies";
+    r.route(
+        base,
+        post_as("evs:snapshotPolicies:create", sp::create).merge(get_as("evs:snapshotPolicies:list", sp::list)),
+    )
+    .route(&format!("{base}/count"), get_as("evs:snapshotPolicies:list", sp::count))
+    .route(
+        &format!("{base}/{{id}}"),
+        get_as("evs:snapshotPolicies:get", sp::show)
+            .merge(put_as("evs:snapshotPolicies:update", sp::update))
+            .merge(delete_as("evs:snapshotPolicies:delete", sp::delete)),
+    )
+    .route(&format!("{base}/{{id}}/associate"), post_as("evs:snapshotPolicies:update", sp::associate))
+    .route(&format!("{base}/{{id}}/disassociate"), post_as("evs:snapshotPolicies:update", sp::disassociate))
 }
 
 /// A domain error rendered in the EVS format.

@@ -44,6 +44,9 @@
 //!   job, all on the one shared descriptor);
 //! - a malformed header (bad magic) ends the connection: the stream cannot be resynchronised;
 //!   every other bad request gets an error reply (its WRITE payload is read and discarded);
+//! - a request that changes the file (WRITE, TRIM, WRITE_ZEROES) holds the export's write gate
+//!   from after its payload arrived until it ran, so a quiesce (group snapshots) that holds the
+//!   gate sees no write in flight and lets none start;
 //! - on stop (export removed, server shutdown) the reader stops at once; replies to requests in
 //!   flight are still sent for up to `shutdown_grace`, then the socket is dropped.
 
@@ -52,7 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedRwLockReadGuard, OwnedSemaphorePermit, Semaphore};
 
 use super::io;
 use super::negotiate::Negotiated;
@@ -105,6 +108,8 @@ struct Job {
     bytes: Option<OwnedSemaphorePermit>,
     /// The WRITE payload's memory (see [`admit`]), released once it is written.
     budget: Option<OwnedSemaphorePermit>,
+    /// The export's write gate, held by a request that changes the file until it ran.
+    gate: Option<OwnedRwLockReadGuard<()>>,
 }
 
 /// What the reader holds between two waits: inline replies and the next batch.
@@ -561,11 +566,31 @@ pub(crate) async fn run<R, W>(
         } else {
             Vec::new()
         };
+        // A request that changes the file runs under the export's write gate (see
+        // `ExportEntry::gate`): while a quiesce holds it, this connection waits here, having
+        // handed over everything it holds (whose guards the quiesce waits for).
+        let gate = if matches!(req.command, proto::CMD_WRITE | proto::CMD_TRIM | proto::CMD_WRITE_ZEROES) {
+            match sh.entry.gate.clone().try_read_owned() {
+                Ok(g) => Some(g),
+                Err(_) => {
+                    held.release(&sh);
+                    tokio::select! {
+                        biased;
+                        _ = &mut stopped => break,
+                        _ = &mut writer => { writer_done = true; break }
+                        g = sh.entry.gate.clone().read_owned() => Some(g),
+                    }
+                }
+            }
+        } else {
+            None
+        };
         if req.command == proto::CMD_WRITE && req.flags & proto::CMD_FLAG_FUA == 0 && req.length <= INLINE_WRITE_MAX {
             // A small buffered write lands in the page cache in microseconds: cheaper right here
             // than two thread hand-offs (drainer, writer). Durability comes from a later FLUSH,
             // which runs after this returned.
             let res = io::write(&sh.entry.file, &payload, req.offset, false);
+            drop(gate);
             io::pool::put(payload);
             drop(mem_permit);
             encode_result(&mut held.inline, &sh.entry, &sh.session, &req, res);
@@ -576,7 +601,7 @@ pub(crate) async fn run<R, W>(
             continue;
         }
         held.batch_bytes += payload.len();
-        held.batch.push(Job { req, payload, slot, bytes: bytes_permit, budget: mem_permit });
+        held.batch.push(Job { req, payload, slot, bytes: bytes_permit, budget: mem_permit, gate });
         if held.batch.len() >= BATCH_REQUESTS || held.batch_bytes >= BATCH_BYTES {
             held.dispatch_batch(&sh);
         }
@@ -723,7 +748,7 @@ fn run_batch(entry: &ExportEntry, s: &Session, jobs: Vec<Job>) -> (Vec<u8>, Vec<
     let mut permits = Vec::with_capacity(2 * jobs.len());
     let mut buf = Vec::new();
     let mut need_sync = false;
-    for Job { req, payload, slot, bytes, budget } in jobs {
+    for Job { req, payload, slot, bytes, budget, gate } in jobs {
         permits.push(slot);
         permits.extend(bytes);
         let durable = req.command == proto::CMD_FLUSH || req.flags & proto::CMD_FLAG_FUA != 0;
@@ -733,6 +758,7 @@ fn run_batch(entry: &ExportEntry, s: &Session, jobs: Vec<Job>) -> (Vec<u8>, Vec<
             continue;
         }
         let res = execute(entry, &req, &payload);
+        drop(gate);
         io::pool::put(payload);
         drop(budget);
         need_sync |= durable && res.is_ok();

@@ -18,7 +18,9 @@ pub mod server;
 mod sink;
 
 pub use qos::QosLimits;
-pub use server::{export_digest, ExportInfo, GroupStats, NbdConfig, NbdError, NbdServer, NbdStats, OP_NAMES};
+pub use server::{
+    export_digest, ExportInfo, GroupStats, NbdConfig, NbdError, NbdServer, NbdStats, QuiesceGuard, OP_NAMES,
+};
 
 #[cfg(test)]
 mod tests;

@@ -255,6 +255,11 @@ pub(crate) struct ExportEntry {
     /// The name (DNS name or address) a client certificate must be valid for to open this
     /// export; a certificate valid for another name is refused.
     client: Option<String>,
+    /// Write gate: every request that changes the file (WRITE, TRIM, WRITE_ZEROES) holds a
+    /// read guard while it runs; [`NbdServer::quiesce`] takes the write side, which waits for
+    /// those in flight and holds back new ones (the lock is fair: once a quiesce waits, no new
+    /// writer gets in ahead of it).
+    pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl ExportEntry {
@@ -309,6 +314,23 @@ pub(crate) struct BulkReader(Arc<ExportEntry>);
 impl Drop for BulkReader {
     fn drop(&mut self) {
         self.0.bulk_readers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Writes held on a set of exports (see [`NbdServer::quiesce`]); released on drop.
+pub struct QuiesceGuard {
+    guards: Vec<tokio::sync::OwnedRwLockWriteGuard<()>>,
+}
+
+impl QuiesceGuard {
+    /// How many exports are held.
+    pub fn len(&self) -> usize {
+        self.guards.len()
+    }
+
+    /// Whether no export is held (none of the volumes was exported over NBD).
+    pub fn is_empty(&self) -> bool {
+        self.guards.is_empty()
     }
 }
 
@@ -457,6 +479,7 @@ impl NbdServer {
                 group: group.to_string(),
                 qos: super::qos::Throttle::default(),
                 client,
+                gate: Arc::default(),
             }),
         );
         Ok(())
@@ -489,6 +512,36 @@ impl NbdServer {
         entry.conns.idle().await;
         tracing::info!(export = %entry.name, "nbd: export removed");
         true
+    }
+
+    /// Quiesce every export listed under one of `names` (the service lists exports by volume
+    /// id): new writes are held, writes in flight finish, then each file is flushed
+    /// (`fdatasync`). Writes stay held until the returned guard drops, so a snapshot taken of
+    /// several volumes meanwhile is crash-consistent across them. Gates are taken in digest
+    /// order, so two quiesces over overlapping sets cannot deadlock. Fails with `TimedOut`
+    /// (releasing what it took) if the writes in flight do not finish within `limit`, or with
+    /// the flush's error.
+    pub async fn quiesce(&self, names: &[String], limit: Duration) -> std::io::Result<QuiesceGuard> {
+        let mut entries: Vec<(String, Arc<ExportEntry>)> = {
+            let map = self.inner.registry.map.read().unwrap_or_else(|e| e.into_inner());
+            map.iter().filter(|(_, e)| names.contains(&e.name)).map(|(d, e)| (d.clone(), e.clone())).collect()
+        };
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut held = QuiesceGuard { guards: Vec::with_capacity(entries.len()) };
+        let take = async {
+            for (_, e) in &entries {
+                held.guards.push(e.gate.clone().write_owned().await);
+            }
+        };
+        if tokio::time::timeout(limit, take).await.is_err() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "writes in flight did not finish"));
+        }
+        let files: Vec<Arc<ExportEntry>> = entries.into_iter().filter(|(_, e)| !e.readonly).map(|(_, e)| e).collect();
+        tokio::task::spawn_blocking(move || files.iter().try_for_each(|e| super::io::flush(&e.file)))
+            .await
+            .map_err(std::io::Error::other)??;
+        tracing::debug!(exports = held.guards.len(), "nbd: exports quiesced");
+        Ok(held)
     }
 
     /// Every export, sorted by name.

@@ -1068,3 +1068,42 @@ async fn readers_that_never_take_their_replies_are_bounded_and_closed() {
     }
     drop(hog);
 }
+
+#[tokio::test]
+async fn quiesce_holds_writes_until_released_and_reads_go_on() {
+    let fx = fixture();
+    let mut w = fx.connect();
+    w.go("vol", true).await;
+    let mut r = fx.connect();
+    r.go("vol", true).await;
+    w.request(CMD_WRITE, 0, 1, 0, 4, b"aaaa").await;
+    assert_eq!(chunk_error(&w.reply().await), None);
+    let held = fx.server.quiesce(&["vol".to_string(), "no-such".to_string()], T).await.unwrap();
+    assert_eq!(held.len(), 1);
+    // A small write (done inline) and a large one (batched): neither lands while held.
+    w.request(CMD_WRITE, 0, 2, 0, 4, b"bbbb").await;
+    let big = vec![b'c'; 256 * 1024];
+    w.request(CMD_WRITE, 0, 3, 4096, big.len() as u32, &big).await;
+    // Nothing is answered, so nothing is half-read when the wait gives up.
+    assert!(tokio::time::timeout(Duration::from_millis(300), w.reply()).await.is_err(), "a write went through");
+    let mut b = [0u8; 4];
+    std::fs::File::open(&fx.path).unwrap().read_exact_at(&mut b, 0).unwrap();
+    assert_eq!(&b, b"aaaa");
+    // Another connection still reads.
+    r.request(CMD_READ, 0, 9, 0, 4, &[]).await;
+    assert_eq!(chunk_error(&r.reply().await), None);
+    // A second quiesce of the same export waits for the first one.
+    let server = fx.server.clone();
+    assert!(server.quiesce(&["vol".to_string()], Duration::from_millis(200)).await.is_err());
+    drop(held);
+    let mut cookies = vec![cookie_of(&w.reply().await), cookie_of(&w.reply().await)];
+    cookies.sort();
+    assert_eq!(cookies, vec![2, 3]);
+    std::fs::File::open(&fx.path).unwrap().read_exact_at(&mut b, 0).unwrap();
+    assert_eq!(&b, b"bbbb");
+    let mut c = vec![0u8; big.len()];
+    std::fs::File::open(&fx.path).unwrap().read_exact_at(&mut c, 4096).unwrap();
+    assert_eq!(c, big);
+    // And a new quiesce succeeds once the writes are done.
+    assert_eq!(fx.server.quiesce(&["vol".to_string()], T).await.unwrap().len(), 1);
+}
