@@ -11,6 +11,7 @@ mod snapshot_policies;
 mod snapshots;
 mod snapshots_v5;
 mod tags;
+mod v5_body;
 mod views;
 mod volumes;
 

@@ -18,11 +18,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+use super::v5_body::{bad, tag_batch_items, tags_filter};
 use super::EvsError;
 use crate::api::common::{
     caller, opt_bool, opt_string, opt_string_map, parse_json, parse_query, query_get, query_non_negative, take_object,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::SnapshotGroup;
 use crate::service::{CreateSnapshotGroup, Services, SnapshotGroupFilter};
 
@@ -30,10 +31,6 @@ type Res = std::result::Result<Response, EvsError>;
 
 /// Most groups one list page returns (the SDK's `limit` upper bound).
 const MAX_LIMIT: i64 = 1000;
-
-fn bad(msg: impl Into<String>) -> Error {
-    Error::invalid("EVS.5400", msg)
-}
 
 /// `SnapshotGroupDetail`.
 fn view(g: &SnapshotGroup) -> Value {
@@ -96,31 +93,13 @@ fn parse_create(body: &[u8]) -> Result<CreateSnapshotGroup> {
     })
 }
 
-/// `tags` as the list filter spells it: a JSON list of `{"key", "value"}` (or one object).
-fn parse_tags_filter(s: &str) -> Result<Vec<(String, String)>> {
-    let v: Value =
-        serde_json::from_str(s).map_err(|_| bad("Invalid tags filter: expected JSON [{\"key\", \"value\"}]."))?;
-    let items = match v {
-        Value::Array(a) => a,
-        o @ Value::Object(_) => vec![o],
-        _ => return Err(bad("Invalid tags filter: expected JSON [{\"key\", \"value\"}].")),
-    };
-    items
-        .iter()
-        .map(|t| match (t.get("key").and_then(Value::as_str), t.get("value").and_then(Value::as_str)) {
-            (Some(k), Some(v)) => Ok((k.to_string(), v.to_string())),
-            _ => Err(bad("Invalid tags filter: each item needs a string key and value.")),
-        })
-        .collect()
-}
-
 fn parse_filter(q: &[(String, String)]) -> Result<SnapshotGroupFilter> {
     let f = SnapshotGroupFilter {
         id: query_get(q, "id").map(str::to_string),
         name: query_get(q, "name").map(str::to_string),
         status: query_get(q, "status").map(str::to_string),
         tag_key: query_get(q, "tag_key").map(str::to_string),
-        tags: query_get(q, "tags").map(parse_tags_filter).transpose()?.unwrap_or_default(),
+        tags: query_get(q, "tags").map(tags_filter).transpose()?.unwrap_or_default(),
         enterprise_project_id: query_get(q, "enterprise_project_id").map(str::to_string),
         server_id: query_get(q, "server_id").map(str::to_string),
     };
@@ -226,29 +205,6 @@ pub(super) async fn rollback(
     Ok((StatusCode::ACCEPTED, Json(json!({"job_ids": jobs}))).into_response())
 }
 
-/// The `tags` list of a tag batch body; `value` required when adding.
-fn parse_tag_items(body: &[u8], adding: bool) -> Result<Vec<(String, Option<String>)>> {
-    let o = match parse_json(body)? {
-        Value::Object(o) => o,
-        _ => return Err(bad("Malformed request body: expected a JSON object")),
-    };
-    let items = match o.get("tags") {
-        Some(Value::Array(a)) if !a.is_empty() => a,
-        _ => return Err(bad("Invalid request: 'tags' must be a non-empty list.")),
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for it in items {
-        let t = it.as_object().ok_or_else(|| bad("Invalid tag: each tag must be an object."))?;
-        let key = opt_string(t, "key", "EVS.5400")?.ok_or_else(|| bad("Invalid tag: 'key' is required."))?;
-        let value = opt_string(t, "value", "EVS.5400")?;
-        if adding && value.is_none() {
-            return Err(bad(format!("Invalid tag {key:?}: 'value' is required.")));
-        }
-        out.push((key, value));
-    }
-    Ok(out)
-}
-
 pub(super) async fn tags_create(
     State(svc): State<Services>,
     Path((p, id)): Path<(String, String)>,
@@ -256,7 +212,7 @@ pub(super) async fn tags_create(
     body: Bytes,
 ) -> Res {
     let c = caller(&svc, &headers, &p)?;
-    let add = parse_tag_items(&body, true)?.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect();
+    let add = tag_batch_items(&body, true)?.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect();
     svc.change_snapshot_group_tags(&c, &id, add, Vec::new()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -268,7 +224,7 @@ pub(super) async fn tags_delete(
     body: Bytes,
 ) -> Res {
     let c = caller(&svc, &headers, &p)?;
-    let remove = parse_tag_items(&body, false)?.into_iter().map(|(k, v)| (k, v.filter(|v| !v.is_empty()))).collect();
+    let remove = tag_batch_items(&body, false)?.into_iter().map(|(k, v)| (k, v.filter(|v| !v.is_empty()))).collect();
     svc.change_snapshot_group_tags(&c, &id, Vec::new(), remove).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -12,19 +12,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+use super::v5_body::{bad, tags_filter};
 use super::EvsError;
 use crate::api::common::{
     caller, opt_int, opt_string, opt_string_map, parse_json, parse_query, query_get, query_non_negative, take_object,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::SnapshotPolicy;
 use crate::service::{Caller, PolicyChange, Services};
 
 type Res = std::result::Result<Response, EvsError>;
-
-fn bad(msg: impl Into<String>) -> Error {
-    Error::invalid("EVS.5400", msg)
-}
 
 async fn view(svc: &Services, p: &SnapshotPolicy) -> Result<Value> {
     Ok(json!({
@@ -79,26 +76,9 @@ fn parse_change(body: &[u8], create: bool) -> Result<PolicyChange> {
     })
 }
 
-fn parse_tags_filter(s: &str) -> Result<Vec<(String, String)>> {
-    let v: Value =
-        serde_json::from_str(s).map_err(|_| bad("Invalid tags filter: expected JSON [{\"key\", \"value\"}]."))?;
-    let items = match v {
-        Value::Array(a) => a,
-        o @ Value::Object(_) => vec![o],
-        _ => return Err(bad("Invalid tags filter: expected JSON [{\"key\", \"value\"}].")),
-    };
-    items
-        .iter()
-        .map(|t| match (t.get("key").and_then(Value::as_str), t.get("value").and_then(Value::as_str)) {
-            (Some(k), Some(v)) => Ok((k.to_string(), v.to_string())),
-            _ => Err(bad("Invalid tags filter: each item needs a string key and value.")),
-        })
-        .collect()
-}
-
 /// The caller's policies matching the query's filters.
 async fn filtered(svc: &Services, c: &Caller, q: &[(String, String)]) -> Result<Vec<SnapshotPolicy>> {
-    let tags = query_get(q, "tags").map(parse_tags_filter).transpose()?.unwrap_or_default();
+    let tags = query_get(q, "tags").map(tags_filter).transpose()?.unwrap_or_default();
     let eq = |key: &str, have: &str| query_get(q, key).is_none_or(|w| w == have);
     Ok(svc
         .list_snapshot_policies(c)

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+use super::v5_body::{bad, tag_batch_items};
 use super::EvsError;
 use crate::api::common::{
     caller, opt_bool, opt_string, opt_string_map, parse_json, parse_query, query_get, take_object,
@@ -30,10 +31,6 @@ use crate::service::{Caller, CreateSnapshot, Services, TagChange, UpdateSnapshot
 use crate::store::{SnapshotFilter, TagResource};
 
 type Res = std::result::Result<Response, EvsError>;
-
-fn bad(msg: impl Into<String>) -> Error {
-    Error::invalid("EVS.5400", msg)
-}
 
 fn only_keys(o: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<()> {
     match o.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -311,28 +308,6 @@ pub(super) async fn rollback(
     Ok((StatusCode::ACCEPTED, Json(json!({"job_id": job}))).into_response())
 }
 
-fn tag_items(body: &[u8], adding: bool) -> Result<Vec<(String, Option<String>)>> {
-    let o = match parse_json(body)? {
-        Value::Object(o) => o,
-        _ => return Err(bad("Malformed request body: expected a JSON object")),
-    };
-    let items = match o.get("tags") {
-        Some(Value::Array(a)) if !a.is_empty() => a,
-        _ => return Err(bad("Invalid request: 'tags' must be a non-empty list.")),
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for it in items {
-        let t = it.as_object().ok_or_else(|| bad("Invalid tag: each tag must be an object."))?;
-        let key = opt_string(t, "key", "EVS.5400")?.ok_or_else(|| bad("Invalid tag: 'key' is required."))?;
-        let value = opt_string(t, "value", "EVS.5400")?;
-        if adding && value.is_none() {
-            return Err(bad(format!("Invalid tag {key:?}: 'value' is required.")));
-        }
-        out.push((key, value));
-    }
-    Ok(out)
-}
-
 pub(super) async fn tags_create(
     State(svc): State<Services>,
     Path((p, id)): Path<(String, String)>,
@@ -340,7 +315,7 @@ pub(super) async fn tags_create(
     body: Bytes,
 ) -> Res {
     let c = caller(&svc, &headers, &p)?;
-    let add = tag_items(&body, true)?.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect();
+    let add = tag_batch_items(&body, true)?.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect();
     svc.change_tags(&c, TagResource::Snapshots, &id, TagChange::Upsert(add)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -352,7 +327,7 @@ pub(super) async fn tags_delete(
     body: Bytes,
 ) -> Res {
     let c = caller(&svc, &headers, &p)?;
-    let del = tag_items(&body, false)?;
+    let del = tag_batch_items(&body, false)?;
     svc.change_tags(&c, TagResource::Snapshots, &id, TagChange::Delete(del)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
