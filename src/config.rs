@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 /// switches: scripts/test.sh exports them, and a daemon or test started under it must not take
 /// them for unknown keys).
 const NON_CONFIG_ENV: &[&str] = &[
-    "require_privileged",
-    "require_clients",
+    "require_",
     "client_venv",
+    "legacy_hwsdk_venv",
+    "ui_screenshots",
     "test_",
     "bin",
     "tempest",
