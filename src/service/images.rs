@@ -520,7 +520,7 @@ impl Services {
                 return Err(e);
             }
         };
-        let (md5, sha512, len) = hasher.finish();
+        let (md5, sha512, len) = hasher.finish()?;
         let now = now_timestamp();
         let mut tx = self.db.begin_write().await?;
         if !tx.activate_image(&id, len as i64, vsize as i64, &md5, &sha512, &now).await? {
