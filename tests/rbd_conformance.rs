@@ -236,7 +236,18 @@ fn capacity_counts_replicas(c: &Cluster, work: &Path, d: &RbdDriver) {
     c.ceph(&["osd", "pool", "set", "rep2", "size", "2", "--yes-i-really-mean-it"]);
     c.ceph(&["osd", "pool", "application", "enable", "rep2", "rbd"]);
     let two = RbdDriver::open(RbdSettings { rbd_pool: "rep2".into(), ..settings(c, work, 5) }).expect("open rep2");
-    let cap = two.capacity().expect("capacity of a size-2 pool");
+    // A new pool is listed in `ceph df` only once the mgr has its first stats (a few seconds
+    // later); until then capacity is an error naming the pool. Poll with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let cap = loop {
+        match two.capacity() {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("does not list pool") => {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            Err(e) => panic!("capacity of a size-2 pool: {e:?}"),
+        }
+    };
     assert_eq!(cap.total_bytes, one.total_bytes / 2, "{cap:?} vs {one:?}");
     assert!(
         cap.free_bytes <= cap.total_bytes && cap.free_bytes <= one.free_bytes / 2 + (64 << 20),
