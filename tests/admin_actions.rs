@@ -6,7 +6,6 @@
 #[macro_use]
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -148,22 +147,6 @@ async fn snapshot_reset_update_and_force_delete(b: Backend) {
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// Run `cinderblock <args> --config <server config>`, feeding `stdin`; returns stdout.
-fn cli(server: &TestServer, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut cmd = server.command(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn cinderblock admin");
-    if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
-    }
-    let o = child.wait_with_output().expect("output");
-    assert!(o.status.success(), "cinderblock {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// A user's token-carrying client.
 #[derive(Clone)]
 struct Client {
@@ -230,13 +213,12 @@ struct Keystone {
 async fn keystone(b: Backend) -> Keystone {
     let env = vec![("CINDERBLOCK_AUTH__MODE".to_string(), "keystone".to_string())];
     let server = TestServer::start(b, Opts { env, ..Opts::default() });
-    let a = cli(&server, &["admin", "project", "create", "proj-a"], None).trim().to_string();
-    let pb = cli(&server, &["admin", "project", "create", "proj-b"], None).trim().to_string();
+    let a = server.cli(&["admin", "project", "create", "proj-a"], None).trim().to_string();
+    let pb = server.cli(&["admin", "project", "create", "proj-b"], None).trim().to_string();
     for (user, project, role) in
         [("boss", "proj-a", "admin"), ("alice", "proj-a", "member"), ("bob", "proj-b", "member")]
     {
-        cli(
-            &server,
+        server.cli(
             &["admin", "user", "create", user, "--project", project, "--role", role],
             Some(&format!("{PASSWORD}\n")),
         );

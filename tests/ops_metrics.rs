@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
-use common::{project, s, Api, Backend, Opts, TestServer, GIB};
+use common::{project, s, Backend, Opts, TestServer, GIB};
 
 backend_tests!(scrape_after_a_workload_moves_the_right_series, metrics_follow_policy_on_the_api_port);
 
@@ -191,39 +191,23 @@ async fn scrape_after_a_workload_moves_the_right_series(b: Backend) {
     api.get(&format!("{}/readyz", srv.base_url())).await.expect(200);
 }
 
-fn cli(srv: &TestServer, args: &[&str], stdin: &str) -> String {
-    let mut child = srv
-        .command(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cinderblock admin");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin");
-    let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "cinderblock {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-async fn login(api: &Api, user: &str, project: &str) -> String {
-    let body = json!({"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {"name": user, "password": PASSWORD, "domain": {"name": "Default"}}}},
-        "scope": {"project": {"name": project, "domain": {"name": "Default"}}}
-    }});
-    api.post("/identity/v3/auth/tokens", body).await.expect(201).header("x-subject-token").expect("token")
-}
-
 async fn metrics_follow_policy_on_the_api_port(b: Backend) {
     let port = free_port();
     let env = vec![("CINDERBLOCK_AUTH__MODE".to_string(), "keystone".to_string())];
     let opts = Opts { env, extra_tail: format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"), ..Opts::default() };
     let srv = TestServer::start(b, opts);
-    cli(&srv, &["admin", "project", "create", "ops"], "");
-    cli(&srv, &["admin", "user", "create", "boss", "--project", "ops", "--role", "admin"], &format!("{PASSWORD}\n"));
-    cli(&srv, &["admin", "user", "create", "alice", "--project", "ops", "--role", "member"], &format!("{PASSWORD}\n"));
+    srv.cli(&["admin", "project", "create", "ops"], None);
+    srv.cli(
+        &["admin", "user", "create", "boss", "--project", "ops", "--role", "admin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    srv.cli(
+        &["admin", "user", "create", "alice", "--project", "ops", "--role", "member"],
+        Some(&format!("{PASSWORD}\n")),
+    );
     let api = srv.api();
-    let boss = login(&api, "boss", "ops").await;
-    let alice = login(&api, "alice", "ops").await;
+    let boss = common::password_login(&api, "boss", "ops", PASSWORD).await;
+    let alice = common::password_login(&api, "alice", "ops", PASSWORD).await;
 
     // Probes need no token.
     api.get("/healthz").await.expect(200);

@@ -6,8 +6,6 @@
 #[macro_use]
 mod common;
 
-use std::io::Write;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -23,26 +21,6 @@ backend_tests!(
 );
 
 const PASSWORD: &str = "qos test password 1";
-
-/// Run `cinderblock <args>` against the server's config, feeding `stdin`; returns stdout.
-fn cli(server: &TestServer, args: &[&str], stdin: Option<&str>) -> String {
-    let mut cmd = server.command(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn cinderblock admin");
-    if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "cinderblock {args:?} did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let o = child.wait_with_output().expect("output");
-    assert!(o.status.success(), "cinderblock {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// One user's token.
 struct Client {
@@ -88,10 +66,9 @@ impl Fixture {
     async fn new(backend: Backend) -> Fixture {
         let env = vec![("CINDERBLOCK_AUTH__MODE".to_string(), "keystone".to_string())];
         let server = TestServer::start(backend, Opts { env, ..Opts::default() });
-        let p = cli(&server, &["admin", "project", "create", "qos-p"], None).trim().to_string();
+        let p = server.cli(&["admin", "project", "create", "qos-p"], None).trim().to_string();
         for (user, role) in [("boss", "admin"), ("alice", "member")] {
-            cli(
-                &server,
+            server.cli(
                 &["admin", "user", "create", user, "--project", "qos-p", "--role", role],
                 Some(&format!("{PASSWORD}\n")),
             );

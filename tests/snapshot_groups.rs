@@ -13,7 +13,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -577,43 +576,24 @@ async fn kill9_after_members_taken_retakes_the_set(b: Backend) {
 
 const PASSWORD: &str = "correct horse battery staple";
 
-fn cli(server: &TestServer, args: &[&str], stdin: &str) -> String {
-    let mut child = server
-        .command(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cinderblock admin");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin");
-    let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "cinderblock {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-async fn login(api: &Api, user: &str, project: &str) -> String {
-    let body = json!({"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {"name": user, "password": PASSWORD, "domain": {"name": "Default"}}}},
-        "scope": {"project": {"name": project, "domain": {"name": "Default"}}}
-    }});
-    api.post("/identity/v3/auth/tokens", body).await.expect(201).header("x-subject-token").expect("token")
-}
-
 /// Members create, readers only read, another project sees and changes nothing (404).
 async fn other_projects_and_roles(b: Backend) {
     let env = vec![("CINDERBLOCK_AUTH__MODE".to_string(), "keystone".to_string())];
     let srv = TestServer::start(b, Opts { env, ..Opts::default() });
-    let pa = cli(&srv, &["admin", "project", "create", "proj-a"], "").trim().to_string();
-    let pb = cli(&srv, &["admin", "project", "create", "proj-b"], "").trim().to_string();
+    let pa = srv.cli(&["admin", "project", "create", "proj-a"], None).trim().to_string();
+    let pb = srv.cli(&["admin", "project", "create", "proj-b"], None).trim().to_string();
     for (user, project, role) in
         [("alice", "proj-a", "member"), ("rita", "proj-a", "reader"), ("bob", "proj-b", "member")]
     {
-        cli(&srv, &["admin", "user", "create", user, "--project", project, "--role", role], &format!("{PASSWORD}\n"));
+        srv.cli(
+            &["admin", "user", "create", user, "--project", project, "--role", role],
+            Some(&format!("{PASSWORD}\n")),
+        );
     }
     let api = srv.api();
-    let alice = login(&api, "alice", "proj-a").await;
-    let rita = login(&api, "rita", "proj-a").await;
-    let bob = login(&api, "bob", "proj-b").await;
+    let alice = common::password_login(&api, "alice", "proj-a", PASSWORD).await;
+    let rita = common::password_login(&api, "rita", "proj-a", PASSWORD).await;
+    let bob = common::password_login(&api, "bob", "proj-b", PASSWORD).await;
     let go = |m: reqwest::Method, path: String, body: Option<Value>, t: &str| {
         let api = api.clone();
         let t = t.to_string();

@@ -8,8 +8,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write as _;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{unique, Backend, Opts, TestServer};
@@ -25,29 +23,14 @@ backend_tests!(
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// Run `cinderblock <args>` against the server's config, feeding `stdin`; stdout.
-fn cli(server: &TestServer, args: &[&str], stdin: Option<&str>) -> String {
-    let mut cmd = server.command(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn cinderblock admin");
-    if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
-    }
-    let o = child.wait_with_output().expect("output");
-    assert!(o.status.success(), "cinderblock {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// A keystone daemon with projects `ui-a` and `ui-b` and users boss (admin of a), alice (member
 /// of a), rita (reader of a), bob (member of b) and carol (member of a, for throttling).
 fn keystone_server(backend: Backend, env: &[(&str, &str)]) -> TestServer {
     let mut e = vec![("CINDERBLOCK_AUTH__MODE".to_string(), "keystone".to_string())];
     e.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let server = TestServer::start(backend, Opts { env: e, ..Opts::default() });
-    cli(&server, &["admin", "project", "create", "ui-a"], None);
-    cli(&server, &["admin", "project", "create", "ui-b"], None);
+    server.cli(&["admin", "project", "create", "ui-a"], None);
+    server.cli(&["admin", "project", "create", "ui-b"], None);
     for (user, project, role) in [
         ("boss", "ui-a", "admin"),
         ("alice", "ui-a", "member"),
@@ -55,8 +38,7 @@ fn keystone_server(backend: Backend, env: &[(&str, &str)]) -> TestServer {
         ("bob", "ui-b", "member"),
         ("carol", "ui-a", "member"),
     ] {
-        cli(
-            &server,
+        server.cli(
             &["admin", "user", "create", user, "--project", project, "--role", role],
             Some(&format!("{PASSWORD}\n")),
         );
@@ -66,7 +48,7 @@ fn keystone_server(backend: Backend, env: &[(&str, &str)]) -> TestServer {
 
 /// The id of project `name` (from `cinderblock admin project list`).
 fn project_id(server: &TestServer, name: &str) -> String {
-    let projects = cli(server, &["admin", "project", "list"], None);
+    let projects = server.cli(&["admin", "project", "list"], None);
     let line = projects.lines().find(|l| l.split_whitespace().any(|w| w == name)).expect("project listed");
     line.split_whitespace()
         .find(|w| w.len() == 32 && w.bytes().all(|c| c.is_ascii_hexdigit()))
@@ -312,12 +294,12 @@ async fn ui_sign_in_sessions_and_csrf(backend: Backend) {
 
     // A disabled user's sessions end at once.
     let mut carol = Browser::sign_in(&server, "carol", "ui-a").await;
-    cli(&server, &["admin", "user", "disable", "carol"], None);
+    server.cli(&["admin", "user", "disable", "carol"], None);
     assert_eq!(carol.get("/ui/").await.status, 303, "a disabled user is signed out");
-    cli(&server, &["admin", "user", "enable", "carol"], None);
+    server.cli(&["admin", "user", "enable", "carol"], None);
     // A new password ends the user's sessions (their rows go with the old password's tokens).
     let mut carol = Browser::sign_in(&server, "carol", "ui-a").await;
-    cli(&server, &["admin", "user", "set-password", "carol"], Some(&format!("{PASSWORD}\n")));
+    server.cli(&["admin", "user", "set-password", "carol"], Some(&format!("{PASSWORD}\n")));
     assert_eq!(carol.get("/ui/").await.status, 303, "a password change signs the user out");
 
     // The identity service's throttling applies: after 3 failures even the right password is 429.

@@ -12,7 +12,6 @@
 #[allow(unused_macros)]
 mod common;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,16 +23,6 @@ const PASSWORD: &str = "correct horse battery staple";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-fn cli(server: &TestServer, args: &[&str], stdin: Option<&str>) {
-    let mut cmd = server.command(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn cinderblock admin");
-    if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
-    }
-    assert!(child.wait().expect("wait").success(), "cinderblock {args:?} failed");
-}
 
 /// A chromedriver process and one browser session; both end on drop, also on failure.
 struct Driver {
@@ -223,9 +212,8 @@ fn ui_in_a_real_browser() {
     // Slowed job steps: a new volume is still `creating` when its page has loaded, so the page
     // must update itself to show `available`.
     let server = TestServer::start(Backend::Sqlite, Opts { env, step_delay_ms: 500, ..Opts::default() });
-    cli(&server, &["admin", "project", "create", "homelab"], None);
-    cli(
-        &server,
+    server.cli(&["admin", "project", "create", "homelab"], None);
+    server.cli(
         &["admin", "user", "create", "admin", "--project", "homelab", "--role", "admin"],
         Some(&format!("{PASSWORD}\n")),
     );

@@ -292,6 +292,28 @@ impl TestServer {
         cmd
     }
 
+    /// Run `cinderblock <args>` on this server's config (the operator CLI, `admin …`), feeding
+    /// `stdin` when given (passwords), within a minute; its stdout. A failure fails the test.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> String {
+        use std::io::Write;
+        let mut cmd = self.command(args);
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn cinderblock");
+        if let Some(input) = stdin {
+            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "cinderblock {args:?} did not finish");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let o = child.wait_with_output().expect("output");
+        assert!(o.status.success(), "cinderblock {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     /// The temp dir of this server.
     pub fn dir(&self) -> &Path {
         &self.dir_path
@@ -909,4 +931,13 @@ pub fn next_link(links: &Value) -> Option<String> {
 pub fn query_param(url: &str, key: &str) -> Option<String> {
     let q = url.split_once('?')?.1;
     q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
+}
+
+/// A project-scoped token for `user` of `project` (password authentication, domain Default).
+pub async fn password_login(api: &Api, user: &str, project: &str, password: &str) -> String {
+    let body = serde_json::json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {"name": user, "password": password, "domain": {"name": "Default"}}}},
+        "scope": {"project": {"name": project, "domain": {"name": "Default"}}}
+    }});
+    api.post("/identity/v3/auth/tokens", body).await.expect(201).header("x-subject-token").expect("token")
 }
