@@ -12,14 +12,14 @@ import tempfile
 import urllib.request
 import uuid
 
+import hwlib
+from hwlib import call
 from clientlib import check, fail, main, parse_args, poll, step
 
-from huaweicloudsdkcore.auth.credentials import BasicCredentials
-from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException, SdkException
-from huaweicloudsdkcore.http.http_config import HttpConfig
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkevs.v2 import (CreateVolumeOption, CreateVolumeRequest, CreateVolumeRequestBody,
-                                  DeleteVolumeRequest, EvsClient, ListVolumesRequest,
-                                  ShowJobRequest, ShowVolumeRequest, UpdateVolumeOption,
+                                  DeleteVolumeRequest, ListVolumesRequest,
+                                  ShowVolumeRequest, UpdateVolumeOption,
                                   UpdateVolumeRequest, UpdateVolumeRequestBody)
 
 AK = "CINDERBLOCKTESTAK0000"
@@ -28,38 +28,12 @@ COUNT = 3
 SIZE_GB = 10
 
 
-def call(what, fn, request):
-    """Call the SDK; turn an unexpected API error into a readable mismatch."""
-    try:
-        return fn(request)
-    except ClientRequestException as e:
-        fail(f"{what}: HTTP {e.status_code} error_code={e.error_code!r} error_msg={e.error_msg!r} "
-             f"request_id={e.request_id!r}")
-    except SdkException as e:
-        fail(f"{what}: {type(e).__name__}: {e}")
-
-
 def scenario():
     args = parse_args(__doc__)
-    config = HttpConfig.get_default_config()
-    config.timeout = (10, 60)
-    client = (EvsClient.new_builder()
-              .with_http_config(config)
-              .with_credentials(BasicCredentials(AK, SK, args.project))
-              .with_endpoint(args.endpoint)
-              .build())
+    client = hwlib.evs_client(args.endpoint, AK, SK, args.project)
 
     def wait_job(job_id, what):
-        def probe():
-            job = call(f"ShowJob {job_id}", client.show_job, ShowJobRequest(job_id=job_id))
-            if job.status == "SUCCESS":
-                return job
-            if job.status == "FAIL":
-                fail(f"job {job_id} ({what}) failed: error_code={job.error_code!r} "
-                     f"fail_reason={job.fail_reason!r}")
-            check(job.status in ("INIT", "RUNNING"), f"job {job_id}: unknown status {job.status!r}")
-            return ("pending", job.status)
-        return poll(f"job {job_id} ({what}) to reach SUCCESS", probe)
+        return hwlib.wait_job(client, job_id, what)
 
     def list_volumes(**filters):
         return call(f"ListVolumes {filters}", client.list_volumes, ListVolumesRequest(**filters))

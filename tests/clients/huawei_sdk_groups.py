@@ -12,11 +12,11 @@ writes data straight into the disks' files and checks that the members hold it.
 import os
 import uuid
 
+import hwlib
+from hwlib import call
 from clientlib import check, fail, main, parse_args, poll, step
 
-from huaweicloudsdkcore.auth.credentials import BasicCredentials
-from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException, SdkException
-from huaweicloudsdkcore.http.http_config import HttpConfig
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkevs.v2 import (BatchCreateSnapshotTagsRequest, BatchDeleteSnapshotTagsRequest,
                                   CinderUpdateSnapshotOptionV5, CountSnapshotChainsRequest, CountSnapshotsRequest,
                                   CreateStandardSnapshot, CreateStandardSnapshotRequest,
@@ -36,9 +36,9 @@ from huaweicloudsdkevs.v2 import (BatchCreateResourceTagsRequestBody, BatchCreat
                                   CountSnapshotsGroupRequest, CreateResourceTag, CreateSnapshotGroupRequest,
                                   CreateSnapshotGroupRequestBody, CreateVolumeOption, CreateVolumeRequest,
                                   CreateVolumeRequestBody, DeleteResourceTag, DeleteSnapshotGroupRequest,
-                                  DeleteVolumeRequest, EvsClient, ListSnapshotGroupRequest,
+                                  DeleteVolumeRequest, ListSnapshotGroupRequest,
                                   ListSnapshotGroupTagsRequest, RetypeVolume, RetypeVolumeRequest,
-                                  RetypeVolumeRequestBody, ShowJobRequest, ShowSnapshotGroupRequest,
+                                  RetypeVolumeRequestBody, ShowSnapshotGroupRequest,
                                   ShowVolumeRequest, SnapshotGroup, UpdateSnapshotGroupRequest,
                                   UpdateSnapshotGroupRequestBody, UpdateSnapshotGroupResponseBody)
 
@@ -47,17 +47,6 @@ SK = "ignored-in-noauth-mode"
 SIZE_GB = 10
 MIB = 1 << 20
 POOL = os.path.join(os.getcwd(), "pool")
-
-
-def call(what, fn, request):
-    """Call the SDK; turn an unexpected API error into a readable mismatch."""
-    try:
-        return fn(request)
-    except ClientRequestException as e:
-        fail(f"{what}: HTTP {e.status_code} error_code={e.error_code!r} error_msg={e.error_msg!r} "
-             f"request_id={e.request_id!r}")
-    except SdkException as e:
-        fail(f"{what}: {type(e).__name__}: {e}")
 
 
 def expect_error(what, fn, request, status, code):
@@ -87,23 +76,10 @@ def read_at(path, offset, length):
 
 def scenario():
     args = parse_args(__doc__)
-    config = HttpConfig.get_default_config()
-    config.timeout = (10, 60)
-    client = (EvsClient.new_builder()
-              .with_http_config(config)
-              .with_credentials(BasicCredentials(AK, SK, args.project))
-              .with_endpoint(args.endpoint)
-              .build())
+    client = hwlib.evs_client(args.endpoint, AK, SK, args.project)
 
     def wait_job(job_id, what):
-        def probe():
-            job = call(f"ShowJob {job_id}", client.show_job, ShowJobRequest(job_id=job_id))
-            if job.status == "SUCCESS":
-                return job
-            if job.status == "FAIL":
-                fail(f"job {job_id} ({what}) failed: error_code={job.error_code!r} fail_reason={job.fail_reason!r}")
-            return ("pending", job.status)
-        return poll(f"job {job_id} ({what})", probe)
+        return hwlib.wait_job(client, job_id, what)
 
     def show_group(gid):
         return call(f"ShowSnapshotGroup {gid}", client.show_snapshot_group,

@@ -15,11 +15,11 @@ reference that issue 11 A made whole, every answer parsed by the SDK's own model
 import json
 import uuid
 
+import hwlib
+from hwlib import call
 from clientlib import check, fail, main, parse_args, poll, step
 
-from huaweicloudsdkcore.auth.credentials import BasicCredentials
-from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException, SdkException
-from huaweicloudsdkcore.http.http_config import HttpConfig
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkevs.v2 import (
     BssParamForCreateVolume, BssParamForResizeVolume, CinderAcceptVolumeTransferOption,
     CinderAcceptVolumeTransferRequest, CinderAcceptVolumeTransferRequestBody,
@@ -27,21 +27,12 @@ from huaweicloudsdkevs.v2 import (
     CinderDeleteVolumeTransferRequest, CinderListAvailabilityZonesRequest, CinderListQuotasRequest,
     CinderListVolumeTransfersRequest, CinderListVolumeTypesRequest, CinderShowVolumeTransferRequest,
     CreateVolumeOption, CreateVolumeRequest, CreateVolumeRequestBody, CreateVolumeSchedulerHints,
-    CreateVolumeTransferOption, DeleteVolumeRequest, EvsClient, ListVersionsRequest,
+    CreateVolumeTransferOption, DeleteVolumeRequest, ListVersionsRequest,
     ListVolumesRequest, ListVolumeTagsRequest, OsExtend, ResizeVolumeRequest, ResizeVolumeRequestBody,
     ShowJobRequest, ShowVersionRequest, ShowVolumeRequest)
 
 AK = "CINDERBLOCKTESTAK0000"
 SK = "ignored-in-noauth-mode"
-
-
-def call(what, fn, request):
-    try:
-        return fn(request)
-    except ClientRequestException as e:
-        fail(f"{what}: HTTP {e.status_code} error_code={e.error_code!r} error_msg={e.error_msg!r}")
-    except SdkException as e:
-        fail(f"{what}: {type(e).__name__}: {e}")
 
 
 def refused(what, fn, request, status, code):
@@ -55,10 +46,7 @@ def refused(what, fn, request, status, code):
 
 
 def client_for(endpoint, project):
-    config = HttpConfig.get_default_config()
-    config.timeout = (10, 60)
-    return (EvsClient.new_builder().with_http_config(config)
-            .with_credentials(BasicCredentials(AK, SK, project)).with_endpoint(endpoint).build())
+    return hwlib.evs_client(endpoint, AK, SK, project)
 
 
 def scenario():
@@ -68,14 +56,7 @@ def scenario():
     other = client_for(args.endpoint, other_project)
 
     def wait_job(job_id, what):
-        def probe():
-            job = call(f"ShowJob {job_id}", client.show_job, ShowJobRequest(job_id=job_id))
-            if job.status == "SUCCESS":
-                return job
-            if job.status == "FAIL":
-                fail(f"job {job_id} ({what}) failed: {job.error_code!r} {job.fail_reason!r}")
-            return ("pending", job.status)
-        return poll(f"job {job_id} ({what})", probe)
+        return hwlib.wait_job(client, job_id, what)
 
     def create(what, body):
         created = call(what, client.create_volume, CreateVolumeRequest(body=body))

@@ -11,20 +11,20 @@ writes data straight into the disk's file (`pool/volumes/<id>.raw`) as a guest w
 import os
 import uuid
 
+import hwlib
+from hwlib import call
 from clientlib import check, fail, main, parse_args, poll, step
 
-from huaweicloudsdkcore.auth.credentials import BasicCredentials
-from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException, SdkException
-from huaweicloudsdkcore.http.http_config import HttpConfig
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkevs.v2 import (BatchCreateVolumeTagsRequest, BatchCreateVolumeTagsRequestBody,
                                   BatchDeleteVolumeTagsRequest, BatchDeleteVolumeTagsRequestBody,
                                   ListVolumesByTagsRequest, ListVolumesByTagsRequestBody, ShowVolumeTagsRequest, Tag,
                                   TagsForListVolumes)
 from huaweicloudsdkevs.v2 import (CreateSnapshotOption, CreateSnapshotRequest, CreateSnapshotRequestBody,
                                   CreateVolumeOption, CreateVolumeRequest, CreateVolumeRequestBody,
-                                  DeleteSnapshotRequest, DeleteVolumeRequest, EvsClient, ListSnapshotsRequest,
+                                  DeleteSnapshotRequest, DeleteVolumeRequest, ListSnapshotsRequest,
                                   OsExtend, ResizeVolumeRequest, ResizeVolumeRequestBody, RollbackSnapshotOption,
-                                  RollbackSnapshotRequest, RollbackSnapshotRequestBody, ShowJobRequest,
+                                  RollbackSnapshotRequest, RollbackSnapshotRequestBody,
                                   ShowSnapshotRequest, ShowVolumeRequest, UpdateSnapshotOption,
                                   UpdateSnapshotRequest, UpdateSnapshotRequestBody)
 
@@ -33,17 +33,6 @@ SK = "ignored-in-noauth-mode"
 SIZE_GB = 10
 MIB = 1 << 20
 POOL = os.path.join(os.getcwd(), "pool")
-
-
-def call(what, fn, request):
-    """Call the SDK; turn an unexpected API error into a readable mismatch."""
-    try:
-        return fn(request)
-    except ClientRequestException as e:
-        fail(f"{what}: HTTP {e.status_code} error_code={e.error_code!r} error_msg={e.error_msg!r} "
-             f"request_id={e.request_id!r}")
-    except SdkException as e:
-        fail(f"{what}: {type(e).__name__}: {e}")
 
 
 def pattern(tag):
@@ -75,23 +64,10 @@ def read_at(path, offset, length):
 
 def scenario():
     args = parse_args(__doc__)
-    config = HttpConfig.get_default_config()
-    config.timeout = (10, 60)
-    client = (EvsClient.new_builder()
-              .with_http_config(config)
-              .with_credentials(BasicCredentials(AK, SK, args.project))
-              .with_endpoint(args.endpoint)
-              .build())
+    client = hwlib.evs_client(args.endpoint, AK, SK, args.project)
 
     def wait_job(job_id, what):
-        def probe():
-            job = call(f"ShowJob {job_id}", client.show_job, ShowJobRequest(job_id=job_id))
-            if job.status == "SUCCESS":
-                return job
-            if job.status == "FAIL":
-                fail(f"job {job_id} ({what}) failed: error_code={job.error_code!r} fail_reason={job.fail_reason!r}")
-            return ("pending", job.status)
-        return poll(f"job {job_id} ({what})", probe)
+        return hwlib.wait_job(client, job_id, what)
 
     def show_volume(vid):
         return call(f"ShowVolume {vid}", client.show_volume, ShowVolumeRequest(volume_id=vid)).volume
