@@ -208,9 +208,16 @@ fn ui_in_a_real_browser() {
         eprintln!("skipped ui_in_a_real_browser: {missing:?} not installed (apt-get install chromium chromium-driver)");
         return;
     }
-    let env = vec![("CINDERBLOCK_AUTH__MODE".to_string(), "keystone".to_string())];
-    // Slowed job steps: a new volume is still `creating` when its page has loaded, so the page
-    // must update itself to show `available`.
+    // The job workers wait while `stall` exists (the runner's stall hook): the new volume is
+    // still `creating` when its page has loaded, however slow the machine, so the page must
+    // update itself to show `available` once the workers are let go. Slowed job steps keep the
+    // later steps visible in flight too.
+    let stall_dir = tempfile::tempdir().expect("tmp");
+    let stall = stall_dir.path().join("stall");
+    let env = vec![
+        ("CINDERBLOCK_AUTH__MODE".to_string(), "keystone".to_string()),
+        ("CINDERBLOCK_TEST_STALL_FILE".to_string(), stall.display().to_string()),
+    ];
     let server = TestServer::start(Backend::Sqlite, Opts { env, step_delay_ms: 500, ..Opts::default() });
     server.cli(&["admin", "project", "create", "homelab"], None);
     server.cli(
@@ -236,11 +243,13 @@ fn ui_in_a_real_browser() {
     let name = unique("browser");
     d.type_into("#name", &name);
     d.type_into("#size", "2");
+    std::fs::write(&stall, b"").expect("stall file");
     d.click("#create");
     d.wait_text("#volume-name", &name);
     // A mark in this page's JavaScript state: a reload would lose it.
     d.call("POST", "/execute/sync", Some(json!({"script": "window.cbMark = 42; return 1;", "args": []})));
     assert_eq!(d.text_of("#volume-status").as_deref(), Some("creating"), "the page loaded before the job ended");
+    std::fs::remove_file(&stall).expect("release the workers");
     d.wait_text("#volume-status", "available");
     d.wait_text("#job-status", "SUCCESS");
     let mark = d.call("POST", "/execute/sync", Some(json!({"script": "return window.cbMark || 0;", "args": []})));
